@@ -1,0 +1,1 @@
+"""Bundled data: example projects, icons and screenshots (shipped as layerlab.assets)."""

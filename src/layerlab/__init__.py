@@ -1,0 +1,13 @@
+"""LayerLab: design, train and understand neural networks visually.
+
+The public API of product.md §4, importable without Qt.
+"""
+
+from layerlab.core.compiler import build_model
+from layerlab.core.errors import GraphError, ProjectFileError
+from layerlab.core.project import Project, load_project
+from layerlab.core.shapes import infer_shapes
+
+__all__ = ["GraphError", "Project", "ProjectFileError", "build_model", "infer_shapes",
+           "load_project"]
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""The command line of product.md §3. Commands that need no window never import Qt."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from layerlab.core.errors import GraphError, ProjectFileError, format_error
+
+
+class CliError(Exception):
+    """A one-sentence message for stderr, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from layerlab.core.compiler import param_counts
+    from layerlab.core.project import load_project
+    from layerlab.core.shapes import analyze
+
+    project = _load(args.file)
+    analysis = analyze(project.graph)
+    counts = param_counts(project.graph, analysis)
+    rows = [("node", "type", "output shape", "parameters")]
+    for node, data in project.graph.nodes(data=True):
+        shape = analysis.shapes.get(node)
+        shown = "?" if shape is None else ("scalar" if shape == () else
+                                           "[" + ", ".join(map(str, shape)) + "]")
+        count = counts.get(node)
+        frozen = " (frozen)" if data.get("frozen") else ""
+        rows.append((str(node), str(data.get("type", "?")), shown,
+                     "?" if count is None else f"{count:,}{frozen}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    total = sum(counts.values())
+    trainable = sum(c for n, c in counts.items() if not project.graph.nodes[n].get("frozen"))
+    print(f"total parameters: {total:,} (trainable {trainable:,})")
+    for node, message in analysis.errors:
+        print(f"{args.file}: {format_error(node, message)}", file=sys.stderr)
+    return 1 if analysis.errors else 0
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from layerlab.core.examples import example_names, example_text, example_title
+    from layerlab.core.project import atomic_write_text
+
+    if args.name is None:
+        for name in example_names():
+            print(f"{name:<18} {example_title(name)}")
+        return 0
+    try:
+        text = example_text(args.name)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    _write(lambda: atomic_write_text(Path(args.output), text), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _load(path: str):  # noqa: ANN202 - Project, imported lazily
+    from layerlab.core.project import load_project
+
+    try:
+        return load_project(path)
+    except ProjectFileError as exc:
+        raise CliError(str(exc), 2) from None
+    except GraphError as exc:
+        lines = [f"{path}: {format_error(n, m)}" for n, m in exc.errors]
+        raise CliError("\n".join(lines), 1) from None
+
+
+def _write(action: Callable[[], None], path: str) -> None:
+    try:
+        action()
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerlab", description="Design, train and understand neural networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = sub.add_parser("check", help="check a project: shapes, parameters, errors")
+    check.add_argument("file")
+    check.set_defaults(run=_cmd_check)
+    examples = sub.add_parser("examples", help="list the bundled examples or write one out")
+    examples.add_argument("name", nargs="?")
+    examples.add_argument("-o", "--output", metavar="FILE")
+    examples.set_defaults(run=_cmd_examples)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("layerlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: one line for the user, the trace on request
+        if os.environ.get("LAYERLAB_DEBUG"):
+            raise
+        print(f"layerlab: internal error: {exc!r} (run with LAYERLAB_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Qt-free core: project file, catalogue, shapes, compiler, training."""

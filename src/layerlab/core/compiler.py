@@ -1,0 +1,92 @@
+"""Graph → torch.fx.GraphModule, with submodules named by node id.
+
+The model is built with fx's Graph API, not traced, so `.code` reads like the forward a
+person would write, and a GraphModule trains exactly as fast as a hand-written module
+(shared/measurements.md). Every fx node that carries a layer's output is tagged with
+`meta["layerlab_node"]`, which is how the step-through tracer maps values back to nodes.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import torch
+import torch.fx
+from torch import nn
+
+from layerlab.core.catalogue import CATALOGUE, apply_init
+from layerlab.core.errors import GraphError
+from layerlab.core.shapes import Analysis, analyze
+
+NODE_META = "layerlab_node"
+
+
+def checked(graph: nx.DiGraph) -> Analysis:
+    """The graph's analysis, or GraphError with every problem; compiling needs a valid graph."""
+    analysis = analyze(graph)
+    if analysis.errors:
+        raise GraphError(analysis.errors)
+    if analysis.output_node is None or analysis.input_node is None:
+        raise GraphError([(None, "the graph has no output")])
+    return analysis
+
+
+def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
+    """The graph without its loss node as a trainable module: forward(x) feeds the loss.
+
+    Weights are initialised by each node's `init` from torch's global random state, so
+    seeding torch first makes the model reproducible.
+    """
+    analysis = checked(graph)
+    modules = nn.Module()
+    fx_graph = torch.fx.Graph()
+    values: dict[str, torch.fx.Node] = {}
+    for node in analysis.order:
+        if node == analysis.loss_node:
+            continue
+        ctx = analysis.contexts[node]
+        spec = CATALOGUE[graph.nodes[node]["type"]]
+        if spec.type == "Input":
+            value = fx_graph.placeholder(node)
+        else:
+            if spec.build is not None:
+                module = spec.build(ctx)
+                if spec.has_init:
+                    apply_init(module, ctx.params["init"])
+                modules.add_module(node, module)
+            args = [values[s] for s in ctx.in_ids]
+            if spec.emit is None:
+                value = fx_graph.call_module(node, tuple(args))
+            else:
+                value = spec.emit(fx_graph, ctx, args)
+        if value.op != "placeholder":
+            value._rename(node)  # the variable in .code reads as the node id
+        value.meta[NODE_META] = node
+        values[node] = value
+    fx_graph.output(values[analysis.output_node])
+    fx_graph.lint()
+    model = torch.fx.GraphModule(modules, fx_graph, class_name="LayerLabModel")
+    model.layerlab_output = analysis.output_node
+    return model
+
+
+def build_loss(graph: nx.DiGraph) -> nn.Module | None:
+    """The graph's loss node as a torch loss module, or None when it has none."""
+    analysis = checked(graph)
+    if analysis.loss_node is None:
+        return None
+    spec = CATALOGUE[graph.nodes[analysis.loss_node]["type"]]
+    assert spec.build is not None
+    return spec.build(analysis.contexts[analysis.loss_node])
+
+
+def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None) -> dict[str, int]:
+    """Parameters per node, for every node whose shape is known; built on the meta device
+    so that counting a huge layer allocates nothing."""
+    analysis = analysis or analyze(graph)
+    counts = {}
+    with torch.device("meta"):
+        for node, ctx in analysis.contexts.items():
+            spec = CATALOGUE[graph.nodes[node]["type"]]
+            module = spec.build(ctx) if spec.build is not None and not spec.is_loss else None
+            counts[node] = sum(p.numel() for p in module.parameters()) if module else 0
+    return counts

@@ -1,0 +1,28 @@
+"""The errors LayerLab raises to people, each tied to what it concerns."""
+
+from __future__ import annotations
+
+
+class GraphError(Exception):
+    """A graph (or project) with problems; `.errors` lists every one, not just the first.
+
+    Each entry is `(node_id, message)`; `node_id` is None for problems of the graph as a
+    whole, and a JSON location such as `training.lr` for problems outside the graph.
+    """
+
+    def __init__(self, errors: list[tuple[str | None, str]]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(format_error(n, m) for n, m in self.errors))
+
+
+class ProjectFileError(Exception):
+    """A file that cannot be read as a LayerLab project at all (missing, not JSON, too new)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def format_error(node: str | None, message: str) -> str:
+    return message if node is None else f"{node}: {message}"

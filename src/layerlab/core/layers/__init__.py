@@ -1,0 +1,1 @@
+"""Layer declarations, one module per group of product.md §2."""

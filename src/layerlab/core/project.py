@@ -1,0 +1,283 @@
+"""The project file (`*.layerlab.json`): load, validate, migrate, save atomically.
+
+A file that cannot be read at all raises ProjectFileError (`check` exits 2); a readable file
+with structural problems raises GraphError listing each problem with the node id or JSON
+location it concerns (`check` exits 1). Problems of the network itself (unknown types, bad
+parameters, shape mismatches) do not stop loading: the window must be able to open a broken
+design so that a person can fix it; `analyze` reports them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from layerlab.core.catalogue import OPTIMIZERS
+from layerlab.core.errors import GraphError, ProjectFileError
+
+FORMAT = "layerlab-project"
+VERSION = 1
+KNOWN_KEYS = ("format", "version", "name", "graph", "training")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+DEFAULT_TRAINING: dict[str, Any] = {
+    "dataset": {"name": "spiral", "options": {}, "validation_split": 0.1},
+    "optimizer": {"name": "adam", "lr": 0.001},
+    "batch_size": 32,
+    "epochs": 10,
+    "l1": 0.0,
+    "l2": 0.0,
+    "seed": 0,
+    "device": "auto",
+}
+
+Error = tuple[str | None, str]
+
+
+@dataclass
+class Project:
+    """A design and its training settings. `graph` is the networkx.DiGraph of product.md §1."""
+
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    name: str = "Untitled"
+    training: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TRAINING))
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown top-level keys, kept
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        graph = nx.node_link_data(self.graph, edges="edges")
+        graph["nodes"] = [{"id": n["id"], **{k: v for k, v in n.items() if k != "id"}}
+                          for n in graph["nodes"]]
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "graph": graph,
+            "training": copy.deepcopy(self.training),
+            **copy.deepcopy(self.extra),
+        }
+
+    def to_json(self) -> str:
+        return dumps_readable(self.to_dict()) + "\n"
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the project atomically: a crash leaves the old file or the whole new one."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("the project has no file yet; give a path")
+        atomic_write_text(target, self.to_json())
+        self.path = target
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<project>") -> Project:
+        _check_header(data, source)
+        errors: list[Error] = []
+        graph = _read_graph(data.get("graph"), errors)
+        training = _read_training(data.get("training", {}), errors)
+        name = data.get("name", "Untitled")
+        if not isinstance(name, str):
+            errors.append(("name", f"name must be text, not {name!r}"))
+        if errors:
+            raise GraphError(errors)
+        extra = {k: v for k, v in data.items() if k not in KNOWN_KEYS}
+        return cls(graph=graph, name=name, training=training, extra=extra)
+
+
+def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
+    """JSON indented like a person would write it: anything short enough on one line."""
+    flat = json.dumps(value, ensure_ascii=False)
+    if len(flat) + len(indent) <= width or not isinstance(value, (dict, list)) or not value:
+        return flat
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: "
+                 f"{dumps_readable(v, inner, width)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    items = [inner + dumps_readable(v, inner, width) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_project(path: str | os.PathLike[str]) -> Project:
+    """Read a project file; raises ProjectFileError or GraphError with every problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ProjectFileError(source, "no such file") from None
+    except IsADirectoryError:
+        raise ProjectFileError(source, "is a folder, not a project file") from None
+    except OSError as exc:
+        raise ProjectFileError(source, f"cannot be read ({exc.strerror})") from None
+    project = Project.from_dict(parse_json(raw, source), source)
+    project.path = Path(path)
+    return project
+
+
+def parse_json(raw: bytes, source: str) -> dict[str, Any]:
+    if not raw.strip():
+        raise ProjectFileError(source, "is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProjectFileError(source, "is not a text file (it is not UTF-8)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProjectFileError(source, f"is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                                       f"column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ProjectFileError(source, "is not a LayerLab project (expected a JSON object)")
+    return data
+
+
+def _check_header(data: dict[str, Any], source: str) -> None:
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise ProjectFileError(source, f"is not a LayerLab project (format is {fmt!r}, "
+                                       f"expected {FORMAT!r})")
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ProjectFileError(source, f"has an invalid version {version!r}")
+    if version > VERSION:
+        raise ProjectFileError(source, f"was written by a newer LayerLab (file version "
+                                       f"{version}; this one reads up to {VERSION}); "
+                                       "upgrade LayerLab to open it")
+
+
+def _read_graph(graph: Any, errors: list[Error]) -> nx.DiGraph:
+    if not isinstance(graph, dict):
+        errors.append(("graph", "graph must be an object with nodes and edges"))
+        return nx.DiGraph()
+    if graph.get("multigraph") or graph.get("directed") is False:
+        errors.append(("graph", "graph must be a directed graph without parallel edges"))
+    nodes, edges = graph.get("nodes"), graph.get("edges", [])
+    if not isinstance(nodes, list):
+        errors.append(("graph.nodes", "graph.nodes must be a list"))
+        nodes = []
+    if not isinstance(edges, list):
+        errors.append(("graph.edges", "graph.edges must be a list"))
+        edges = []
+    before = len(errors)
+    _check_nodes(nodes, errors)
+    _check_edges(edges, errors)
+    if len(errors) > before:
+        return nx.DiGraph()
+    data = {**graph, "directed": True, "multigraph": False, "graph": graph.get("graph", {}),
+            "nodes": nodes, "edges": edges}
+    return nx.node_link_graph(copy.deepcopy(data), directed=True, multigraph=False,
+                              edges="edges")
+
+
+def _check_nodes(nodes: list[Any], errors: list[Error]) -> None:
+    first_seen: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        where = f"graph.nodes[{i}]"
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
+            errors.append((where, f"{where} must be an object with a text id"))
+            continue
+        node_id = node["id"]
+        if node_id in first_seen:
+            errors.append((node_id, f"duplicate id '{node_id}' (graph.nodes[{first_seen[node_id]}]"
+                                    f" and {where})"))
+            continue
+        first_seen[node_id] = i
+        if not isinstance(node.get("type"), str):
+            errors.append((node_id, f"{node_id} has no layer type"))
+        if "params" in node and not isinstance(node["params"], dict):
+            errors.append((node_id, f"params of {node_id} must be an object"))
+        pos = node.get("pos", [0, 0])
+        if not (isinstance(pos, list) and len(pos) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in pos)):
+            errors.append((node_id, f"pos of {node_id} must be two numbers [x, y]"))
+        if not isinstance(node.get("frozen", False), bool):
+            errors.append((node_id, f"frozen of {node_id} must be true or false"))
+
+
+def _check_edges(edges: list[Any], errors: list[Error]) -> None:
+    seen = set()
+    for i, edge in enumerate(edges):
+        where = f"graph.edges[{i}]"
+        if not isinstance(edge, dict) or not isinstance(edge.get("source"), str) or \
+                not isinstance(edge.get("target"), str):
+            errors.append((where, f"{where} must be an object with text source and target"))
+            continue
+        pair = (edge["source"], edge["target"])
+        if pair in seen:
+            errors.append((edge["target"], f"the edge from {pair[0]} into {pair[1]} appears "
+                                           "twice"))
+        seen.add(pair)
+
+
+def _read_training(training: Any, errors: list[Error]) -> dict[str, Any]:
+    if not isinstance(training, dict):
+        errors.append(("training", "training must be an object"))
+        return copy.deepcopy(DEFAULT_TRAINING)
+    merged = {**copy.deepcopy(DEFAULT_TRAINING), **copy.deepcopy(training)}
+    for key in ("dataset", "optimizer"):
+        if not isinstance(merged[key], dict):
+            errors.append((f"training.{key}", f"training.{key} must be an object"))
+            merged[key] = copy.deepcopy(DEFAULT_TRAINING[key])
+        elif key in training:
+            merged[key] = {**DEFAULT_TRAINING[key], **training[key]}
+    errors.extend(training_errors(merged))
+    return merged
+
+
+def training_errors(t: dict[str, Any]) -> list[Error]:
+    """Every problem with a training section whose dataset and optimizer are objects."""
+    errors: list[Error] = []
+
+    def number(where: str, value: Any, low: float, high: float = math.inf,
+               integer: bool = False, open_low: bool = False) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and (value > low if open_low else value >= low) and \
+            value <= high and (not integer or isinstance(value, int))
+        if not ok:
+            kind = "a whole number" if integer else "a number"
+            bound = f"above {low}" if open_low else f"at least {low}"
+            errors.append((where, f"{where} must be {kind} {bound}, not {value!r}"))
+
+    opt = t["optimizer"]
+    if opt.get("name") not in OPTIMIZERS:
+        errors.append(("training.optimizer.name", f"unknown optimizer {opt.get('name')!r}; "
+                       f"choose one of {', '.join(OPTIMIZERS)}"))
+    number("training.optimizer.lr", opt.get("lr"), 0.0, open_low=True)
+    number("training.batch_size", t["batch_size"], 1, integer=True)
+    number("training.epochs", t["epochs"], 1, integer=True)
+    number("training.l1", t["l1"], 0.0)
+    number("training.l2", t["l2"], 0.0)
+    number("training.seed", t["seed"], 0, integer=True)
+    split = t["dataset"].get("validation_split", 0.1)
+    number("training.dataset.validation_split", split, 0.0, 0.9)
+    if not isinstance(t["dataset"].get("name"), str):
+        errors.append(("training.dataset.name", "training.dataset.name must be text"))
+    if not isinstance(t["dataset"].get("options", {}), dict):
+        errors.append(("training.dataset.options", "training.dataset.options must be an "
+                                                   "object"))
+    if t["device"] not in DEVICES:
+        errors.append(("training.device", f"training.device must be one of "
+                       f"{', '.join(DEVICES)}, not {t['device']!r}"))
+    return errors
