@@ -21,7 +21,6 @@ class CliError(Exception):
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from layerlab.core.compiler import param_counts
-    from layerlab.core.project import load_project
     from layerlab.core.shapes import analyze
 
     project = _load(args.file)
@@ -68,7 +67,7 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(path: str):  # noqa: ANN202 - Project, imported lazily
+def _load(path: str):
     from layerlab.core.project import load_project
 
     try:

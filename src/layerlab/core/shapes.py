@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +85,7 @@ def check_params(spec: LayerSpec, params: Any) -> list[str]:
         if name in INFERRED:
             problems.append(f"{name} is inferred from the incoming shape; remove it")
             continue
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = _did_you_mean(str(name), known)
         problems.append(f"unknown parameter '{name}' for {spec.type}{hint}")
     for p in spec.params:
         if p.name not in params:
@@ -96,6 +96,12 @@ def check_params(spec: LayerSpec, params: Any) -> list[str]:
         if reason:
             problems.append(f"{p.name} {reason}")
     return problems
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), lowered, n=1)
+    return f" (did you mean {lowered[close[0]]}?)" if close else ""
 
 
 def analyze(graph: nx.DiGraph) -> Analysis:
@@ -128,8 +134,7 @@ def _declared_specs(graph: nx.DiGraph, errors: list[Error]) -> dict[str, LayerSp
             continue
         spec = CATALOGUE.get(data["type"])
         if spec is None:
-            close = difflib.get_close_matches(str(data["type"]), CATALOGUE, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = _did_you_mean(str(data["type"]), CATALOGUE)
             errors.append((node, f"unknown layer type {data['type']!r}{hint}"))
             continue
         problems = check_params(spec, data.get("params", {}))

@@ -6,8 +6,8 @@ from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT
 from layerlab.core.spec import (
-    Ctx,
     REQUIRED,
+    Ctx,
     LayerSpec,
     Param,
     Shape,
@@ -73,7 +73,7 @@ def _conv_params(n: int) -> tuple[Param, ...]:
     )
 
 
-def _conv_build(cls: type[nn.Module]):  # noqa: ANN202 - returns a builder
+def _conv_build(cls: type[nn.Module]):
     def build(ctx: Ctx) -> nn.Module:
         p = dict(ctx.params)
         p.pop("init")
@@ -130,7 +130,7 @@ def _pool_params(n: int, dilated: bool) -> tuple[Param, ...]:
     return tuple(params)
 
 
-def _pool_build(cls: type[nn.Module]):  # noqa: ANN202 - returns a builder
+def _pool_build(cls: type[nn.Module]):
     return lambda ctx: cls(**{k: tuple(v) if isinstance(v, list) else v
                               for k, v in ctx.params.items()})
 

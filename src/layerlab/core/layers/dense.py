@@ -57,7 +57,8 @@ def _reshape_shape(ctx: Ctx) -> Shape:
 
 
 def _emit_reshape(g: torch.fx.Graph, ctx: Ctx, args: list[torch.fx.Node]) -> torch.fx.Node:
-    return g.call_method("reshape", (args[0], -1, *ctx.params["shape"]))
+    """`x.reshape(-1, *shape)` with the -1 of `shape` resolved: only the batch is inferred."""
+    return g.call_method("reshape", (args[0], -1, *_reshape_shape(ctx)))
 
 
 SPECS = [

@@ -40,7 +40,7 @@ def _concat_shape(ctx: Ctx) -> Shape:
     return (*first[:axis], size, *first[axis + 1:])
 
 
-def _chain(op: Callable[[Any, Any], Any]):  # noqa: ANN202 - returns an emitter
+def _chain(op: Callable[[Any, Any], Any]):
     """Emit `a op b op c ...` as binary fx nodes, the last named after the layer."""
     def emit(g: torch.fx.Graph, ctx: Ctx, args: list[torch.fx.Node]) -> torch.fx.Node:
         node = args[0]

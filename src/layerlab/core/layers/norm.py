@@ -29,7 +29,7 @@ def _ln_shape(ctx: Ctx) -> Shape:
     return ctx.shape
 
 
-def _bn(cls: type[nn.Module]):  # noqa: ANN202 - returns a builder
+def _bn(cls: type[nn.Module]):
     return lambda c: cls(c.shape[0], **c.params)
 
 

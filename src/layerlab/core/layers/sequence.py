@@ -60,7 +60,7 @@ def _rnn_shape(ctx: Ctx) -> Shape:
     return (ctx.shape[0], ctx.params["hidden_size"] * dirs)
 
 
-def _rnn(cls: type[nn.Module]):  # noqa: ANN202 - returns a builder
+def _rnn(cls: type[nn.Module]):
     def build(ctx: Ctx) -> nn.Module:
         p = {k: v for k, v in ctx.params.items() if k != "init"}
         return cls(ctx.shape[-1], batch_first=True, **p)
