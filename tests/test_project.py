@@ -80,7 +80,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # the final step of every atomic write
     with pytest.raises(OSError):
         project.save()
     assert path.read_bytes() == before

@@ -48,8 +48,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_examples(args: argparse.Namespace) -> int:
+    from layerlab.core.atomic import atomic_write_text
     from layerlab.core.examples import example_names, example_text, example_title
-    from layerlab.core.project import atomic_write_text
 
     if args.name is None:
         for name in example_names():
@@ -65,6 +65,32 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     _write(lambda: atomic_write_text(Path(args.output), text), args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from layerlab.core.datasets import DATASETS
+
+    rows = [("dataset", "sample shape", "classes", "description")]
+    rows += [(d.name, d.sample_shape, d.classes, d.description) for d in DATASETS.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    print("\noptions (set in the project's training.dataset.options):")
+    for d in DATASETS.values():
+        if d.options:
+            opts = ", ".join(f"{p.name}={p.default!r}" for p in d.options)
+            print(f"  {d.name}: {opts}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from layerlab.train_command import RunFailed, run
+
+    project = _load(args.file)
+    try:
+        return run(project, args)
+    except RunFailed as exc:
+        raise CliError(str(exc), 1) from None
 
 
 def _load(path: str):
@@ -97,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("name", nargs="?")
     examples.add_argument("-o", "--output", metavar="FILE")
     examples.set_defaults(run=_cmd_examples)
+    train = sub.add_parser("train", help="train a project headless, with a progress bar")
+    from layerlab.train_command import add_arguments
+
+    add_arguments(train)
+    train.set_defaults(run=_cmd_train)
+    datasets = sub.add_parser("datasets", help="list the datasets, their shapes and classes")
+    datasets.set_defaults(run=_cmd_datasets)
     return parser
 
 

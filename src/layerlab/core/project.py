@@ -13,13 +13,13 @@ import copy
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
+from layerlab.core.atomic import atomic_write_text
 from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.errors import GraphError, ProjectFileError
 
@@ -103,20 +103,6 @@ def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     items = [inner + dumps_readable(v, inner, width) for v in value]
     return "[\n" + ",\n".join(items) + "\n" + indent + "]"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_project(path: str | os.PathLike[str]) -> Project:

@@ -17,7 +17,6 @@ Shape = tuple[int, ...]
 
 REQUIRED: Any = object()  # sentinel default: the parameter must be given
 
-PARAM_KINDS = ("int", "float", "bool", "choice", "shape", "size", "padding", "dims")
 
 
 class ShapeError(Exception):
@@ -34,7 +33,8 @@ class Param:
 
     kinds: int, float, bool, choice (one of `choices`), shape (list of ints), size (an int
     or a list of `length` ints, torch's `_size_n_t`), padding (a size or 'same'/'valid'),
-    dims (an int or a list of ints: tensor dimensions, batch included as torch counts them).
+    dims (an int or a list of ints: tensor dimensions, batch included as torch counts them),
+    text (a string: paths, column names).
     """
 
     name: str
@@ -64,6 +64,8 @@ class Param:
         kind = self.kind
         if kind == "bool":
             return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+        if kind == "text":
+            return None if isinstance(value, str) else f"must be text, not {value!r}"
         if kind == "choice":
             if value in self.choices:
                 return None

@@ -1,0 +1,71 @@
+"""What the model is trained against: the loss node, the targets it needs, and accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layerlab.core.datasets import Dataset, DatasetError
+from layerlab.core.spec import Shape, fmt_shape
+
+CLASS_LOSSES = ("CrossEntropyLoss", "NLLLoss")
+
+
+@dataclass
+class Objective:
+    """Turns dataset targets into what the loss wants and scores predictions."""
+
+    loss: nn.Module
+    loss_type: str
+    encoding: str  # "index": class ids; "onehot": float one-hot; "binary": float [N, 1];
+    #                "values": regression targets as they are
+    classes: int
+
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        if self.encoding == "onehot":
+            return nn.functional.one_hot(y, self.classes).to(torch.float32)
+        if self.encoding == "binary":
+            return y.to(torch.float32).unsqueeze(1)
+        return y
+
+    def correct(self, output: torch.Tensor, y: torch.Tensor) -> int | None:
+        """How many predictions are right, or None for regression."""
+        if self.encoding == "values":
+            return None
+        if self.encoding == "binary":
+            threshold = 0.0 if self.loss_type == "BCEWithLogitsLoss" else 0.5
+            predicted = (output[:, 0] > threshold).to(torch.int64)
+        else:
+            predicted = output.argmax(dim=1)
+        return int((predicted == y).sum())
+
+
+def make_objective(loss_type: str, loss: nn.Module, output_node: str, output_shape: Shape,
+                   data: Dataset) -> Objective:
+    """Match the loss node and the model's output with the dataset; refuse what cannot fit."""
+    classes = len(data.classes)
+    out = fmt_shape(output_shape)
+    if data.task == "classification":
+        if loss_type in CLASS_LOSSES:
+            if not output_shape or output_shape[0] < classes:
+                raise DatasetError(f"{loss_type} needs one score per class: dataset "
+                                   f"{data.name} has {classes} classes, but {output_node} "
+                                   f"gives {out}")
+            return Objective(loss, loss_type, "index", classes)
+        if output_shape == (classes,):
+            return Objective(loss, loss_type, "onehot", classes)
+        if output_shape == (1,) and classes == 2:
+            return Objective(loss, loss_type, "binary", classes)
+        raise DatasetError(f"{loss_type} on the {classes} classes of dataset {data.name} "
+                           f"needs an output of [{classes}] (one-hot) or [1] (two classes), "
+                           f"but {output_node} gives {out}")
+    if loss_type in CLASS_LOSSES:
+        raise DatasetError(f"{loss_type} needs class labels, but dataset {data.name} has "
+                           "real-valued targets; use MSELoss or L1Loss")
+    target_shape = tuple(data.y.shape[1:])
+    if output_shape != target_shape:
+        raise DatasetError(f"dataset {data.name} has targets of shape {fmt_shape(target_shape)}"
+                           f", but {output_node} gives {out}")
+    return Objective(loss, loss_type, "values", 0)

@@ -1,0 +1,362 @@
+"""The training loop: compiles the project, adds the loss node, and trains.
+
+It is the engine behind `layerlab train` and the window. It reports progress as plain,
+immutable records to any number of listeners, and obeys pause / resume / single-step /
+stop requests from another thread at batch boundaries, so a stopped model is always one
+that finished its last step. The same seed gives the same metrics, bit for bit, on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerlab.core.atomic import atomic_path
+from layerlab.core.compiler import build_loss, build_model, checked
+from layerlab.core.datasets import Dataset, fit_to_input, load_dataset, split_indices
+from layerlab.core.diagnostics import first_nonfinite_node
+from layerlab.core.idx import Progress
+from layerlab.core.objective import make_objective
+from layerlab.core.project import Project
+from layerlab.core.runtime import pick_device, tune_allocator
+from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler, settings_from
+
+EVAL_CHUNK = 2048
+
+
+class TrainingError(Exception):
+    """A run that cannot start or cannot go on; one sentence for a person."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    epoch: int  # 1-based
+    step: int  # global optimizer-batch count, 1-based
+    batch: int  # 1-based within the epoch
+    batches: int
+    loss: float
+    samples_per_s: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    step: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    state: str  # running, paused, stopped, finished, failed
+    message: str = ""
+
+
+Record = StepRecord | EpochRecord | StateRecord
+Listener = Callable[[Record], None]
+
+
+class Control:
+    """Requests from another thread, obeyed by the loop between batches."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stopping = False
+        self._steps = 0
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def step(self, batches: int = 1) -> None:
+        """While paused, let `batches` more batches run."""
+        with self._cond:
+            self._steps += batches
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def wait_turn(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> bool:
+        """Block while paused (saying so once); False once a stop was asked for."""
+        with self._cond:
+            waited = False
+            while True:
+                if self._stopping:
+                    return False
+                if not self._paused:
+                    if waited:
+                        on_resume()
+                    return True
+                if self._steps:
+                    self._steps -= 1
+                    return True
+                if not waited:
+                    on_pause()
+                    waited = True
+                self._cond.wait()
+
+
+class Trainer:
+    """One training run of a project; build it, add listeners, call run()."""
+
+    def __init__(self, project: Project, settings: TrainSettings | None = None, *,
+                 data: Dataset | None = None, progress: Progress | None = None) -> None:
+        self.project = project
+        self.settings = s = settings or settings_from(project.training)
+        graph = project.graph
+        analysis = checked(graph)
+        if analysis.loss_node is None:
+            raise TrainingError("the graph has no loss node; add one (e.g. CrossEntropyLoss) "
+                                "after the output to train it")
+        try:
+            self.device = pick_device(s.device)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        if self.device.type == "cpu":
+            tune_allocator()
+        input_node = analysis.input_node
+        assert input_node is not None and analysis.output_node is not None
+        data = data or load_dataset(s.dataset, s.dataset_options, progress)
+        self.data = fit_to_input(data, input_node, analysis.shapes[input_node],
+                                 analysis.dtypes[input_node])
+        loss_type = graph.nodes[analysis.loss_node]["type"]
+        loss_module = build_loss(graph)
+        assert loss_module is not None
+        self.objective = make_objective(loss_type, loss_module.to(self.device),
+                                        analysis.output_node,
+                                        analysis.shapes[analysis.output_node], self.data)
+        torch.manual_seed(s.seed)
+        self.model = build_model(graph).to(self.device)
+        self.trainable = self._apply_frozen()
+        self.optimizer = make_optimizer(s, self.trainable)
+        self.scheduler = make_scheduler(s, self.optimizer)
+        self.penalised = [p for p in self.trainable if p.dim() >= 2]
+        train_idx, val_idx = split_indices(len(self.data), s.validation_split, s.seed)
+        self.x_train, self.y_train = self._to_device(train_idx)
+        self.x_val, self.y_val = self._to_device(val_idx)
+        self.shuffle = torch.Generator().manual_seed(s.seed + 1)
+        self.control = Control()
+        self.listeners: list[Listener] = []
+        self.history: list[EpochRecord] = []
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # completed batches in the current epoch
+        self.step = 0
+        self._epoch_shuffle_state = self.shuffle.get_state()
+        self._epoch_start = time.perf_counter()
+        self._epoch_loss = 0.0
+        self._epoch_samples = 0
+        self._last_time = 0.0
+        self._rate = 0.0
+
+    # -- set-up -----------------------------------------------------------------------
+    def _apply_frozen(self) -> list[torch.nn.Parameter]:
+        trainable = []
+        for name, param in self.model.named_parameters():
+            frozen = bool(self.project.graph.nodes[name.split(".", 1)[0]].get("frozen"))
+            param.requires_grad_(not frozen)
+            if not frozen:
+                trainable.append(param)
+        return trainable
+
+    def _to_device(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.x[idx].to(self.device), self.data.y[idx].to(self.device)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.x_train) / self.settings.batch_size))
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def _emit(self, record: Record) -> None:
+        for listener in self.listeners:
+            listener(record)
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until the last epoch or a stop; returns 'finished' or 'stopped'.
+        Raises TrainingError (after a 'failed' record) when the run cannot go on."""
+        self._emit(StateRecord("running"))
+        self.model.train()
+        self._last_time = time.perf_counter()
+        try:
+            while self.epoch < self.settings.epochs:
+                if not self._run_epoch():
+                    self._emit(StateRecord("stopped"))
+                    return "stopped"
+        except TrainingError as exc:
+            self._emit(StateRecord("failed", str(exc)))
+            raise
+        self._emit(StateRecord("finished"))
+        return "finished"
+
+    def _run_epoch(self) -> bool:
+        s = self.settings
+        if self.batch == 0:
+            self._epoch_shuffle_state = self.shuffle.get_state()
+            self._epoch_start = time.perf_counter()
+        else:  # resuming mid-epoch: draw the same order again
+            self.shuffle.set_state(self._epoch_shuffle_state)
+        order = torch.randperm(len(self.x_train), generator=self.shuffle).to(self.device)
+        batches = self.batches_per_epoch
+        while self.batch < batches:
+            if not self.control.wait_turn(lambda: self._emit(StateRecord("paused")),
+                                          lambda: self._emit(StateRecord("running"))):
+                return False
+            idx = order[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
+            loss = self._train_step(self.x_train[idx], self.y_train[idx],
+                                    last=self.batch == batches - 1)
+            self.batch += 1
+            self.step += 1
+            self._epoch_loss += loss * len(idx)
+            self._epoch_samples += len(idx)
+            self._emit(StepRecord(self.epoch + 1, self.step, self.batch, batches, loss,
+                                  self._throughput(len(idx)), self.current_lr))
+        self._finish_epoch()
+        return True
+
+    def _throughput(self, samples: int) -> float:
+        now = time.perf_counter()
+        rate = samples / max(now - self._last_time, 1e-9)
+        self._last_time = now
+        self._rate = rate if self._rate == 0 else 0.9 * self._rate + 0.1 * rate
+        return self._rate
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor, last: bool) -> float:
+        s = self.settings
+        rng = torch.get_rng_state()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
+            if s.precision == "bfloat16" else nullcontext()
+        with autocast:
+            output = self.model(xb)
+        loss = self.objective.loss(output.float(), self.objective.target(yb))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(self._nonfinite_message(xb, rng, value))
+        total = loss + self.penalty()
+        (total / s.accumulate if s.accumulate > 1 else total).backward()
+        if (self.batch + 1) % s.accumulate == 0 or last:
+            if s.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.trainable, s.clip_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def penalty(self) -> torch.Tensor | float:
+        """λ₁·Σ|w| + λ₂·Σw² over the trainable weight matrices (not biases or norm scales)."""
+        s, total = self.settings, 0.0
+        if s.l1:
+            total = total + s.l1 * sum(p.abs().sum() for p in self.penalised)
+        if s.l2:
+            total = total + s.l2 * sum(p.pow(2).sum() for p in self.penalised)
+        return total
+
+    def _nonfinite_message(self, xb: torch.Tensor, rng: torch.Tensor, value: float) -> str:
+        where = f"epoch {self.epoch + 1}, step {self.step + 1}"
+        if xb.is_floating_point() and not bool(torch.isfinite(xb).all()):
+            return f"training stopped at {where}: the input data contain NaN or infinity"
+        culprit = first_nonfinite_node(self.model, xb, rng)
+        lr = f"{self.current_lr:g}"
+        if culprit is None:
+            return (f"training stopped at {where}: the loss became {value} although every "
+                    f"node's output is finite; lower the learning rate (now {lr})")
+        typ = self.project.graph.nodes[culprit]["type"]
+        return (f"training stopped at {where}: the loss became {value}; the first "
+                f"non-finite output is {culprit}'s ({typ}); lower the learning rate "
+                f"(now {lr}) or add normalisation")
+
+    def _finish_epoch(self) -> None:
+        train_loss = self._epoch_loss / max(self._epoch_samples, 1)
+        val_loss, val_acc = self.evaluate(self.x_val, self.y_val)
+        self.epoch += 1
+        self.batch = 0
+        self._epoch_loss, self._epoch_samples = 0.0, 0
+        if self.scheduler is not None:
+            self.scheduler.step()
+        record = EpochRecord(self.epoch, self.step, train_loss, val_loss, val_acc,
+                             time.perf_counter() - self._epoch_start)
+        self.history.append(record)
+        self._emit(record)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float | None, float | None]:
+        """Mean loss and accuracy (None for regression) in evaluation mode."""
+        if len(x) == 0:
+            return None, None
+        self.model.eval()
+        total, correct = 0.0, 0
+        try:
+            for start in range(0, len(x), EVAL_CHUNK):
+                xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+                out = self.model(xb).float()
+                total += self.objective.loss(out, self.objective.target(yb)).item() * len(xb)
+                hits = self.objective.correct(out, yb)
+                correct = correct + hits if hits is not None else -1
+        finally:
+            self.model.train()
+        return total / len(x), (correct / len(x) if correct >= 0 else None)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the run is: weights, optimizer,
+        schedule, position, random streams. Loads with torch.load(weights_only=True)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "position": {"epoch": self.epoch, "batch": self.batch, "step": self.step,
+                         "epoch_loss": self._epoch_loss, "epoch_samples": self._epoch_samples},
+            "rng": torch.get_rng_state(),
+            "shuffle": self.shuffle.get_state(),
+            "epoch_shuffle": self._epoch_shuffle_state,
+            "history": [asdict(r) for r in self.history],
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self.checkpoint(), tmp)
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"]:
+                self.scheduler.load_state_dict(state["scheduler"])
+            pos = state["position"]
+            torch.set_rng_state(state["rng"].cpu())
+            self.shuffle.set_state(state["shuffle"].cpu())
+            self._epoch_shuffle_state = state["epoch_shuffle"].cpu()
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"cannot resume from {path}: {exc}") from None
+        self.epoch, self.batch, self.step = pos["epoch"], pos["batch"], pos["step"]
+        self._epoch_loss, self._epoch_samples = pos["epoch_loss"], pos["epoch_samples"]
+        self.history = [EpochRecord(**r) for r in state["history"]]

@@ -1,0 +1,180 @@
+"""`layerlab train`: headless training with a progress bar and atomically written results.
+
+Nothing is written until the run is known to be able to start; every file is replaced
+atomically at each epoch's end, so an interrupted run (Ctrl+C stops at the next batch)
+leaves either the previous files or complete new ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from layerlab.core.atomic import atomic_write_text
+from layerlab.core.datasets import DatasetError
+from layerlab.core.errors import GraphError, format_error
+from layerlab.core.project import Project
+from layerlab.core.settings import settings_from, with_overrides
+from layerlab.core.trainer import EpochRecord, Record, StepRecord, Trainer, TrainingError
+from layerlab.core.weights import save_weights
+
+OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
+
+
+class RunFailed(Exception):
+    """The run was refused or failed; the message is for stderr."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file")
+    parser.add_argument("--dataset", metavar="NAME")
+    parser.add_argument("--epochs", type=int, metavar="N")
+    parser.add_argument("--batch-size", type=int, metavar="N")
+    parser.add_argument("--lr", type=float, metavar="X")
+    parser.add_argument("--optimizer", metavar="NAME")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--out", metavar="DIR", help="where to write results (default "
+                        "runs/<project file name>)")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue a run from its checkpoint.pt")
+
+
+def prepare(project: Project, args: argparse.Namespace) -> Trainer:
+    """Everything that can refuse the run, before any file is written."""
+    overrides = {k: getattr(args, k) for k in OVERRIDES}
+    try:
+        settings = settings_from(project.training, **overrides)
+        trainer = Trainer(project, settings, progress=_download_progress())
+    except GraphError as exc:
+        raise RunFailed("\n".join(f"{args.file}: {format_error(n, m)}"
+                                  for n, m in exc.errors)) from None
+    except (DatasetError, TrainingError) as exc:
+        raise RunFailed(f"{args.file}: {exc}") from None
+    project.training = with_overrides(project.training, **overrides)
+    if args.resume:
+        try:
+            trainer.load_checkpoint(Path(args.resume))
+        except TrainingError as exc:
+            raise RunFailed(str(exc)) from None
+    return trainer
+
+
+def run(project: Project, args: argparse.Namespace) -> int:
+    trainer = prepare(project, args)
+    out = Path(args.out or Path("runs") / Path(args.file).name.split(".")[0])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFailed(f"cannot create {out}: {exc.strerror}") from None
+    bar = ProgressBar(trainer)
+    trainer.add_listener(bar.update)
+    trainer.add_listener(lambda r: _save_if_epoch(r, trainer, project, out))
+    previous = signal.signal(signal.SIGINT, _stop_on_interrupt(trainer))
+    start = time.perf_counter()
+    try:
+        state = trainer.run()
+    except TrainingError as exc:
+        raise RunFailed(f"{args.file}: {exc}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    save_results(trainer, project, out)
+    print(summary(trainer, state, time.perf_counter() - start, out))
+    return 0 if state == "finished" else 130
+
+
+def _stop_on_interrupt(trainer: Trainer):
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if trainer.control._stopping:  # second Ctrl+C: give up at once
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (Ctrl+C again to abort)…", file=sys.stderr)
+        trainer.control.stop()
+    return handler
+
+
+def _save_if_epoch(record: Record, trainer: Trainer, project: Project, out: Path) -> None:
+    if isinstance(record, EpochRecord):
+        save_results(trainer, project, out)
+
+
+def save_results(trainer: Trainer, project: Project, out: Path) -> None:
+    """weights.safetensors, metrics.csv, project.layerlab.json, checkpoint.pt — each atomic."""
+    save_weights(trainer.model, out / "weights.safetensors")
+    atomic_write_text(out / "metrics.csv", metrics_csv(trainer.history))
+    atomic_write_text(out / "project.layerlab.json", project.to_json())
+    trainer.save_checkpoint(out / "checkpoint.pt")
+
+
+def metrics_csv(history: list[EpochRecord]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", "step", "train_loss", "val_loss", "val_accuracy"])
+    for r in history:
+        writer.writerow([r.epoch, r.step, repr(r.train_loss),
+                         "" if r.val_loss is None else repr(r.val_loss),
+                         "" if r.val_accuracy is None else repr(r.val_accuracy)])
+    return buffer.getvalue()
+
+
+def summary(trainer: Trainer, state: str, seconds: float, out: Path) -> str:
+    last = trainer.history[-1] if trainer.history else None
+    parts = [f"{state} after {trainer.epoch} epoch(s), {trainer.step} steps, in {seconds:.1f} s"]
+    if last and last.val_loss is not None:
+        parts.append(f"val loss {last.val_loss:.4f}")
+    if last and last.val_accuracy is not None:
+        parts.append(f"val accuracy {100 * last.val_accuracy:.2f}%")
+    data = trainer.data
+    if data.test_x is not None and data.test_y is not None:
+        _, acc = trainer.evaluate(data.test_x.to(trainer.device), data.test_y.to(trainer.device))
+        if acc is not None:
+            parts.append(f"test accuracy {100 * acc:.2f}% ({len(data.test_x):,} samples)")
+    return "; ".join(parts) + f" → {out}"
+
+
+class ProgressBar:
+    """tqdm over all steps: epoch, loss, accuracy, samples/s, and tqdm's ETA."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        total = trainer.settings.epochs * trainer.batches_per_epoch
+        self.bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True,
+                        mininterval=0.25, file=sys.stderr)
+        self.epochs = trainer.settings.epochs
+        self.accuracy = ""
+
+    def update(self, record: Record) -> None:
+        if isinstance(record, StepRecord):
+            self.bar.update(1)
+            if record.batch == 1 or record.batch == record.batches or record.step % 20 == 0:
+                self.bar.set_postfix_str(
+                    f"epoch {record.epoch}/{self.epochs} loss {record.loss:.4f}{self.accuracy} "
+                    f"{record.samples_per_s:,.0f} samples/s", refresh=False)
+        elif isinstance(record, EpochRecord) and record.val_accuracy is not None:
+            self.accuracy = f" val acc {100 * record.val_accuracy:.1f}%"
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _download_progress():
+    bars: dict[str, object] = {}
+
+    def report(name: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(total=total or None, desc=f"downloading {name}", unit="B",
+                                    unit_scale=True, file=sys.stderr)
+        bar.update(done - bar.n)  # type: ignore[attr-defined]
+        if total and done >= total:
+            bar.close()  # type: ignore[attr-defined]
+    return report
