@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import layerlab
-from helpers import chain_graph, sample_input
 from layerlab.core.catalogue import CATALOGUE, GROUPS, OPTIMIZERS, by_group, describe
 from layerlab.core.layers.common import INITIALISERS
+
+from helpers import chain_graph, sample_input
 
 PRODUCT_TYPES = {
     "input": ["Input"],

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLES
 from layerlab.cli import main
 from test_project import MNIST
+
+from conftest import EXAMPLES
 
 
 def run(capsys, *args):

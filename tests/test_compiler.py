@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import layerlab
+
 from conftest import EXAMPLES
 from helpers import chain_graph
 

@@ -6,8 +6,9 @@ import os
 import pytest
 
 import layerlab
-from conftest import EXAMPLES
 from layerlab.core.project import Project, dumps_readable
+
+from conftest import EXAMPLES
 
 MNIST = {
     "format": "layerlab-project", "version": 1, "name": "MNIST MLP",

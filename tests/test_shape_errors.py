@@ -6,8 +6,9 @@ import networkx as nx
 import pytest
 
 import layerlab
-from helpers import chain_graph
 from layerlab.core.shapes import analyze
+
+from helpers import chain_graph
 
 
 def errors_of(g):

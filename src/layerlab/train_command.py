@@ -92,7 +92,7 @@ def run(project: Project, args: argparse.Namespace) -> int:
 
 def _stop_on_interrupt(trainer: Trainer):
     def handler(signum: int, frame: FrameType | None) -> None:
-        if trainer.control._stopping:  # second Ctrl+C: give up at once
+        if trainer.control.stopping:  # second Ctrl+C: give up at once
             raise KeyboardInterrupt
         print("\nstopping after this batch (Ctrl+C again to abort)…", file=sys.stderr)
         trainer.control.stop()

@@ -75,6 +75,7 @@ class Control:
         self._paused = False
         self._stopping = False
         self._steps = 0
+        self._announced = False  # the loop has said it is paused
 
     def pause(self) -> None:
         with self._cond:
@@ -97,26 +98,30 @@ class Control:
             self._cond.notify_all()
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
     def paused(self) -> bool:
         return self._paused
 
     def wait_turn(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> bool:
-        """Block while paused (saying so once); False once a stop was asked for."""
+        """Block while paused (saying so once per pause); False once a stop was asked for."""
         with self._cond:
-            waited = False
             while True:
                 if self._stopping:
                     return False
                 if not self._paused:
-                    if waited:
+                    if self._announced:
+                        self._announced = False
                         on_resume()
                     return True
                 if self._steps:
                     self._steps -= 1
                     return True
-                if not waited:
+                if not self._announced:
+                    self._announced = True
                     on_pause()
-                    waited = True
                 self._cond.wait()
 
 
