@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 import torch
@@ -17,13 +18,13 @@ def tune_allocator() -> bool:
 
     By default glibc trims and unmaps large freed blocks, so every training step faults
     its activations back in (400–1,150 page faults per MLP step); keeping up to 1 GiB
-    made steps ×1.34 faster here (shared/measurements.md). Linux/glibc only; returns
-    whether the setting was applied.
+    made steps ×1.34 faster here (shared/measurements.md). Linux/glibc only; set
+    LAYERLAB_MALLOC_TUNING=0 to keep glibc's defaults. Returns whether it was applied.
     """
     global _tuned
     if _tuned:
         return True
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("LAYERLAB_MALLOC_TUNING") == "0":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
