@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import layerlab
 from layerlab.cli import main
+
 from conftest import EXAMPLES
 
 
