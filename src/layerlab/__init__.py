@@ -7,7 +7,8 @@ from layerlab.core.compiler import build_model
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.project import Project, load_project
 from layerlab.core.shapes import infer_shapes
+from layerlab.core.tracer import StepTrace, trace_step
 
-__all__ = ["GraphError", "Project", "ProjectFileError", "build_model", "infer_shapes",
-           "load_project"]
+__all__ = ["GraphError", "Project", "ProjectFileError", "StepTrace", "build_model",
+           "infer_shapes", "load_project", "trace_step"]
 __version__ = "0.1.0"

@@ -65,7 +65,6 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
     fx_graph.output(values[analysis.output_node])
     fx_graph.lint()
     model = torch.fx.GraphModule(modules, fx_graph, class_name="LayerLabModel")
-    model.layerlab_output = analysis.output_node
     return model
 
 

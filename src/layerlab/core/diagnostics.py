@@ -1,15 +1,132 @@
-"""Gradient and activation health: where values vanish, explode or stop being numbers."""
+"""Gradient and activation health: where values vanish, explode or stop being numbers.
+
+Verdicts are computed from a StepTrace or from the cheap per-step statistics the trainer
+collects every N steps, and are written for a person:
+"fc1: gradient norm 3e-09, 1e+06× smaller than fc4's — vanishing".
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.fx
 
 from layerlab.core.compiler import NODE_META
+from layerlab.core.tracer import StepTrace
+
+VANISHING_RATIO = 1e-3  # a layer's gradient this much smaller than the last layer's
+EXPLODING_RATIO = 1e3  # … or this much larger
+EXPLODING_NORM = 1e4  # any gradient norm above this
+TINY_NORM = 1e-7
+UPDATE_TOO_LARGE = 0.1  # ‖Δw‖ / ‖w‖ per step; ~1e-3 is healthy
+UPDATE_TOO_SMALL = 1e-7
+DEAD_FRACTION = 0.5
+SATURATED_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    node: str
+    kind: str  # vanishing, exploding, nonfinite, dead, saturated, update-large, update-small
+    message: str
+
+
+def node_of(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+def layer_grad_norms(param_grad_norms: Mapping[str, float]) -> dict[str, float]:
+    """Gradient norm per node (over all its parameters), in the order given."""
+    squares: dict[str, float] = {}
+    for key, norm in param_grad_norms.items():
+        squares[node_of(key)] = squares.get(node_of(key), 0.0) + norm * norm
+    return {node: math.sqrt(sq) for node, sq in squares.items()}
+
+
+def trace_grad_norms(trace: StepTrace) -> dict[str, float]:
+    return layer_grad_norms({k: s["grad"].norm for k, s in trace.param_stats.items()
+                             if "grad" in s})
+
+
+def update_ratios(trace: StepTrace) -> dict[str, float]:
+    """‖Δw‖ / ‖w‖ per parameter for the traced update."""
+    return {k: s["update"].norm / max(s["weight"].norm, 1e-30)
+            for k, s in trace.param_stats.items() if "update" in s}
+
+
+def gradient_verdicts(norms: Mapping[str, float]) -> list[Verdict]:
+    """Vanishing or exploding gradients, each layer against the one nearest the loss."""
+    if not norms:
+        return []
+    last_node, last = list(norms.items())[-1]
+    verdicts = []
+    for node, norm in norms.items():
+        if not math.isfinite(norm):
+            verdicts.append(Verdict(node, "nonfinite", f"{node}: gradient is {norm} — the "
+                                                       "step cannot be taken"))
+        elif norm > EXPLODING_NORM or (last > 0 and norm / last > EXPLODING_RATIO):
+            factor = f", {norm / last:.0e}× larger than {last_node}'s" if last > 0 else ""
+            verdicts.append(Verdict(node, "exploding", f"{node}: gradient norm {norm:.1e}"
+                                                       f"{factor} — exploding"))
+        elif node != last_node and (norm < TINY_NORM or (last > 0 and norm / last <
+                                                         VANISHING_RATIO)):
+            factor = f", {last / norm:.0e}× smaller than {last_node}'s" if norm > 0 else ""
+            verdicts.append(Verdict(node, "vanishing", f"{node}: gradient norm {norm:.1e}"
+                                                       f"{factor} — vanishing"))
+    return verdicts
+
+
+def update_verdicts(ratios: Mapping[str, float]) -> list[Verdict]:
+    verdicts = []
+    for key, ratio in ratios.items():
+        if ratio > UPDATE_TOO_LARGE:
+            verdicts.append(Verdict(node_of(key), "update-large", f"{key}: the step changed "
+                            f"it by {ratio:.1e} of its size (healthy is about 1e-3) — the "
+                            "learning rate is too high"))
+        elif 0 < ratio < UPDATE_TOO_SMALL:
+            verdicts.append(Verdict(node_of(key), "update-small", f"{key}: the step changed "
+                            f"it by only {ratio:.1e} of its size — it is barely learning"))
+    return verdicts
+
+
+def activation_verdicts(trace: StepTrace) -> list[Verdict]:
+    verdicts = []
+    for node, stats in trace.stats.items():
+        if stats.dead is not None and stats.dead >= DEAD_FRACTION:
+            verdicts.append(Verdict(node, "dead", f"{node}: {100 * stats.dead:.0f}% of its "
+                            "units output zero for every sample — dead ReLUs"))
+        if stats.saturated is not None and stats.saturated >= SATURATED_FRACTION:
+            verdicts.append(Verdict(node, "saturated", f"{node}: {100 * stats.saturated:.0f}% "
+                            "of its outputs sit at the flat ends — saturated, so its "
+                            "gradient vanishes"))
+    return verdicts
+
+
+def first_nonfinite_in_trace(trace: StepTrace) -> str | None:
+    for node, _ in trace.forward:
+        if not trace.stats[node].finite:
+            return node
+    return None
+
+
+def diagnose(trace: StepTrace) -> list[Verdict]:
+    """Every verdict a trace supports, the first non-finite output first."""
+    verdicts = []
+    bad = first_nonfinite_in_trace(trace)
+    if bad is not None:
+        verdicts.append(Verdict(bad, "nonfinite", f"{bad}: the first output that holds inf "
+                                                  "or NaN"))
+    verdicts += gradient_verdicts(trace_grad_norms(trace))
+    verdicts += update_verdicts(update_ratios(trace))
+    verdicts += activation_verdicts(trace)
+    return verdicts
 
 
 class _FirstNonFinite(torch.fx.Interpreter):
-    """Runs the model node by node and stops at the first output that is not finite."""
+    """Runs the model node by node and notes the first output that is not finite."""
 
     def __init__(self, module: torch.fx.GraphModule) -> None:
         super().__init__(module)

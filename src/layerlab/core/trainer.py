@@ -22,12 +22,13 @@ import torch
 from layerlab.core.atomic import atomic_path
 from layerlab.core.compiler import build_loss, build_model, checked
 from layerlab.core.datasets import Dataset, fit_to_input, load_dataset, split_indices
-from layerlab.core.diagnostics import first_nonfinite_node
+from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
 from layerlab.core.idx import Progress
 from layerlab.core.objective import make_objective
 from layerlab.core.project import Project
 from layerlab.core.runtime import pick_device, tune_allocator
 from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler, settings_from
+from layerlab.core.tracer import DEFAULT_KEEP, StepRecorder, StepTrace
 
 EVAL_CHUNK = 2048
 
@@ -58,12 +59,31 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class TraceRecord:
+    """A step recorded node by node (asked for with Trainer.request_trace)."""
+
+    epoch: int
+    step: int
+    trace: StepTrace
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """Cheap gradient statistics, every `health_every` steps: gradient norm per node and
+    ‖Δw‖/‖w‖ per parameter."""
+
+    step: int
+    grad_norms: dict[str, float]
+    update_ratios: dict[str, float]
+
+
+@dataclass(frozen=True)
 class StateRecord:
     state: str  # running, paused, stopped, finished, failed
     message: str = ""
 
 
-Record = StepRecord | EpochRecord | StateRecord
+Record = StepRecord | EpochRecord | StateRecord | TraceRecord | HealthRecord
 Listener = Callable[[Record], None]
 
 
@@ -156,6 +176,7 @@ class Trainer:
                                         analysis.shapes[analysis.output_node], self.data)
         torch.manual_seed(s.seed)
         self.model = build_model(graph).to(self.device)
+        self._rng = torch.get_rng_state()  # this run's own random stream (Dropout)
         self.trainable = self._apply_frozen()
         self.optimizer = make_optimizer(s, self.trainable)
         self.scheduler = make_scheduler(s, self.optimizer)
@@ -176,6 +197,9 @@ class Trainer:
         self._epoch_samples = 0
         self._last_time = 0.0
         self._rate = 0.0
+        self._trace_requested = False
+        self.trace_keep = DEFAULT_KEEP
+        self.health_every = 0  # steps between HealthRecords; 0: never
 
     # -- set-up -----------------------------------------------------------------------
     def _apply_frozen(self) -> list[torch.nn.Parameter]:
@@ -194,6 +218,11 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.x_train) / self.settings.batch_size))
 
+    def request_trace(self, keep: int = DEFAULT_KEEP) -> None:
+        """Record the next step node by node; it trains exactly as an untraced step would."""
+        self.trace_keep = keep
+        self._trace_requested = True
+
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
@@ -208,6 +237,7 @@ class Trainer:
         self._emit(StateRecord("running"))
         self.model.train()
         self._last_time = time.perf_counter()
+        torch.set_rng_state(self._rng)  # other runs in this process must not shift ours
         try:
             while self.epoch < self.settings.epochs:
                 if not self._run_epoch():
@@ -216,6 +246,8 @@ class Trainer:
         except TrainingError as exc:
             self._emit(StateRecord("failed", str(exc)))
             raise
+        finally:
+            self._rng = torch.get_rng_state()
         self._emit(StateRecord("finished"))
         return "finished"
 
@@ -258,22 +290,49 @@ class Trainer:
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor, last: bool) -> float:
         s = self.settings
         rng = torch.get_rng_state()
+        recorder = None
+        if self._trace_requested:
+            self._trace_requested = False
+            recorder = StepRecorder(self.model, self.project.graph, keep=self.trace_keep)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
             if s.precision == "bfloat16" else nullcontext()
         with autocast:
-            output = self.model(xb)
+            output = recorder.forward(xb) if recorder else self.model(xb)
         loss = self.objective.loss(output.float(), self.objective.target(yb))
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(self._nonfinite_message(xb, rng, value))
+        if recorder:
+            recorder.watch(loss, yb)
         total = loss + self.penalty()
         (total / s.accumulate if s.accumulate > 1 else total).backward()
+        if recorder:
+            recorder.after_backward()
         if (self.batch + 1) % s.accumulate == 0 or last:
-            if s.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.trainable, s.clip_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._update(recorder)
+        if recorder:
+            self._emit(TraceRecord(self.epoch + 1, self.step + 1, recorder.finish(len(xb))))
         return value
+
+    def _update(self, recorder: StepRecorder | None) -> None:
+        s = self.settings
+        if s.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, s.clip_grad_norm)
+        health = self.health_every and (self.step + 1) % self.health_every == 0
+        if health:
+            params = dict(self.model.named_parameters())
+            grads = {k: float(p.grad.norm()) for k, p in params.items() if p.grad is not None}
+            before = {k: params[k].detach().clone() for k in grads}
+        if recorder:
+            recorder.before_update()
+        self.optimizer.step()
+        if recorder:
+            recorder.after_update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if health:
+            ratios = {k: float((params[k].detach() - w).norm() / w.norm().clamp_min(1e-30))
+                      for k, w in before.items()}
+            self._emit(HealthRecord(self.step + 1, layer_grad_norms(grads), ratios))
 
     def penalty(self) -> torch.Tensor | float:
         """λ₁·Σ|w| + λ₂·Σw² over the trainable weight matrices (not biases or norm scales)."""
@@ -339,7 +398,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "position": {"epoch": self.epoch, "batch": self.batch, "step": self.step,
                          "epoch_loss": self._epoch_loss, "epoch_samples": self._epoch_samples},
-            "rng": torch.get_rng_state(),
+            "rng": self._rng,
             "shuffle": self.shuffle.get_state(),
             "epoch_shuffle": self._epoch_shuffle_state,
             "history": [asdict(r) for r in self.history],
@@ -357,7 +416,7 @@ class Trainer:
             if self.scheduler is not None and state["scheduler"]:
                 self.scheduler.load_state_dict(state["scheduler"])
             pos = state["position"]
-            torch.set_rng_state(state["rng"].cpu())
+            self._rng = state["rng"].cpu()
             self.shuffle.set_state(state["shuffle"].cpu())
             self._epoch_shuffle_state = state["epoch_shuffle"].cpu()
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
