@@ -126,7 +126,7 @@ def test_trace_equals_plain_autograd(case):
     trace = layerlab.trace_step(g, model, x, y, opt, keep=len(x))
 
     values = reference(twin, x)
-    for node, value in values.items():
+    for value in values.values():
         if value.requires_grad:
             value.retain_grad()
     loss = loss_fn(values[next(g.predecessors("loss"))], y)
@@ -200,27 +200,18 @@ def test_tracing_a_step_changes_nothing_about_training():
 
 def test_traced_dropout_uses_the_real_mask():
     trainer = digits()
-    trainer.request_trace(keep=1000)
-    traces = []
-    trainer.add_listener(lambda r: traces.append(r.trace) if isinstance(r, TraceRecord) else
-                         None)
     twin = copy.deepcopy(trainer.model)
-    rng = torch.get_rng_state()
+    rng = trainer._rng
+    trace = trainer.trace_next_batch(keep=1000)
     order = torch.randperm(len(trainer.x_train), generator=torch.Generator().manual_seed(1))
-    trainer.control.stop()  # nothing runs; take the first step by hand below
-    xb = trainer.x_train[order[:32]]
-    yb = trainer.y_train[order[:32]]
-    trainer.batch = 0
-    trainer._trace_requested = True
-    trainer.trace_keep = 1000
-    torch.set_rng_state(rng)
-    trainer._train_step(xb, yb, last=False)
-    torch.set_rng_state(rng)
     seen = {}
     twin.drop.register_forward_hook(lambda m, i, o: seen.setdefault("drop", o))
-    twin(xb)
-    trace = traces[0]
+    torch.set_rng_state(rng)
+    twin(trainer.x_train[order[:32]])
+    assert trace.output("drop").shape == (32, 500)
     assert torch.equal(trace.output("drop") == 0, seen["drop"] == 0)
+    dropped = (trace.output("relu") != 0) & (trace.output("drop") == 0)
+    assert 0.2 < float(dropped.sum()) / float((trace.output("relu") != 0).sum()) < 0.4  # p=0.3
 
 
 def test_memory_is_bounded_and_the_trace_says_what_it_kept():

@@ -93,6 +93,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 1) from None
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from layerlab.trace_command import TraceFailed, run
+
+    project = _load(args.file)
+    try:
+        return run(project, args)
+    except TraceFailed as exc:
+        raise CliError(str(exc), 1) from None
+
+
 def _load(path: str):
     from layerlab.core.project import load_project
 
@@ -128,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(train)
     train.set_defaults(run=_cmd_train)
+    trace = sub.add_parser("trace", help="record one training step node by node, with "
+                           "gradient-health verdicts")
+    from layerlab.trace_command import add_arguments as add_trace_arguments
+
+    add_trace_arguments(trace)
+    trace.set_defaults(run=_cmd_trace)
     datasets = sub.add_parser("datasets", help="list the datasets, their shapes and classes")
     datasets.set_defaults(run=_cmd_datasets)
     return parser

@@ -52,9 +52,10 @@ def trace_grad_norms(trace: StepTrace) -> dict[str, float]:
 
 
 def update_ratios(trace: StepTrace) -> dict[str, float]:
-    """‖Δw‖ / ‖w‖ per parameter for the traced update."""
-    return {k: s["update"].norm / max(s["weight"].norm, 1e-30)
-            for k, s in trace.param_stats.items() if "update" in s}
+    """‖Δw‖ / ‖w‖ per parameter for the traced update (undefined for all-zero weights,
+    such as biases that start at zero, so those are left out)."""
+    return {k: s["update"].norm / s["weight"].norm
+            for k, s in trace.param_stats.items() if "update" in s and s["weight"].norm > 0}
 
 
 def gradient_verdicts(norms: Mapping[str, float]) -> list[Verdict]:

@@ -9,6 +9,7 @@ and for parameters within a budget (StepTrace.kept says which).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import torch.fx
 from layerlab.core.compiler import NODE_META
 
 HIST_BINS = 32
+HIST_SAMPLE = 4_096
 DEFAULT_KEEP = 8
 DEFAULT_PARAM_BUDGET = 4_000_000  # elements of parameter values kept, per kind
 
@@ -41,27 +43,50 @@ class Stats:
 
     @staticmethod
     def of(t: torch.Tensor, layer: str = "") -> Stats:
-        x = t.detach().float()
+        """One cheap pass per statistic (sum, dot, aminmax, count): a trace must not cost
+        much more than the step it records. Histograms of tensors over HIST_SAMPLE values
+        are estimated from an evenly strided sample of them, scaled to the full count."""
+        x = t.detach()
+        flat = (x if x.is_floating_point() else x.float()).reshape(-1)
+        n = flat.numel()
+        if n == 0:
+            return Stats(tuple(t.shape), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True, (0,) * HIST_BINS)
+        lo_t, hi_t = torch.aminmax(flat)
+        total, sq, lo, hi, nonzero = torch.stack([
+            flat.sum(), torch.dot(flat, flat), lo_t, hi_t,
+            torch.count_nonzero(flat).to(flat.dtype)]).tolist()  # one conversion, not five
+        finite = math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)
+        good = flat
+        if not finite:
+            good = flat[torch.isfinite(flat)]
+            lo, hi = (float(good.min()), float(good.max())) if good.numel() else (0.0, 0.0)
+        mean = total / n
+        var = max(sq / n - mean * mean, 0.0) * n / max(n - 1, 1)
         dead = saturated = None
         if layer == "ReLU" and x.dim() > 1:
-            dead = float((x == 0).all(dim=0).float().mean())
+            dead = float((x.amax(dim=0) <= 0).float().mean())
         elif layer == "Sigmoid":
             saturated = float(((x < 0.01) | (x > 0.99)).float().mean())
         elif layer == "Tanh":
             saturated = float((x.abs() > 0.99).float().mean())
-        finite = bool(torch.isfinite(x).all())
-        flat = x.reshape(-1)
-        if flat.numel() == 0:
-            return Stats(tuple(t.shape), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True, (0,) * HIST_BINS)
-        good = flat[torch.isfinite(flat)] if not finite else flat
-        lo, hi = (float(good.min()), float(good.max())) if good.numel() else (0.0, 0.0)
-        hist = torch.histc(good, HIST_BINS, lo, hi) if good.numel() and hi > lo else \
-            torch.zeros(HIST_BINS).index_fill_(0, torch.tensor([HIST_BINS // 2]), good.numel())
-        return Stats(
-            tuple(t.shape), float(flat.mean()), float(flat.std()) if flat.numel() > 1 else 0.0,
-            float(flat.min()), float(flat.max()), float(torch.linalg.vector_norm(flat)),
-            float((flat == 0).float().mean()), finite, tuple(int(c) for c in hist.tolist()),
-            dead, saturated)
+        return Stats(tuple(t.shape), mean, math.sqrt(var), lo, hi, math.sqrt(sq) if finite
+                     else math.inf, 1.0 - nonzero / n, finite, _histogram(good, lo, hi), dead,
+                     saturated)
+
+
+def _histogram(flat: torch.Tensor, lo: float, hi: float) -> tuple[int, ...]:
+    n = flat.numel()
+    if n == 0:
+        return (0,) * HIST_BINS
+    if hi <= lo:
+        counts = [0] * HIST_BINS
+        counts[HIST_BINS // 2] = n
+        return tuple(counts)
+    sample = flat[:: max(1, n // HIST_SAMPLE)]
+    counts = torch.histc(sample, HIST_BINS, lo, hi)
+    if sample.numel() != n:
+        counts = counts * (n / sample.numel())
+    return tuple(int(c) for c in counts.round().tolist())
 
 
 @dataclass
@@ -79,9 +104,27 @@ class StepTrace:
     inputs: dict[str, list[str]] = field(default_factory=dict)  # node → its sources, in order
     stats: dict[str, Stats] = field(default_factory=dict)
     grad_stats: dict[str, Stats] = field(default_factory=dict)
-    param_stats: dict[str, dict[str, Stats]] = field(default_factory=dict)  # key → kind → stats
     targets: torch.Tensor | None = None
     kept: dict[str, object] = field(default_factory=dict)
+    # statistics of parameters whose values were not kept (computed during the step)
+    summarised: dict[str, dict[str, Stats]] = field(default_factory=dict)
+    _param_stats: dict[str, dict[str, Stats]] | None = None
+
+    @property
+    def param_stats(self) -> dict[str, dict[str, Stats]]:
+        """key → {"weight", "grad", "update"} → Stats. For kept parameters they are computed
+        from the kept values on first use, which keeps the traced step itself cheap."""
+        if self._param_stats is None:
+            computed = {}
+            for key, weight in self.weights.items():
+                entry = {"weight": Stats.of(weight)}
+                if key in self.param_grads:
+                    entry["grad"] = Stats.of(self.param_grads[key])
+                if key in self.updates:
+                    entry["update"] = Stats.of(self.updates[key])
+                computed[key] = entry
+            self._param_stats = {**computed, **self.summarised}
+        return self._param_stats
 
     def output(self, node: str) -> torch.Tensor:
         return dict(self.forward)[node]
@@ -107,6 +150,7 @@ class StepRecorder(torch.fx.Interpreter):
         self._types = {n: d.get("type", "") for n, d in graph.nodes(data=True)}
         self._live: dict[str, torch.Tensor] = {}
         self._before: dict[str, torch.Tensor] = {}
+        self._summarised_before: dict[str, torch.Tensor] = {}
         self._kept_params: list[str] = []
 
     def _first(self, t: torch.Tensor) -> torch.Tensor:
@@ -141,35 +185,44 @@ class StepRecorder(torch.fx.Interpreter):
     def after_backward(self) -> None:
         budget = self.param_budget
         for key, param in self.model.named_parameters():
-            stats = {"weight": Stats.of(param)}
-            if param.grad is not None:
-                stats["grad"] = Stats.of(param.grad)
-            self.trace.param_stats[key] = stats
             if param.grad is None or param.numel() > budget:
+                stats = {"weight": Stats.of(param)}
+                if param.grad is not None:
+                    stats["grad"] = Stats.of(param.grad)
+                self.trace.summarised[key] = stats
                 continue
             budget -= param.numel()
             self._kept_params.append(key)
             self.trace.param_grads[key] = param.grad.detach().clone().cpu()
-            self.trace.weights[key] = param.detach().clone().cpu()
 
     def before_update(self) -> None:
+        """Keep the weights as they were; the update is then one subtraction away."""
         params = dict(self.model.named_parameters())
         self._before = {k: params[k].detach().clone() for k in self._kept_params}
+        self._summarised_before = {k: params[k].detach().clone() for k, s in
+                                   self.trace.summarised.items() if "grad" in s}
 
     def after_update(self) -> None:
         params = dict(self.model.named_parameters())
         for key, before in self._before.items():
-            delta = params[key].detach() - before
-            self.trace.updates[key] = delta.cpu()
-            self.trace.param_stats[key]["update"] = Stats.of(delta)
+            self.trace.weights[key] = before.cpu()
+            self.trace.updates[key] = (params[key].detach() - before).cpu()
+        for key, stats in self.trace.summarised.items():
+            if "grad" in stats:  # a weight too big to keep: measure its update now
+                stats["update"] = Stats.of(params[key].detach() - self._summarised_before[key])
         self._before = {}
+        self._summarised_before = {}
 
     def finish(self, batch: int) -> StepTrace:
         self._live = {}
-        summarised = [k for k in self.trace.param_stats if k not in self.trace.param_grads]
+        if not self.trace.weights:  # no update was taken: the weights are as they are
+            params = dict(self.model.named_parameters())
+            self.trace.weights = {k: params[k].detach().clone().cpu()
+                                  for k in self._kept_params}
         self.trace.kept = {
             "samples": min(self.keep, batch), "batch": batch,
-            "params_kept": list(self.trace.param_grads), "params_summarised": summarised,
+            "params_kept": list(self.trace.param_grads),
+            "params_summarised": list(self.trace.summarised),
             "note": f"values of the first {min(self.keep, batch)} of {batch} samples; "
                     f"full statistics for all; parameter values up to {self.param_budget:,} "
                     "elements",

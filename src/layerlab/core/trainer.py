@@ -192,6 +192,7 @@ class Trainer:
         self.batch = 0  # completed batches in the current epoch
         self.step = 0
         self._epoch_shuffle_state = self.shuffle.get_state()
+        self._order: torch.Tensor | None = None
         self._epoch_start = time.perf_counter()
         self._epoch_loss = 0.0
         self._epoch_samples = 0
@@ -235,36 +236,37 @@ class Trainer:
         """Train until the last epoch or a stop; returns 'finished' or 'stopped'.
         Raises TrainingError (after a 'failed' record) when the run cannot go on."""
         self._emit(StateRecord("running"))
-        self.model.train()
         self._last_time = time.perf_counter()
-        torch.set_rng_state(self._rng)  # other runs in this process must not shift ours
         try:
             while self.epoch < self.settings.epochs:
-                if not self._run_epoch():
+                if not self.control.wait_turn(lambda: self._emit(StateRecord("paused")),
+                                              lambda: self._emit(StateRecord("running"))):
                     self._emit(StateRecord("stopped"))
                     return "stopped"
+                self.train_one_batch()
         except TrainingError as exc:
             self._emit(StateRecord("failed", str(exc)))
             raise
-        finally:
-            self._rng = torch.get_rng_state()
         self._emit(StateRecord("finished"))
         return "finished"
 
-    def _run_epoch(self) -> bool:
+    def train_one_batch(self) -> None:
+        """Take the next batch of the epoch and train on it (finishing the epoch after its
+        last batch). run() is this in a loop; step-through calls it directly."""
         s = self.settings
-        if self.batch == 0:
-            self._epoch_shuffle_state = self.shuffle.get_state()
-            self._epoch_start = time.perf_counter()
-        else:  # resuming mid-epoch: draw the same order again
-            self.shuffle.set_state(self._epoch_shuffle_state)
-        order = torch.randperm(len(self.x_train), generator=self.shuffle).to(self.device)
-        batches = self.batches_per_epoch
-        while self.batch < batches:
-            if not self.control.wait_turn(lambda: self._emit(StateRecord("paused")),
-                                          lambda: self._emit(StateRecord("running"))):
-                return False
-            idx = order[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
+        torch.set_rng_state(self._rng)  # other runs in this process must not shift ours
+        self.model.train()
+        try:
+            if self.batch == 0:
+                self._epoch_shuffle_state = self.shuffle.get_state()
+                self._epoch_start = time.perf_counter()
+                self._order = None
+            if self._order is None:  # a new epoch, or resumed mid-epoch from a checkpoint
+                self.shuffle.set_state(self._epoch_shuffle_state)
+                self._order = torch.randperm(len(self.x_train), generator=self.shuffle).to(
+                    self.device)
+            batches = self.batches_per_epoch
+            idx = self._order[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
             loss = self._train_step(self.x_train[idx], self.y_train[idx],
                                     last=self.batch == batches - 1)
             self.batch += 1
@@ -273,8 +275,26 @@ class Trainer:
             self._epoch_samples += len(idx)
             self._emit(StepRecord(self.epoch + 1, self.step, self.batch, batches, loss,
                                   self._throughput(len(idx)), self.current_lr))
-        self._finish_epoch()
-        return True
+            if self.batch == batches:
+                self._finish_epoch()
+        finally:
+            self._rng = torch.get_rng_state()
+
+    def trace_next_batch(self, keep: int = DEFAULT_KEEP) -> StepTrace:
+        """Train on the next batch and return that step recorded node by node."""
+        traces: list[StepTrace] = []
+
+        def catch(record: Record) -> None:
+            if isinstance(record, TraceRecord):
+                traces.append(record.trace)
+
+        self.listeners.append(catch)
+        try:
+            self.request_trace(keep)
+            self.train_one_batch()
+        finally:
+            self.listeners.remove(catch)
+        return traces[0]
 
     def _throughput(self, samples: int) -> float:
         now = time.perf_counter()
@@ -330,8 +350,8 @@ class Trainer:
             recorder.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         if health:
-            ratios = {k: float((params[k].detach() - w).norm() / w.norm().clamp_min(1e-30))
-                      for k, w in before.items()}
+            ratios = {k: float((params[k].detach() - w).norm() / w.norm())
+                      for k, w in before.items() if bool(w.any())}
             self._emit(HealthRecord(self.step + 1, layer_grad_norms(grads), ratios))
 
     def penalty(self) -> torch.Tensor | float:
@@ -419,6 +439,7 @@ class Trainer:
             self._rng = state["rng"].cpu()
             self.shuffle.set_state(state["shuffle"].cpu())
             self._epoch_shuffle_state = state["epoch_shuffle"].cpu()
+            self._order = None
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise TrainingError(f"cannot resume from {path}: {exc}") from None
         self.epoch, self.batch, self.step = pos["epoch"], pos["batch"], pos["step"]

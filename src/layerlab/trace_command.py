@@ -1,0 +1,92 @@
+"""`layerlab trace`: one training step, node by node, with gradient-health verdicts."""
+
+from __future__ import annotations
+
+import argparse
+
+from layerlab.core.catalogue import CATALOGUE
+from layerlab.core.datasets import DatasetError
+from layerlab.core.diagnostics import diagnose, update_ratios
+from layerlab.core.errors import GraphError, format_error
+from layerlab.core.project import Project
+from layerlab.core.settings import settings_from
+from layerlab.core.spec import fmt_shape
+from layerlab.core.trainer import Trainer, TrainingError
+from layerlab.core.weights import WeightsError, load_weights
+
+
+class TraceFailed(Exception):
+    """The trace could not be taken; the message is for stderr."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file")
+    parser.add_argument("--weights", metavar="W", help="safetensors or PyTorch weights to "
+                        "start from (default: the project's initialisation)")
+    parser.add_argument("--dataset", metavar="NAME")
+    parser.add_argument("--batch-size", type=int, metavar="N")
+    parser.add_argument("--seed", type=int, metavar="N")
+
+
+def run(project: Project, args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(project.training, dataset=args.dataset,
+                                 batch_size=args.batch_size, seed=args.seed, device="cpu")
+        trainer = Trainer(project, settings)
+    except GraphError as exc:
+        raise TraceFailed("\n".join(f"{args.file}: {format_error(n, m)}"
+                                    for n, m in exc.errors)) from None
+    except (DatasetError, TrainingError) as exc:
+        raise TraceFailed(f"{args.file}: {exc}") from None
+    if args.weights:
+        try:
+            report = load_weights(trainer.model, args.weights)
+        except WeightsError as exc:
+            raise TraceFailed(str(exc)) from None
+        for line in report.lines():
+            print(f"weights: {line}")
+    try:
+        trace = trainer.trace_next_batch()
+    except TrainingError as exc:
+        raise TraceFailed(f"{args.file}: {exc}") from None
+    print_trace(project, trace)
+    return 0
+
+
+def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
+    grads = dict(trace.grad_stats)
+    rows = [("node", "type", "output", "mean", "std", "min", "max", "zeros", "dL/dy norm")]
+    for node, _ in trace.forward:
+        s = trace.stats[node]
+        g = grads.get(node)
+        rows.append((node, project.graph.nodes[node]["type"], fmt_shape(s.shape[1:]),
+                     f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.min:.3g}", f"{s.max:.3g}",
+                     f"{100 * s.zeros:.0f}%", "—" if g is None else f"{g.norm:.3g}"))
+    _table(rows)
+    print(f"\nloss ({_loss_type(project)}): {float(trace.loss):.6g}")
+    ratios = update_ratios(trace)
+    rows = [("parameter", "shape", "norm", "grad norm", "update/weight")]
+    for key, stats in trace.param_stats.items():
+        grad = stats.get("grad")
+        rows.append((key, fmt_shape(stats["weight"].shape), f"{stats['weight'].norm:.3g}",
+                     "—" if grad is None else f"{grad.norm:.3g}",
+                     f"{ratios[key]:.2e}" if key in ratios else "—"))
+    print()
+    _table(rows)
+    verdicts = diagnose(trace)
+    print("\nverdicts:" if verdicts else "\nverdicts: none — gradients look healthy")
+    for verdict in verdicts:
+        print(f"  {verdict.message}")
+    print(f"\n({trace.kept['note']})")
+
+
+def _loss_type(project: Project) -> str:
+    return next(d["type"] for _, d in project.graph.nodes(data=True)
+                if d.get("type") in CATALOGUE and CATALOGUE[d["type"]].is_loss)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
