@@ -103,6 +103,16 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 1) from None
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from layerlab.export_command import ExportFailed, run
+
+    project = _load(args.file)
+    try:
+        return run(project, args)
+    except ExportFailed as exc:
+        raise CliError(str(exc), 1) from None
+
+
 def _load(path: str):
     from layerlab.core.project import load_project
 
@@ -144,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_trace_arguments(trace)
     trace.set_defaults(run=_cmd_trace)
+    export = sub.add_parser("export", help="export a trained model: onnx, pt2, python, "
+                            "safetensors")
+    from layerlab.export_command import add_arguments as add_export_arguments
+
+    add_export_arguments(export)
+    export.set_defaults(run=_cmd_export)
     datasets = sub.add_parser("datasets", help="list the datasets, their shapes and classes")
     datasets.set_defaults(run=_cmd_datasets)
     return parser

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from layerlab.core.errors import GraphError, format_error
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from, with_overrides
 from layerlab.core.trainer import EpochRecord, Record, StepRecord, Trainer, TrainingError
-from layerlab.core.weights import save_weights
+from layerlab.core.weights import WeightsError, load_weights, save_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
 
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "runs/<project file name>)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
                         help="continue a run from its checkpoint.pt")
+    parser.add_argument("--init-weights", metavar="W",
+                        help="start from these weights (safetensors or a PyTorch state dict), "
+                             "matched by name and shape: fine-tuning")
 
 
 def prepare(project: Project, args: argparse.Namespace) -> Trainer:
@@ -58,6 +62,14 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
     except (DatasetError, TrainingError) as exc:
         raise RunFailed(f"{args.file}: {exc}") from None
     project.training = with_overrides(project.training, **overrides)
+    if args.init_weights:
+        try:
+            report = load_weights(trainer.model, args.init_weights)
+        except WeightsError as exc:
+            raise RunFailed(str(exc)) from None
+        if trainer.rank == 0:
+            for line in report.lines():
+                print(f"init weights: {line}", file=sys.stderr)
     if args.resume:
         try:
             trainer.load_checkpoint(Path(args.resume))
@@ -67,7 +79,35 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
 
 
 def run(project: Project, args: argparse.Namespace) -> int:
+    """Train; under torchrun (WORLD_SIZE > 1) data-parallel, with rank 0 alone writing."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        _init_distributed(args.device)
+    try:
+        return _run(project, args)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _init_distributed(device: str | None) -> None:
+    """gloo on CPU, nccl on CUDA; each process on the GPU of its LOCAL_RANK."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available() and device in (None, "auto", "cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+
+
+def _run(project: Project, args: argparse.Namespace) -> int:
     trainer = prepare(project, args)
+    if trainer.rank != 0:  # the other processes train and stay quiet
+        state = trainer.run()
+        return 0 if state == "finished" else 130
     out = Path(args.out or Path("runs") / Path(args.file).name.split(".")[0])
     try:
         out.mkdir(parents=True, exist_ok=True)

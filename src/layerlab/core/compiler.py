@@ -49,7 +49,7 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
             value = fx_graph.placeholder(node)
         else:
             if spec.build is not None:
-                module = spec.build(ctx)
+                module = spec.build(ctx).make()
                 if spec.has_init:
                     apply_init(module, ctx.params["init"])
                 modules.add_module(node, module)
@@ -75,7 +75,7 @@ def build_loss(graph: nx.DiGraph) -> nn.Module | None:
         return None
     spec = CATALOGUE[graph.nodes[analysis.loss_node]["type"]]
     assert spec.build is not None
-    return spec.build(analysis.contexts[analysis.loss_node])
+    return spec.build(analysis.contexts[analysis.loss_node]).make()
 
 
 def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None) -> dict[str, int]:
@@ -86,6 +86,6 @@ def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None) -> dict[st
     with torch.device("meta"):
         for node, ctx in analysis.contexts.items():
             spec = CATALOGUE[graph.nodes[node]["type"]]
-            module = spec.build(ctx) if spec.build is not None and not spec.is_loss else None
+            module = spec.build(ctx).make() if spec.build and not spec.is_loss else None
             counts[node] = sum(p.numel() for p in module.parameters()) if module else 0
     return counts

@@ -8,6 +8,7 @@ declarations, so nothing about a layer is said twice.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,34 @@ class Ctx:
 
 
 @dataclass(frozen=True)
+class Ctor:
+    """How to construct a layer's torch module: the class and its arguments, as data, so that
+    the same declaration builds the module and writes it out as code (the Python export)."""
+
+    cls: type
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def make(self) -> Any:
+        return self.cls(*self.args, **self.kwargs)
+
+    def source(self, namespace: str = "nn") -> str:
+        """`nn.Linear(784, 500)`: arguments equal to torch's defaults are left out."""
+        signature = list(inspect.signature(self.cls).parameters.values())
+        defaults = {p.name: p.default for p in signature}
+        order = {p.name: i for i, p in enumerate(signature)}
+        parts = [repr(a) for a in self.args]
+        parts += [f"{k}={v!r}" for k, v in sorted(self.kwargs.items(),
+                                                   key=lambda kv: order.get(kv[0], 99))
+                  if k not in defaults or defaults[k] != v or type(defaults[k]) is not type(v)]
+        return f"{namespace}.{self.cls.__name__}({', '.join(parts)})"
+
+
+def ctor(cls: type, *args: Any, **kwargs: Any) -> Ctor:
+    return Ctor(cls, args, kwargs)
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """Everything LayerLab knows about one layer type."""
 
@@ -150,7 +179,7 @@ class LayerSpec:
     formula: str
     params: tuple[Param, ...]
     infer: Callable[[Ctx], Shape]
-    build: Callable[[Ctx], Any] | None = None  # Ctx -> torch.nn.Module
+    build: Callable[[Ctx], Ctor] | None = None  # how to construct the torch module
     emit: Callable[..., Any] | None = None  # custom fx emission; None: call the module
     min_inputs: int = 1
     max_inputs: int | None = 1

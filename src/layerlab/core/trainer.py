@@ -33,6 +33,15 @@ from layerlab.core.tracer import DEFAULT_KEEP, StepRecorder, StepTrace
 EVAL_CHUNK = 2048
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of the process group torchrun set up, or (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class TrainingError(Exception):
     """A run that cannot start or cannot go on; one sentence for a person."""
 
@@ -174,10 +183,14 @@ class Trainer:
         self.objective = make_objective(loss_type, loss_module.to(self.device),
                                         analysis.output_node,
                                         analysis.shapes[analysis.output_node], self.data)
+        self.rank, self.world = distributed_rank()
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         torch.manual_seed(s.seed)
         self.model = build_model(graph).to(self.device)
         self._rng = torch.get_rng_state()  # this run's own random stream (Dropout)
         self.trainable = self._apply_frozen()
+        self.ddp = self._wrap_ddp() if self.world > 1 else None
         self.optimizer = make_optimizer(s, self.trainable)
         self.scheduler = make_scheduler(s, self.optimizer)
         self.penalised = [p for p in self.trainable if p.dim() >= 2]
@@ -212,12 +225,28 @@ class Trainer:
                 trainable.append(param)
         return trainable
 
+    def _wrap_ddp(self) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
+
     def _to_device(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data.x[idx].to(self.device), self.data.y[idx].to(self.device)
 
     @property
     def batches_per_epoch(self) -> int:
-        return max(1, math.ceil(len(self.x_train) / self.settings.batch_size))
+        """Global batches: under DDP each of `world` processes takes a shard of each, and a
+        last batch too small to give every process a sample is dropped."""
+        n, per_batch = len(self.x_train), self.settings.batch_size * self.world
+        full, rest = divmod(n, per_batch)
+        return max(1, full + (1 if rest >= self.world else 0))
+
+    def _shard(self, batch: int) -> torch.Tensor:
+        assert self._order is not None
+        per_batch = self.settings.batch_size * self.world
+        chunk = self._order[batch * per_batch:(batch + 1) * per_batch]
+        return chunk if self.world == 1 else chunk.tensor_split(self.world)[self.rank]
 
     def request_trace(self, keep: int = DEFAULT_KEEP) -> None:
         """Record the next step node by node; it trains exactly as an untraced step would."""
@@ -253,7 +282,6 @@ class Trainer:
     def train_one_batch(self) -> None:
         """Take the next batch of the epoch and train on it (finishing the epoch after its
         last batch). run() is this in a loop; step-through calls it directly."""
-        s = self.settings
         torch.set_rng_state(self._rng)  # other runs in this process must not shift ours
         self.model.train()
         try:
@@ -266,15 +294,15 @@ class Trainer:
                 self._order = torch.randperm(len(self.x_train), generator=self.shuffle).to(
                     self.device)
             batches = self.batches_per_epoch
-            idx = self._order[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
-            loss = self._train_step(self.x_train[idx], self.y_train[idx],
-                                    last=self.batch == batches - 1)
+            idx = self._shard(self.batch)
+            loss, samples = self._train_step(self.x_train[idx], self.y_train[idx],
+                                             last=self.batch == batches - 1)
             self.batch += 1
             self.step += 1
-            self._epoch_loss += loss * len(idx)
-            self._epoch_samples += len(idx)
+            self._epoch_loss += loss * samples
+            self._epoch_samples += samples
             self._emit(StepRecord(self.epoch + 1, self.step, self.batch, batches, loss,
-                                  self._throughput(len(idx)), self.current_lr))
+                                  self._throughput(samples), self.current_lr))
             if self.batch == batches:
                 self._finish_epoch()
         finally:
@@ -307,7 +335,9 @@ class Trainer:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor, last: bool) -> float:
+    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor,
+                    last: bool) -> tuple[float, int]:
+        """One step; returns the batch's mean loss and sample count (over all processes)."""
         s = self.settings
         rng = torch.get_rng_state()
         recorder = None
@@ -317,9 +347,9 @@ class Trainer:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
             if s.precision == "bfloat16" else nullcontext()
         with autocast:
-            output = recorder.forward(xb) if recorder else self.model(xb)
+            output = recorder.forward(xb) if recorder else (self.ddp or self.model)(xb)
         loss = self.objective.loss(output.float(), self.objective.target(yb))
-        value = loss.item()
+        value, samples = self._reduce(loss.detach(), len(xb))
         if not math.isfinite(value):
             raise TrainingError(self._nonfinite_message(xb, rng, value))
         if recorder:
@@ -332,7 +362,23 @@ class Trainer:
             self._update(recorder)
         if recorder:
             self._emit(TraceRecord(self.epoch + 1, self.step + 1, recorder.finish(len(xb))))
-        return value
+        return value, samples
+
+    def _reduce(self, loss: torch.Tensor, samples: int) -> tuple[float, int]:
+        """The mean loss over every process's shard, and whether any process was asked to
+        stop (so that all stop at the same step and none waits forever)."""
+        if self.world == 1:
+            return loss.item(), samples
+        import torch.distributed as dist
+
+        packed = torch.stack([loss.float() * samples,
+                              torch.tensor(float(samples), device=loss.device),
+                              torch.tensor(float(self.control.stopping), device=loss.device)])
+        dist.all_reduce(packed)
+        total, count, stopping = packed.tolist()
+        if stopping:
+            self.control.stop()
+        return total / count, int(count)
 
     def _update(self, recorder: StepRecorder | None) -> None:
         s = self.settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from layerlab.core.layers.common import same_shape
-from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, batch_dim
+from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, batch_dim, ctor
 
 
 def _dim_shape(ctx: Ctx) -> Shape:
@@ -15,7 +15,7 @@ def _dim_shape(ctx: Ctx) -> Shape:
 
 def _simple(name: str, description: str, formula: str, module: type[nn.Module]) -> LayerSpec:
     return LayerSpec(name, "activation", description, formula, params=(), infer=same_shape,
-                     build=lambda c: module())
+                     build=lambda c: ctor(module))
 
 
 DIM = Param("dim", "int", -1, help="Dimension the probabilities sum to 1 over (batch is 0); "
@@ -29,7 +29,7 @@ SPECS = [
         "inputs so units cannot die.", "f(x) = max(αx, x)",
         params=(Param("negative_slope", "float", 0.01, help="Slope α for negative inputs.",
                       minimum=0.0),),
-        infer=same_shape, build=lambda c: nn.LeakyReLU(c.params["negative_slope"]),
+        infer=same_shape, build=lambda c: ctor(nn.LeakyReLU, c.params["negative_slope"]),
         key_params=("negative_slope",),
     ),
     _simple("Sigmoid", "Squashes any value into (0, 1); saturates, so gradients vanish for "
@@ -41,7 +41,7 @@ SPECS = [
         "normal is below x; used in transformers.", "f(x) = x·Φ(x)",
         params=(Param("approximate", "choice", "none", choices=("none", "tanh"),
                       help="'tanh' uses the faster tanh approximation of Φ."),),
-        infer=same_shape, build=lambda c: nn.GELU(approximate=c.params["approximate"]),
+        infer=same_shape, build=lambda c: ctor(nn.GELU, approximate=c.params["approximate"]),
     ),
     _simple("SiLU", "Sigmoid linear unit (swish): x gated by its own sigmoid.",
             "f(x) = x·σ(x)", nn.SiLU),
@@ -50,16 +50,16 @@ SPECS = [
         "curve towards -α for negative x.", "f(x) = x if x > 0 else α(e^x - 1)",
         params=(Param("alpha", "float", 1.0, help="Value α approached for very negative x.",
                       minimum=0.0),),
-        infer=same_shape, build=lambda c: nn.ELU(alpha=c.params["alpha"]),
+        infer=same_shape, build=lambda c: ctor(nn.ELU, alpha=c.params["alpha"]),
     ),
     LayerSpec(
         "Softmax", "activation", "Turns scores into probabilities that sum to 1.",
         "f(x)_i = e^x_i / Σ_j e^x_j", params=(DIM,), infer=_dim_shape,
-        build=lambda c: nn.Softmax(dim=c.params["dim"]),
+        build=lambda c: ctor(nn.Softmax, dim=c.params["dim"]),
     ),
     LayerSpec(
         "LogSoftmax", "activation", "The logarithm of Softmax, computed stably; pairs with "
         "NLLLoss.", "f(x)_i = x_i - log Σ_j e^x_j", params=(DIM,), infer=_dim_shape,
-        build=lambda c: nn.LogSoftmax(dim=c.params["dim"]),
+        build=lambda c: ctor(nn.LogSoftmax, dim=c.params["dim"]),
     ),
 ]

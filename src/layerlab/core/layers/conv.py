@@ -7,12 +7,14 @@ from torch import nn
 from layerlab.core.layers.common import BIAS, INIT
 from layerlab.core.spec import (
     REQUIRED,
+    Ctor,
     Ctx,
     LayerSpec,
     Param,
     Shape,
     ShapeError,
     conv_out,
+    ctor,
     fmt_shape,
     need_rank,
 )
@@ -74,10 +76,10 @@ def _conv_params(n: int) -> tuple[Param, ...]:
 
 
 def _conv_build(cls: type[nn.Module]):
-    def build(ctx: Ctx) -> nn.Module:
+    def build(ctx: Ctx) -> Ctor:
         p = dict(ctx.params)
         p.pop("init")
-        return cls(ctx.shape[0], **{k: tuple(v) if isinstance(v, list) else v
+        return ctor(cls, ctx.shape[0], **{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in p.items()})
     return build
 
@@ -131,7 +133,7 @@ def _pool_params(n: int, dilated: bool) -> tuple[Param, ...]:
 
 
 def _pool_build(cls: type[nn.Module]):
-    return lambda ctx: cls(**{k: tuple(v) if isinstance(v, list) else v
+    return lambda ctx: ctor(cls, **{k: tuple(v) if isinstance(v, list) else v
                               for k, v in ctx.params.items()})
 
 
@@ -194,7 +196,7 @@ SPECS = [
         "whatever the input size.", "y = mean over adaptive windows of x",
         params=(_size("output_size", 2, REQUIRED, "Height and width of the output.", suggest=1),),
         infer=_adaptive_shape,
-        build=lambda c: nn.AdaptiveAvgPool2d(c.size("output_size", 2)),
+        build=lambda c: ctor(nn.AdaptiveAvgPool2d, c.size("output_size", 2)),
         key_params=("output_size",),
     ),
 ]

@@ -8,7 +8,17 @@ import torch.fx
 from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT, same_shape
-from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ShapeError, batch_dim, fmt_shape
+from layerlab.core.spec import (
+    Ctor,
+    Ctx,
+    LayerSpec,
+    Param,
+    Shape,
+    ShapeError,
+    batch_dim,
+    ctor,
+    fmt_shape,
+)
 
 
 def _input_shape(ctx: Ctx) -> Shape:
@@ -25,8 +35,8 @@ def _linear_shape(ctx: Ctx) -> Shape:
     return (*ctx.shape[:-1], ctx.params["out_features"])
 
 
-def _linear(ctx: Ctx) -> nn.Module:
-    return nn.Linear(ctx.shape[-1], ctx.params["out_features"], bias=ctx.params["bias"])
+def _linear(ctx: Ctx) -> Ctor:
+    return ctor(nn.Linear, ctx.shape[-1], ctx.params["out_features"], bias=ctx.params["bias"])
 
 
 def _flatten_shape(ctx: Ctx) -> Shape:
@@ -87,7 +97,7 @@ SPECS = [
         params=(
             Param("start_dim", "int", 1, help="First dimension to merge (batch is 0)."),
             Param("end_dim", "int", -1, help="Last dimension to merge."),
-        ), infer=_flatten_shape, build=lambda c: nn.Flatten(c.params["start_dim"],
+        ), infer=_flatten_shape, build=lambda c: ctor(nn.Flatten, c.params["start_dim"],
                                                              c.params["end_dim"]),
         input_dtype="any",
     ),
@@ -104,10 +114,10 @@ SPECS = [
         "y = x·m / (1 - p), m ~ Bernoulli(1 - p)",
         params=(Param("p", "float", 0.5, help="Probability of zeroing a value.",
                       minimum=0.0, maximum=1.0),),
-        infer=same_shape, build=lambda c: nn.Dropout(c.params["p"]), key_params=("p",),
+        infer=same_shape, build=lambda c: ctor(nn.Dropout, c.params["p"]), key_params=("p",),
     ),
     LayerSpec(
         "Identity", "dense", "Passes its input through unchanged.", "y = x",
-        params=(), infer=same_shape, build=lambda c: nn.Identity(), input_dtype="any",
+        params=(), infer=same_shape, build=lambda c: ctor(nn.Identity), input_dtype="any",
     ),
 ]

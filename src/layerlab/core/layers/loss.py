@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, need_rank
+from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ctor, need_rank
 
 
 def _class_scores(ctx: Ctx) -> Shape:
@@ -25,7 +25,7 @@ def _loss(name: str, description: str, formula: str, cls: type[nn.Module],
     return LayerSpec(
         name, "loss", description, formula, params=params,
         infer=_class_scores if classes else _scalar,
-        build=lambda c: cls(**c.params), is_loss=True,
+        build=lambda c: ctor(cls, **c.params), is_loss=True,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, need_rank
+from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ctor, need_rank
 
 EPS = Param("eps", "float", 1e-5, minimum=0.0, help="Added to the variance for stability.")
 MOMENTUM = Param("momentum", "float", 0.1, minimum=0.0, maximum=1.0,
@@ -30,7 +30,7 @@ def _ln_shape(ctx: Ctx) -> Shape:
 
 
 def _bn(cls: type[nn.Module]):
-    return lambda c: cls(c.shape[0], **c.params)
+    return lambda c: ctor(cls, c.shape[0], **c.params)
 
 
 BN_FORMULA = "y = γ·(x - mean_batch) / √(var_batch + ε) + β"
@@ -56,6 +56,6 @@ SPECS = [
             Param("bias", "bool", True, help="Learn the shift β."),
         ),
         infer=_ln_shape,
-        build=lambda c: nn.LayerNorm(c.shape[-1], **c.params),
+        build=lambda c: ctor(nn.LayerNorm, c.shape[-1], **c.params),
     ),
 ]

@@ -9,12 +9,14 @@ from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT
 from layerlab.core.spec import (
+    Ctor,
     Ctx,
     LayerSpec,
     Param,
     Shape,
     ShapeError,
     batch_dim,
+    ctor,
     need_rank,
 )
 
@@ -29,8 +31,8 @@ def _embedding_shape(ctx: Ctx) -> Shape:
     return (*ctx.shape, ctx.params["embedding_dim"])
 
 
-def _embedding(ctx: Ctx) -> nn.Module:
-    return nn.Embedding(**{k: v for k, v in ctx.params.items() if k != "init"})
+def _embedding(ctx: Ctx) -> Ctor:
+    return ctor(nn.Embedding, **{k: v for k, v in ctx.params.items() if k != "init"})
 
 
 def _heads_shape(ctx: Ctx, heads: str) -> Shape:
@@ -61,9 +63,9 @@ def _rnn_shape(ctx: Ctx) -> Shape:
 
 
 def _rnn(cls: type[nn.Module]):
-    def build(ctx: Ctx) -> nn.Module:
+    def build(ctx: Ctx) -> Ctor:
         p = {k: v for k, v in ctx.params.items() if k != "init"}
-        return cls(ctx.shape[-1], batch_first=True, **p)
+        return ctor(cls, ctx.shape[-1], batch_first=True, **p)
     return build
 
 
@@ -124,7 +126,7 @@ SPECS = [
             DROPOUT, BIAS, INIT,
         ),
         infer=lambda c: _heads_shape(c, "num_heads"),
-        build=lambda c: nn.MultiheadAttention(
+        build=lambda c: ctor(nn.MultiheadAttention,
             c.shape[-1], c.params["num_heads"], dropout=c.params["dropout"],
             bias=c.params["bias"], batch_first=True),
         emit=_emit_attention, key_params=("num_heads",),
@@ -147,7 +149,7 @@ SPECS = [
             BIAS, INIT,
         ),
         infer=lambda c: _heads_shape(c, "nhead"),
-        build=lambda c: nn.TransformerEncoderLayer(
+        build=lambda c: ctor(nn.TransformerEncoderLayer,
             c.shape[-1], batch_first=True, **{k: v for k, v in c.params.items()
                                               if k != "init"}),
         key_params=("nhead", "dim_feedforward"),
