@@ -1,6 +1,7 @@
 """Exports reproduce the model: ONNX in onnxruntime, pt2 through torch.export.load, and the
 standalone Python file imported where LayerLab cannot be."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from conftest import EXAMPLES
 
 
 def chain(g, names):
-    for a, b in zip(names, names[1:], strict=False):
+    for a, b in itertools.pairwise(names):
         g.add_edge(a, b)
 
 
@@ -205,7 +206,7 @@ def test_python_export_reads_like_hand_written_code(exported):
 
 
 def test_python_export_train_lowers_the_loss(exported, tmp_path):
-    project, model, files = exported["digits-mlp"]
+    _project, _model, files = exported["digits-mlp"]
     script = BLOCK_LAYERLAB + textwrap.dedent(f"""
         import importlib.util, torch
         from sklearn.datasets import load_digits
@@ -226,7 +227,7 @@ def test_python_export_train_lowers_the_loss(exported, tmp_path):
 
 
 def test_export_command_checks_the_weights_fit(tmp_path, capsys, exported):
-    project, model, files = exported["spiral"]
+    _project, model, files = exported["spiral"]
     code = main(["export", str(EXAMPLES / "digits-mlp.layerlab.json"), "--weights",
                  str(files["safetensors"]), "--to", "onnx", "-o", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
