@@ -113,6 +113,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 1) from None
 
 
+def _window(path: str | None) -> int:
+    """`layerlab` opens the window on the default example; `layerlab FILE` on FILE."""
+    if path is not None and not Path(path).exists():
+        print(f"{path}: no such file", file=sys.stderr)
+        return 2
+    from layerlab.app.application import run_window
+
+    return run_window(path)
+
+
 def _load(path: str):
     from layerlab.core.project import load_project
 
@@ -134,7 +144,9 @@ def _write(action: Callable[[], None], path: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="layerlab", description="Design, train and understand neural networks.")
+        prog="layerlab", usage="layerlab [FILE] | layerlab COMMAND …",
+        description="Design, train and understand neural networks. Without a command, "
+                    "opens the window (on FILE, or the default example).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("check", help="check a project: shapes, parameters, errors")
     check.add_argument("file")
@@ -165,13 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = ("check", "examples", "train", "trace", "export", "datasets")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        return _window(argv[0] if argv else None)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "run", None) is None:
-        parser.print_help()
-        return 2
     try:
         return args.run(args)
     except CliError as exc:

@@ -1,0 +1,212 @@
+"""Canvas items. They draw what they are told; the scene owns them and the id maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsSimpleTextItem,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from layerlab.app.style import ERROR_COLOUR, group_colour, is_dark
+
+NODE_WIDTH = 168
+LINE = 16
+PORT_RADIUS = 6
+
+
+class PortItem(QGraphicsEllipseItem):
+    """An input (index ≥ 0) or output (index -1) connection point of a node."""
+
+    def __init__(self, node: str, index: int, parent: QGraphicsItem) -> None:
+        r = PORT_RADIUS
+        super().__init__(-r, -r, 2 * r, 2 * r, parent)
+        self.node, self.index = node, index
+        self.setBrush(QBrush(QColor("#f5f5f5")))
+        self.setPen(QPen(QColor("#555555"), 1.5))
+        self.setAcceptHoverEvents(True)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setZValue(2)
+
+    @property
+    def is_output(self) -> bool:
+        return self.index < 0
+
+    def hoverEnterEvent(self, event: object) -> None:
+        self.setBrush(QBrush(QColor("#ffd54f")))
+
+    def hoverLeaveEvent(self, event: object) -> None:
+        self.setBrush(QBrush(QColor("#f5f5f5")))
+
+
+class NodeItem(QGraphicsItem):
+    """A node: type, id, key parameters and output shape; red with a badge on errors."""
+
+    def __init__(self, node: str, on_moved: Callable[[str], None]) -> None:
+        super().__init__()
+        self.node = node
+        self.on_moved = on_moved
+        self.type_name = ""
+        self.group = "dense"
+        self.lines: list[str] = []
+        self.shape_text = ""
+        self.errors: list[str] = []
+        self.frozen = False
+        self.highlight: QColor | None = None  # step-through colouring
+        self.caption = ""
+        self.inputs: list[PortItem] = []
+        self.output: PortItem | None = None
+        self.height = 3 * LINE + 12
+        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+                      | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
+                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.setZValue(1)
+
+    def show(self, type_name: str, group: str, lines: list[str], shape_text: str,
+             errors: list[str], frozen: bool, n_inputs: int, has_output: bool) -> None:
+        self.prepareGeometryChange()
+        self.type_name, self.group, self.lines = type_name, group, lines
+        self.shape_text, self.errors, self.frozen = shape_text, errors, frozen
+        self.height = (3 + len(lines)) * LINE + 10
+        self._make_ports(n_inputs, has_output)
+        tip = [f"{self.node} · {type_name}"] + [f"⚠ {e}" for e in errors]
+        self.setToolTip("\n".join(tip))
+        self.update()
+
+    def _make_ports(self, n_inputs: int, has_output: bool) -> None:
+        if len(self.inputs) != n_inputs:
+            for port in self.inputs:
+                port.setParentItem(None)
+                if port.scene():
+                    port.scene().removeItem(port)
+            self.inputs = [PortItem(self.node, i, self) for i in range(n_inputs)]
+        for i, port in enumerate(self.inputs):
+            port.setPos(0, self.height * (i + 1) / (n_inputs + 1))
+        if has_output and self.output is None:
+            self.output = PortItem(self.node, -1, self)
+        elif not has_output and self.output is not None:
+            self.output.setParentItem(None)
+            if self.output.scene():
+                self.output.scene().removeItem(self.output)
+            self.output = None
+        if self.output is not None:
+            self.output.setPos(NODE_WIDTH, self.height / 2)
+
+    def input_pos(self, port: int) -> QPointF:
+        if not self.inputs:
+            return self.scenePos() + QPointF(0, self.height / 2)
+        return self.inputs[min(port, len(self.inputs) - 1)].scenePos()
+
+    def output_pos(self) -> QPointF:
+        return self.scenePos() + QPointF(NODE_WIDTH, self.height / 2)
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(-4, -4, NODE_WIDTH + 8, self.height + 8)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
+              widget: QWidget | None = None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        dark = is_dark()
+        body = QColor("#2b2d31") if dark else QColor("#ffffff")
+        if self.highlight is not None:
+            body = self.highlight
+        text = QColor("#eeeeee") if dark and self.highlight is None else QColor("#1e1e1e")
+        border = ERROR_COLOUR if self.errors else group_colour(self.group)
+        width = 3.0 if self.isSelected() else 1.6
+        if self.isSelected():
+            border = border.lighter(130) if dark else border.darker(130)
+        rect = QRectF(0, 0, NODE_WIDTH, self.height)
+        painter.setPen(QPen(border, width))
+        painter.setBrush(body)
+        painter.drawRoundedRect(rect, 7, 7)
+        header = QRectF(0, 0, NODE_WIDTH, LINE + 6)
+        path = QPainterPath()
+        path.addRoundedRect(header, 7, 7)
+        painter.fillPath(path, border)
+        bold = QFont()
+        bold.setBold(True)
+        bold.setPixelSize(12)
+        painter.setFont(bold)
+        painter.setPen(QColor("white"))
+        painter.drawText(header.adjusted(8, 0, -22, 0), Qt.AlignmentFlag.AlignVCenter,
+                         self.type_name)
+        plain = QFont()
+        plain.setPixelSize(11)
+        painter.setFont(plain)
+        painter.setPen(text)
+        y = LINE + 8
+        for line in [self.node, *self.lines, self.shape_text]:
+            painter.drawText(QRectF(8, y, NODE_WIDTH - 16, LINE),
+                             Qt.AlignmentFlag.AlignVCenter, line)
+            y += LINE
+        if self.caption:
+            painter.setPen(QColor("#1e1e1e") if self.highlight is not None else text)
+            painter.drawText(QRectF(8, self.height - LINE - 2, NODE_WIDTH - 16, LINE),
+                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                             self.caption)
+        if self.errors:
+            painter.setBrush(ERROR_COLOUR)
+            painter.setPen(QPen(QColor("white"), 1.5))
+            painter.drawEllipse(QRectF(NODE_WIDTH - 18, 3, 15, 15))
+            painter.drawText(QRectF(NODE_WIDTH - 18, 3, 15, 15), Qt.AlignmentFlag.AlignCenter,
+                             "!")
+        elif self.frozen:
+            painter.setPen(QColor("white"))
+            painter.drawText(QRectF(NODE_WIDTH - 22, 0, 20, LINE + 6),
+                             Qt.AlignmentFlag.AlignCenter, "🔒")
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
+                   value: object) -> object:
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
+            self.on_moved(self.node)
+        return super().itemChange(change, value)
+
+
+class EdgeItem(QGraphicsPathItem):
+    """A curve from an output port to an input port, labelled with the shape it carries."""
+
+    def __init__(self, source: str, target: str) -> None:
+        super().__init__()
+        self.source, self.target = source, target
+        self.label = QGraphicsSimpleTextItem(self)
+        font = QFont()
+        font.setPixelSize(10)
+        self.label.setFont(font)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setZValue(0)
+        self.colour = QColor("#8a8f98")
+        self.width = 2.0
+        self._apply_pen()
+
+    def _apply_pen(self) -> None:
+        pen = QPen(self.colour, self.width + (1.5 if self.isSelected() else 0))
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+        self.setPen(pen)
+
+    def set_style(self, colour: QColor, width: float) -> None:
+        self.colour, self.width = colour, width
+        self._apply_pen()
+
+    def route(self, start: QPointF, end: QPointF, text: str) -> None:
+        path = QPainterPath(start)
+        dx = max(40.0, abs(end.x() - start.x()) / 2)
+        path.cubicTo(start + QPointF(dx, 0), end - QPointF(dx, 0), end)
+        self.setPath(path)
+        self.label.setText(text)
+        self.label.setBrush(QColor("#c8ccd4") if is_dark() else QColor("#50555e"))
+        mid = path.pointAtPercent(0.5)
+        rect = self.label.boundingRect()
+        self.label.setPos(mid.x() - rect.width() / 2, mid.y() - rect.height() - 2)
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
+                   value: object) -> object:
+        if change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self._apply_pen()
+        return super().itemChange(change, value)

@@ -1,0 +1,90 @@
+"""Edit-menu operations on a document: clipboard, delete, auto-layout. Each is one command."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import networkx as nx
+from PySide6.QtCore import QMimeData
+from PySide6.QtWidgets import QApplication
+
+from layerlab.app.canvas.scene import GraphScene
+from layerlab.app.commands import AddNodes, MoveNodes, RemoveItems
+from layerlab.app.document import Document
+
+CLIP_MIME = "application/x-layerlab-nodes"
+LAYER_SPACING = (230, 150)
+PASTE_OFFSET = 40
+
+
+def copy_selection(scene: GraphScene) -> bool:
+    nodes = scene.selected_nodes()
+    if not nodes:
+        return False
+    g = scene.doc.graph
+    payload = {
+        "nodes": {n: copy.deepcopy(dict(g.nodes[n])) for n in nodes},
+        "edges": [[u, v, dict(d)] for u, v, d in g.edges(data=True)
+                  if u in nodes and v in nodes],
+    }
+    data = QMimeData()
+    text = json.dumps(payload)
+    data.setData(CLIP_MIME, text.encode())
+    data.setText(text)
+    QApplication.clipboard().setMimeData(data)
+    return True
+
+
+def paste(scene: GraphScene) -> list[str]:
+    """Paste copied nodes with fresh ids (fc1 → fc1_2), offset so they are seen."""
+    doc = scene.doc
+    mime = QApplication.clipboard().mimeData()
+    if mime is None or not mime.hasFormat(CLIP_MIME) or doc.structure_locked:
+        return []
+    payload = json.loads(bytes(mime.data(CLIP_MIME).data()).decode())
+    renamed: dict[str, str] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for old, data in payload["nodes"].items():
+        new = doc.unique_id(old)
+        while new in nodes:
+            new = f"{new}_2"
+        renamed[old] = new
+        x, y = data.get("pos", [0, 0])
+        nodes[new] = {**data, "pos": [x + PASTE_OFFSET, y + PASTE_OFFSET]}
+    edges = [(renamed[u], renamed[v], d) for u, v, d in payload["edges"]]
+    doc.undo_stack.push(AddNodes(doc, nodes, edges, "Paste"))
+    scene.select_only(list(nodes))
+    return list(nodes)
+
+
+def delete_selection(scene: GraphScene) -> bool:
+    doc = scene.doc
+    nodes, edges = scene.selected_nodes(), scene.selected_edges()
+    if not nodes and not edges:
+        return False
+    if doc.structure_locked:
+        scene.message.emit("The graph is locked while training runs; stop the run first.")
+        return False
+    doc.undo_stack.push(RemoveItems(doc, nodes, edges))
+    return True
+
+
+def auto_layout(doc: Document) -> None:
+    """Layered by topological generation: inputs on the left, the loss on the right."""
+    g = doc.graph
+    try:
+        generations = list(nx.topological_generations(g))
+    except nx.NetworkXUnfeasible:  # a cycle: lay out what can be ordered, the rest after
+        generations = [list(g)]
+    moves = {}
+    for column, layer in enumerate(generations):
+        for row, node in enumerate(sorted(layer, key=str)):
+            old = list(g.nodes[node].get("pos", [0, 0]))
+            new = [column * LAYER_SPACING[0], round((row - (len(layer) - 1) / 2)
+                                                    * LAYER_SPACING[1])]
+            if old != new:
+                moves[node] = (old, new)
+    if moves:
+        doc.undo_stack.push(MoveNodes(doc, moves, "Auto-Layout"))

@@ -1,0 +1,298 @@
+"""The inspector: one editor per catalogue parameter of the selected node, generated from its
+declaration; with nothing selected, the model summary and every error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QScrollArea,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from layerlab.app.commands import Rename, SetAttribute, set_param
+from layerlab.app.document import Document
+from layerlab.core.catalogue import CATALOGUE
+from layerlab.core.errors import format_error
+from layerlab.core.shapes import valid_id_error
+from layerlab.core.spec import Param
+
+INT_LIMIT = 2**31 - 1
+BAD_STYLE = "border: 1px solid #e0443e;"
+
+
+def parse_value(param: Param, text: str) -> Any:
+    """What a person typed, as the JSON value the parameter takes (ValueError if it is not)."""
+    text = text.strip()
+    if text == "":
+        if param.nullable:
+            return None
+        raise ValueError("a value is needed")
+    if param.kind == "text":
+        return text
+    if param.kind == "padding" and text in ("same", "valid"):
+        return text
+    if param.kind == "float":
+        return float(text)
+    if param.kind == "int":
+        return int(text)
+    value = json.loads(text if text.startswith("[") else f"[{text}]")
+    if param.kind in ("size", "padding", "dims") and len(value) == 1:
+        return value[0]
+    return value
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def label(text: str = "", name: str = "") -> QLabel:
+    widget = QLabel(text)
+    widget.setWordWrap(True)
+    widget.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    if name:
+        widget.setObjectName(name)
+        widget.setAccessibleName(name)
+    return widget
+
+
+class Inspector(QStackedWidget):
+    selectNode = Signal(str)
+
+    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("inspector")
+        self.setAccessibleName("Inspector")
+        self.doc = doc
+        self.node: str | None = None
+        self.editors: dict[str, QWidget] = {}
+        self._build_summary()
+        self.node_page = QWidget()
+        self.node_scroll = QScrollArea()
+        self.node_scroll.setWidgetResizable(True)
+        self.node_scroll.setWidget(self.node_page)
+        self.addWidget(self.node_scroll)
+        doc.analysisChanged.connect(self.refresh)
+        doc.nodeRenamed.connect(self._renamed)
+        doc.reset.connect(lambda: self.show_node(None))
+        self.show_node(None)
+
+    # -- the summary page -------------------------------------------------------------
+    def _build_summary(self) -> None:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        self.summary = label(name="modelSummary")
+        self.errors = QListWidget()
+        self.errors.setObjectName("errorList")
+        self.errors.setAccessibleName("Errors")
+        self.errors.itemClicked.connect(self._error_clicked)
+        layout.addWidget(label("<b>Model</b>"))
+        layout.addWidget(self.summary)
+        layout.addWidget(label("<b>Problems</b> (click one to select its node)"))
+        layout.addWidget(self.errors, 1)
+        self.addWidget(page)
+        self.summary_page = page
+
+    def _error_clicked(self, item: QListWidgetItem) -> None:
+        node = item.data(Qt.ItemDataRole.UserRole)
+        if node and node in self.doc.graph:
+            self.selectNode.emit(node)
+
+    def _show_summary(self) -> None:
+        s = self.doc.summary()
+        flops = "—" if s.flops is None else f"{s.flops:,}"
+        self.summary.setText(
+            f"{self.doc.graph.number_of_nodes()} nodes, {self.doc.graph.number_of_edges()} "
+            f"edges<br>parameters: {s.parameters:,} (trainable {s.trainable:,})<br>"
+            f"weights: {s.weight_bytes / 2**20:.2f} MiB (float32)<br>"
+            f"FLOPs per sample (forward): {flops}")
+        self.errors.clear()
+        for node, message in self.doc.analysis.errors:
+            item = QListWidgetItem(format_error(node, message))
+            item.setData(Qt.ItemDataRole.UserRole, node)
+            self.errors.addItem(item)
+        if not self.doc.analysis.errors:
+            self.errors.addItem("No problems: the network is ready to train.")
+
+    # -- the node page ----------------------------------------------------------------
+    def show_node(self, node: str | None) -> None:
+        self.node = node if node in self.doc.graph else None
+        if self.node is None:
+            self._show_summary()
+            self.setCurrentWidget(self.summary_page)
+            return
+        self._build_node_form(self.node)
+        self.setCurrentWidget(self.node_scroll)
+
+    def _renamed(self, old: str, new: str) -> None:
+        if self.node == old:
+            self.show_node(new)
+
+    def refresh(self) -> None:
+        if self.node is not None and self.node not in self.doc.graph:
+            self.node = None
+        if self.node is None:
+            self._show_summary()
+            self.setCurrentWidget(self.summary_page)
+        else:
+            self._fill_node(self.node)
+
+    def _build_node_form(self, node: str) -> None:
+        page = QWidget()
+        form = QFormLayout(page)
+        data = self.doc.graph.nodes[node]
+        spec = CATALOGUE.get(data.get("type", ""))
+        self.editors = {}
+        self.id_edit = QLineEdit(node)
+        self.id_edit.setObjectName("nodeId")
+        self.id_edit.setAccessibleName("Node id")
+        self.id_edit.editingFinished.connect(self._rename)
+        form.addRow("id", self.id_edit)
+        self.id_error = label(name="nodeIdError")
+        self.id_error.setStyleSheet("color: #e0443e;")
+        form.addRow("", self.id_error)
+        title = spec.type if spec else data.get("type", "?")
+        form.addRow(label(f"<b>{title}</b>"))
+        if spec:
+            form.addRow(label(f"<code>{spec.formula}</code><br>{spec.description}",
+                              "layerDescription"))
+            for param in spec.params:
+                editor = self._editor(node, param)
+                editor.setToolTip(param.help)
+                editor.setObjectName(f"param_{param.name}")
+                editor.setAccessibleName(param.name)
+                self.editors[param.name] = editor
+                form.addRow(param.name, editor)
+        self.frozen = QCheckBox("frozen (kept out of training)")
+        self.frozen.setObjectName("nodeFrozen")
+        self.frozen.setAccessibleName("Frozen")
+        self.frozen.toggled.connect(self._set_frozen)
+        form.addRow("", self.frozen)
+        self.shapes = label(name="nodeShapes")
+        form.addRow("shapes", self.shapes)
+        self.count = label(name="nodeParameters")
+        form.addRow("parameters", self.count)
+        self.node_errors = label(name="nodeErrors")
+        self.node_errors.setStyleSheet("color: #e0443e;")
+        form.addRow(self.node_errors)
+        self.node_page = page
+        self.node_scroll.setWidget(page)
+        self._fill_node(node)
+
+    def _editor(self, node: str, param: Param) -> QWidget:
+        if param.kind == "bool":
+            box = QCheckBox()
+            box.toggled.connect(lambda v, p=param: self._set(p, v))
+            return box
+        if param.kind == "choice":
+            combo = QComboBox()
+            combo.addItems(list(param.choices))
+            combo.currentTextChanged.connect(lambda v, p=param: self._set(p, v))
+            return combo
+        if param.kind == "int" and not param.nullable:
+            spin = QSpinBox()
+            spin.setRange(int(param.minimum) if param.minimum is not None else -INT_LIMIT,
+                          int(param.maximum) if param.maximum is not None else INT_LIMIT)
+            spin.setKeyboardTracking(False)
+            spin.valueChanged.connect(lambda v, p=param: self._set(p, v))
+            return spin
+        edit = QLineEdit()
+        edit.setPlaceholderText("default" if param.nullable else "")
+        edit.editingFinished.connect(lambda p=param, e=edit: self._typed(p, e))
+        return edit
+
+    def _fill_node(self, node: str) -> None:
+        data = self.doc.graph.nodes[node]
+        spec = CATALOGUE.get(data.get("type", ""))
+        params = data.get("params", {}) if isinstance(data.get("params"), dict) else {}
+        if self.id_edit.text() != node and not self.id_edit.hasFocus():
+            self.id_edit.setText(node)
+        for name, editor in self.editors.items():
+            param = spec.param(name) if spec else None
+            if param is None:
+                continue
+            value = params.get(name, param.initial)
+            editor.blockSignals(True)
+            if isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            elif isinstance(editor, QComboBox):
+                editor.setCurrentText(str(value))
+            elif isinstance(editor, QSpinBox):
+                if isinstance(value, int):
+                    editor.setValue(value)
+            elif isinstance(editor, QLineEdit) and not editor.hasFocus():
+                editor.setText(format_value(value))
+                editor.setStyleSheet("")
+            editor.blockSignals(False)
+        self.frozen.blockSignals(True)
+        self.frozen.setChecked(bool(data.get("frozen")))
+        self.frozen.blockSignals(False)
+        a = self.doc.analysis
+        inputs = [e[0] for e in sorted(self.doc.graph.in_edges(node, data=True),
+                                       key=lambda e: e[2].get("port", 0))]
+        ins = ", ".join(f"{src} {list(a.shapes[src]) if src in a.shapes else '?'}"
+                        for src in inputs) or "none"
+        out = list(a.shapes[node]) if node in a.shapes else "?"
+        self.shapes.setText(f"in: {ins}<br>out: {out}")
+        self.count.setText(f"{self.doc.counts.get(node, 0):,}")
+        self.node_errors.setText("<br>".join(a.errors_of(node)))
+
+    # -- edits become commands --------------------------------------------------------
+    def _set(self, param: Param, value: Any) -> None:
+        if self.node is None:
+            return
+        command = set_param(self.doc, self.node, param.name, value)
+        if command is not None:
+            self.doc.undo_stack.push(command)
+
+    def _typed(self, param: Param, edit: QLineEdit) -> None:
+        try:
+            value = parse_value(param, edit.text())
+        except (ValueError, json.JSONDecodeError):
+            edit.setStyleSheet(BAD_STYLE)
+            edit.setToolTip(f"{param.name}: not a valid value. {param.help}")
+            return
+        problem = param.check(value)
+        edit.setStyleSheet(BAD_STYLE if problem else "")
+        edit.setToolTip(f"{param.name} {problem}" if problem else param.help)
+        self._set(param, value)
+
+    def _set_frozen(self, value: bool) -> None:
+        if self.node is None:
+            return
+        old = self.doc.graph.nodes[self.node].get("frozen")
+        new = True if value else None
+        text = f"{'Freeze' if value else 'Unfreeze'} {self.node}"
+        self.doc.undo_stack.push(SetAttribute(self.doc, self.node, "frozen", old, new, text))
+
+    def _rename(self) -> None:
+        if self.node is None:
+            return
+        new = self.id_edit.text().strip()
+        if new == self.node:
+            self.id_error.setText("")
+            return
+        problem = valid_id_error(new) or (f"'{new}' is already taken"
+                                          if new in self.doc.graph else None)
+        if problem:
+            self.id_error.setText(problem)
+            self.id_edit.setText(self.node)
+            return
+        self.id_error.setText("")
+        self.doc.undo_stack.push(Rename(self.doc, self.node, new))

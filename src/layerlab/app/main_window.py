@@ -1,0 +1,405 @@
+"""The main window: canvas in the middle, palette left, inspector right, menus, status bar,
+files (open, save, recent, examples, crash recovery) and the document's undo stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QPointF, QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QWidget,
+)
+
+from layerlab import __version__
+from layerlab.app import edit_ops
+from layerlab.app.canvas.scene import GraphScene
+from layerlab.app.canvas.view import GraphView
+from layerlab.app.document import Document
+from layerlab.app.inspector import Inspector
+from layerlab.app.palette import Palette
+from layerlab.core.errors import GraphError, ProjectFileError, format_error
+from layerlab.core.examples import DEFAULT_EXAMPLE, example_names, example_text
+from layerlab.core.project import Project, load_project, parse_json
+from layerlab.core.runtime import pick_device
+
+AUTOSAVE_MS = 60_000
+MAX_RECENT = 8
+FILE_FILTER = "LayerLab projects (*.layerlab.json *.json);;All files (*)"
+
+
+def recovery_path() -> Path:
+    folder = Path(QStandardPaths.writableLocation(
+        QStandardPaths.StandardLocation.AppDataLocation))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "recovery.layerlab.json"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, project: Project | None = None, offer_recovery: bool = True) -> None:
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.setAccessibleName("LayerLab")
+        self.settings = QSettings()
+        self.actions: dict[str, QAction] = {}
+        self.doc = Document(project or example_project(DEFAULT_EXAMPLE), self)
+        self.scene = GraphScene(self.doc)
+        self.view = GraphView(self.scene)
+        self.setCentralWidget(self.view)
+        self.palette_widget = Palette()
+        self.inspector = Inspector(self.doc)
+        self.palette_dock = self._dock("paletteDock", "Layers", self.palette_widget,
+                                       Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.inspector_dock = self._dock("inspectorDock", "Inspector", self.inspector,
+                                         Qt.DockWidgetArea.RightDockWidgetArea)
+        self._status_bar()
+        self._menus()
+        self._wire()
+        self._attach(self.doc)
+        self.autosave = QTimer(self)
+        self.autosave.setObjectName("autosaveTimer")
+        self.autosave.timeout.connect(self.write_recovery)
+        self.autosave.start(AUTOSAVE_MS)
+        self.resize(1400, 860)
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+            self.restoreState(self.settings.value("window/state", QByteArray()))
+        self.update_title()
+        QTimer.singleShot(0, self.view.fit)
+        if offer_recovery:
+            QTimer.singleShot(0, self.offer_recovery)
+
+    # -- construction -----------------------------------------------------------------
+    def _dock(self, name: str, title: str, widget: QWidget,
+              area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setAccessibleName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _status_bar(self) -> None:
+        bar = self.statusBar()
+        bar.setObjectName("statusBar")
+        self.file_label = QLabel()
+        self.valid_label = QLabel()
+        self.params_label = QLabel()
+        self.device_label = QLabel(f"device: {pick_device('auto').type}")
+        for name, widget in (("statusFile", self.file_label), ("statusValidity",
+                                                                self.valid_label),
+                             ("statusParameters", self.params_label),
+                             ("statusDevice", self.device_label)):
+            widget.setObjectName(name)
+            widget.setAccessibleName(name)
+            bar.addPermanentWidget(widget)
+
+    def action(self, name: str, text: str, slot: object, shortcut: object = None,
+               tip: str = "") -> QAction:
+        act = QAction(text, self)
+        act.setObjectName(name)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.setStatusTip(tip or text.replace("&", "").rstrip("…"))
+        act.setToolTip(tip or text.replace("&", "").rstrip("…"))
+        act.triggered.connect(slot)
+        self.addAction(act)
+        self.actions[name] = act
+        return act
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        bar.setObjectName("menuBar")
+        k = QKeySequence.StandardKey
+        file = bar.addMenu("&File")
+        file.setObjectName("fileMenu")
+        file.addAction(self.action("actionNew", "&New", self.new_file, k.New))
+        file.addAction(self.action("actionOpen", "&Open…", self.open_dialog, k.Open))
+        self.examples_menu = file.addMenu("Open &Example")
+        self.examples_menu.setObjectName("examplesMenu")
+        for name in example_names():
+            self.examples_menu.addAction(self.action(
+                f"actionExample_{name.replace('-', '_')}", name,
+                lambda checked=False, n=name: self.open_example(n)))
+        self.recent_menu = file.addMenu("Open &Recent")
+        self.recent_menu.setObjectName("recentMenu")
+        file.addSeparator()
+        file.addAction(self.action("actionSave", "&Save", self.save, k.Save))
+        file.addAction(self.action("actionSaveAs", "Save &As…", self.save_as, k.SaveAs))
+        file.addSeparator()
+        file.addAction(self.action("actionQuit", "&Quit", self.close, k.Quit))
+        edit = bar.addMenu("&Edit")
+        edit.setObjectName("editMenu")
+        undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
+        redo = self.doc.undo_stack.createRedoAction(self, "&Redo")
+        for act, name, key in ((undo, "actionUndo", k.Undo), (redo, "actionRedo", k.Redo)):
+            act.setObjectName(name)
+            act.setShortcut(QKeySequence(key))
+            self.actions[name] = act
+            self.addAction(act)
+            edit.addAction(act)
+        edit.addSeparator()
+        edit.addAction(self.action("actionCut", "Cu&t", self.cut, k.Cut))
+        edit.addAction(self.action("actionCopy", "&Copy", self.copy, k.Copy))
+        edit.addAction(self.action("actionPaste", "&Paste", self.paste, k.Paste))
+        edit.addAction(self.action("actionDuplicate", "D&uplicate", self.duplicate, "Ctrl+D"))
+        edit.addAction(self.action("actionDelete", "&Delete", self.delete, k.Delete))
+        edit.addAction(self.action("actionSelectAll", "Select &All", self.select_all,
+                                   k.SelectAll))
+        view = bar.addMenu("&View")
+        view.setObjectName("viewMenu")
+        view.addAction(self.action("actionZoomIn", "Zoom &In", self.view.zoom_in, "Ctrl++"))
+        view.addAction(self.action("actionZoomOut", "Zoom &Out", self.view.zoom_out, "Ctrl+-"))
+        view.addAction(self.action("actionFit", "&Fit to Window", self.view.fit, "Ctrl+0"))
+        view.addAction(self.action("actionAutoLayout", "&Auto-Layout",
+                                   lambda: edit_ops.auto_layout(self.doc), "Ctrl+Shift+L"))
+        view.addSeparator()
+        for dock in (self.palette_dock, self.inspector_dock):
+            toggle = dock.toggleViewAction()
+            toggle.setObjectName(f"action{dock.objectName()[0].upper()}{dock.objectName()[1:]}")
+            view.addAction(toggle)
+        self.view_menu = view
+        self.run_menu = bar.addMenu("&Run")
+        self.run_menu.setObjectName("runMenu")
+        help_menu = bar.addMenu("&Help")
+        help_menu.setObjectName("helpMenu")
+        help_menu.addAction(self.action("actionAbout", "&About LayerLab", self.about))
+        self._fill_recent()
+        for menu in bar.findChildren(QMenu):
+            menu.menuAction().setObjectName(f"{menu.objectName()}Action")
+
+    def _wire(self) -> None:
+        self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.scene.selectionChanged.connect(self._selection_changed)
+        self.inspector.selectNode.connect(self.select_node)
+        self.palette_widget.activated.connect(self.add_from_palette)
+
+    def _attach(self, doc: Document) -> None:
+        doc.undo_stack.cleanChanged.connect(lambda clean: self.update_title())
+        doc.analysisChanged.connect(self.update_status)
+        self.update_status()
+
+    # -- document replacement ---------------------------------------------------------
+    def set_project(self, project: Project) -> None:
+        """Show another project; the document object stays, its undo history is cleared."""
+        self.doc.replace_project(project)
+        self.update_title()
+        QTimer.singleShot(0, self.view.fit)
+
+    # -- status and title -------------------------------------------------------------
+    def update_title(self) -> None:
+        path = self.doc.project.path
+        name = path.name if path else "untitled"
+        self.setWindowModified(not self.doc.undo_stack.isClean())
+        self.setWindowTitle(f"{self.doc.project.name} — {name}[*] — LayerLab")
+        self.file_label.setText(str(path) if path else "not saved")
+
+    def update_status(self) -> None:
+        errors = len(self.doc.analysis.errors)
+        self.valid_label.setText("✓ valid" if not errors else f"✗ {errors} problem(s)")
+        total = sum(self.doc.counts.values())
+        self.params_label.setText(f"{total:,} parameters")
+
+    def _selection_changed(self) -> None:
+        nodes = self.scene.selected_nodes()
+        self.inspector.show_node(nodes[0] if len(nodes) == 1 else None)
+
+    def select_node(self, node: str) -> None:
+        self.scene.select_only([node])
+        item = self.scene.nodes.get(node)
+        if item is not None:
+            self.view.centerOn(item)
+
+    # -- edit -------------------------------------------------------------------------
+    def add_from_palette(self, type_name: str) -> None:
+        selected = self.scene.selected_nodes()
+        after = selected[0] if len(selected) == 1 else None
+        if after is not None:
+            pos = self.scene.nodes[after].pos() + QPointF(230, 0)
+        else:
+            pos = self.view.mapToScene(self.view.viewport().rect().center())
+        node = self.scene.add_layer(type_name, pos, after)
+        if node:
+            self.scene.select_only([node])
+
+    def copy(self) -> None:
+        edit_ops.copy_selection(self.scene)
+
+    def cut(self) -> None:
+        if edit_ops.copy_selection(self.scene):
+            edit_ops.delete_selection(self.scene)
+
+    def paste(self) -> None:
+        edit_ops.paste(self.scene)
+
+    def duplicate(self) -> None:
+        if edit_ops.copy_selection(self.scene):
+            edit_ops.paste(self.scene)
+
+    def delete(self) -> None:
+        edit_ops.delete_selection(self.scene)
+
+    def select_all(self) -> None:
+        for item in self.scene.nodes.values():
+            item.setSelected(True)
+
+    # -- files ------------------------------------------------------------------------
+    def confirm_discard(self) -> bool:
+        """True when there are no unsaved changes, or the person saved or discarded them."""
+        if self.doc.undo_stack.isClean():
+            return True
+        answer = self.ask_save_changes()
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def ask_save_changes(self) -> QMessageBox.StandardButton:
+        return QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {self.doc.project.name}?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+
+    def show_error(self, title: str, text: str) -> None:
+        QMessageBox.warning(self, title, text)
+
+    def new_file(self) -> None:
+        if self.confirm_discard():
+            self.set_project(Project(name="Untitled"))
+
+    def open_dialog(self) -> None:
+        if not self.confirm_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", self._last_dir(),
+                                              FILE_FILTER)
+        if path:
+            self.open_path(Path(path), confirmed=True)
+
+    def open_path(self, path: Path, confirmed: bool = False) -> bool:
+        """Open a project file; a file that fails to load changes nothing and says why."""
+        if not confirmed and not self.confirm_discard():
+            return False
+        try:
+            project = load_project(path)
+        except (ProjectFileError, GraphError) as exc:
+            self.show_error("Cannot open project", describe_load_error(path, exc))
+            return False
+        self.set_project(project)
+        self._remember(path)
+        return True
+
+    def open_example(self, name: str) -> None:
+        if self.confirm_discard():
+            self.set_project(example_project(name))
+
+    def save(self) -> bool:
+        if self.doc.project.path is None:
+            return self.save_as()
+        return self._write(self.doc.project.path)
+
+    def save_as(self) -> bool:
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", self._last_dir(),
+                                              FILE_FILTER)
+        if not path:
+            return False
+        if not path.endswith(".json"):
+            path += ".layerlab.json"
+        return self._write(Path(path))
+
+    def _write(self, path: Path) -> bool:
+        try:
+            self.doc.project.save(path)
+        except OSError as exc:
+            self.show_error("Cannot save", f"{path}: {exc.strerror}")
+            return False
+        self.doc.undo_stack.setClean()
+        self._remember(path)
+        self.update_title()
+        self.statusBar().showMessage(f"Saved {path}", 4000)
+        return True
+
+    def _last_dir(self) -> str:
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recentFiles", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember(self, path: Path) -> None:
+        files = [str(path)] + [f for f in self.recent_files() if f != str(path)]
+        self.settings.setValue("recentFiles", files[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for i, path in enumerate(self.recent_files()):
+            act = self.recent_menu.addAction(Path(path).name)
+            act.setObjectName(f"actionRecent{i}")
+            act.setToolTip(path)
+            act.triggered.connect(lambda checked=False, p=path: self.open_path(Path(p)))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    # -- crash recovery ---------------------------------------------------------------
+    def write_recovery(self) -> None:
+        if not self.doc.undo_stack.isClean():
+            data = self.doc.project.to_dict()
+            data["recovery_of"] = str(self.doc.project.path or "")
+            recovery_path().write_text(json.dumps(data), encoding="utf-8")
+
+    def offer_recovery(self) -> None:
+        path = recovery_path()
+        if not path.exists():
+            return
+        try:
+            data = parse_json(path.read_bytes(), str(path))
+            origin = data.pop("recovery_of", "")
+            project = Project.from_dict(data, str(path))
+        except (ProjectFileError, GraphError):
+            path.unlink(missing_ok=True)
+            return
+        if self.ask_recover(project.name):
+            self.set_project(project)
+            project.path = Path(origin) if origin else None
+            self.doc.undo_stack.resetClean()  # recovered work is unsaved work
+            self.update_title()
+        path.unlink(missing_ok=True)
+
+    def ask_recover(self, name: str) -> bool:
+        return QMessageBox.question(
+            self, "Recover unsaved work",
+            f"LayerLab did not close cleanly last time. Recover the unsaved changes to "
+            f"{name}?") == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.confirm_discard():
+            event.ignore()
+            return
+        self.autosave.stop()
+        recovery_path().unlink(missing_ok=True)
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        event.accept()
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About LayerLab",
+                          f"<b>LayerLab {__version__}</b><br>Design, train and understand "
+                          "neural networks visually.")
+
+
+def example_project(name: str) -> Project:
+    return Project.from_dict(json.loads(example_text(name)), name)
+
+
+def describe_load_error(path: Path, exc: Exception) -> str:
+    if isinstance(exc, GraphError):
+        return f"{path} has problems:\n" + "\n".join(format_error(n, m) for n, m in exc.errors)
+    return str(exc)
