@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +30,7 @@ from layerlab.core.shapes import valid_id_error
 from layerlab.core.spec import Param
 
 INT_LIMIT = 2**31 - 1
+SUMMARY_DELAY_MS = 250
 BAD_STYLE = "border: 1px solid #e0443e;"
 
 
@@ -88,6 +89,11 @@ class Inspector(QStackedWidget):
         self.node_scroll.setWidgetResizable(True)
         self.node_scroll.setWidget(self.node_page)
         self.addWidget(self.node_scroll)
+        self.summary_timer = QTimer(self)
+        self.summary_timer.setObjectName("summaryTimer")
+        self.summary_timer.setSingleShot(True)
+        self.summary_timer.setInterval(SUMMARY_DELAY_MS)
+        self.summary_timer.timeout.connect(self._show_summary)
         doc.analysisChanged.connect(self.refresh)
         doc.nodeRenamed.connect(self._renamed)
         doc.reset.connect(lambda: self.show_node(None))
@@ -145,11 +151,13 @@ class Inspector(QStackedWidget):
             self.show_node(new)
 
     def refresh(self) -> None:
+        """After an edit: the node's fields at once; the summary (FLOPs need a model built
+        on the meta device) a moment later, once the edits pause."""
         if self.node is not None and self.node not in self.doc.graph:
             self.node = None
         if self.node is None:
-            self._show_summary()
             self.setCurrentWidget(self.summary_page)
+            self.summary_timer.start()
         else:
             self._fill_node(self.node)
 

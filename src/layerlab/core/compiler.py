@@ -82,10 +82,24 @@ def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None) -> dict[st
     """Parameters per node, for every node whose shape is known; built on the meta device
     so that counting a huge layer allocates nothing."""
     analysis = analysis or analyze(graph)
-    counts = {}
-    with torch.device("meta"):
-        for node, ctx in analysis.contexts.items():
-            spec = CATALOGUE[graph.nodes[node]["type"]]
-            module = spec.build(ctx).make() if spec.build and not spec.is_loss else None
-            counts[node] = sum(p.numel() for p in module.parameters()) if module else 0
-    return counts
+    return {node: _count(graph.nodes[node]["type"], repr(sorted(ctx.params.items())),
+                         ctx.in_shapes, ctx) for node, ctx in analysis.contexts.items()}
+
+
+_COUNTS: dict[tuple[str, str, tuple[tuple[int, ...], ...]], int] = {}
+
+
+def _count(type_name: str, params: str, in_shapes: tuple[tuple[int, ...], ...],
+           ctx: object) -> int:
+    """Parameters of one layer, remembered by (type, parameters, input shapes): the window
+    asks after every edit, and almost every layer is unchanged."""
+    key = (type_name, params, in_shapes)
+    if key not in _COUNTS:
+        spec = CATALOGUE[type_name]
+        if spec.build is None or spec.is_loss:
+            _COUNTS[key] = 0
+        else:
+            with torch.device("meta"):
+                module = spec.build(ctx).make()  # type: ignore[arg-type]
+            _COUNTS[key] = sum(p.numel() for p in module.parameters())
+    return _COUNTS[key]

@@ -41,6 +41,8 @@ class GraphScene(QGraphicsScene):
         self._drag_line: QGraphicsPathItem | None = None
         self._drag_port: PortItem | None = None
         self._syncing = False
+        self._shown: dict[str, tuple[object, ...]] = {}  # what each item shows now
+        self._routed: set[tuple[str, str]] = set()
         self.rebuild()
         doc.nodeAdded.connect(self._add_node)
         doc.nodeRemoved.connect(self._remove_node)
@@ -56,6 +58,8 @@ class GraphScene(QGraphicsScene):
         items = [*self.nodes.values(), *self.edges.values()]
         self.nodes.clear()
         self.edges.clear()
+        self._shown.clear()
+        self._routed.clear()
         for item in items:
             self.removeItem(item)
         for node in self.doc.graph:
@@ -75,6 +79,7 @@ class GraphScene(QGraphicsScene):
             self.refresh()
 
     def _remove_node(self, node: str) -> None:
+        self._shown.pop(node, None)
         item = self.nodes.pop(node, None)
         if item is not None:
             self.removeItem(item)
@@ -95,6 +100,7 @@ class GraphScene(QGraphicsScene):
             self.refresh()
 
     def _remove_edge(self, source: str, target: str) -> None:
+        self._routed.discard((source, target))
         item = self.edges.pop((source, target), None)
         if item is not None:
             self.removeItem(item)
@@ -102,6 +108,10 @@ class GraphScene(QGraphicsScene):
     def refresh(self) -> None:
         """Show each node's shape, parameters and errors; route every edge."""
         analysis, g = self.doc.analysis, self.doc.graph
+        errors: dict[str, list[str]] = {}
+        for node, message in analysis.errors:
+            errors.setdefault(node, []).append(message)  # type: ignore[arg-type]
+        changed: set[str] = set()
         for node, item in self.nodes.items():
             if node not in g:
                 continue
@@ -115,12 +125,16 @@ class GraphScene(QGraphicsScene):
             shape = shape_text(analysis.shapes.get(node))
             if count:
                 shape += f" · {count:,} params"
-            n_inputs = self._input_port_count(node, spec)
-            item.show(data.get("type", "?"), spec.group if spec else "dense", lines, shape,
-                      analysis.errors_of(node), bool(data.get("frozen")), n_inputs,
-                      has_output=bool(spec) and not spec.is_loss)
+            shown = (data.get("type", "?"), spec.group if spec else "dense", lines, shape,
+                     errors.get(node, []), bool(data.get("frozen")),
+                     self._input_port_count(node, spec), bool(spec) and not spec.is_loss)
+            if self._shown.get(node) != shown:  # repaint only what changed
+                self._shown[node] = shown
+                item.show(*shown)
+                changed.add(node)
         for (source, target) in self.edges:
-            self._route(source, target)
+            if source in changed or target in changed or (source, target) not in self._routed:
+                self._route(source, target)
 
     def _input_port_count(self, node: str, spec: object) -> int:
         if spec is None:
@@ -141,6 +155,7 @@ class GraphScene(QGraphicsScene):
         port = port if isinstance(port, int) and not isinstance(port, bool) else 0
         edge.route(src.output_pos(), dst.input_pos(port),
                    shape_text(self.doc.analysis.shapes.get(source)))
+        self._routed.add((source, target))
 
     def _node_moved(self, node: str) -> None:
         for (source, target) in self.edges:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from itertools import zip_longest
 from typing import Any
 
 import torch
@@ -12,16 +13,25 @@ import torch.fx
 from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ShapeError, batch_dim
 
 
+def broadcast(a: Shape, b: Shape) -> Shape | None:
+    """torch's broadcasting rule, or None when the shapes do not broadcast."""
+    out = []
+    for x, y in zip_longest(reversed(a), reversed(b), fillvalue=1):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return tuple(reversed(out))
+
+
 def _broadcast(ctx: Ctx) -> Shape:
-    """torch's broadcasting over the batchless shapes (the batch dimensions always agree)."""
+    """Broadcasting over the batchless shapes (the batch dimensions always agree)."""
     out: Shape = ctx.in_shapes[0]
     for k in range(1, len(ctx.in_shapes)):
-        shape = ctx.in_shapes[k]
-        try:
-            out = tuple(torch.broadcast_shapes(out, shape))
-        except RuntimeError:
+        joined = broadcast(out, ctx.in_shapes[k])
+        if joined is None:
             raise ShapeError(f"{ctx.node_id} cannot combine {ctx.src(0)} with "
-                             f"{ctx.src(k)}: the shapes differ") from None
+                             f"{ctx.src(k)}: the shapes differ")
+        out = joined
     return out
 
 
