@@ -5,7 +5,7 @@ import json
 
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QAction, QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
     QApplication,
@@ -266,7 +266,13 @@ def test_every_example_opens_and_renders(window, name):
 
 
 def test_every_action_dock_and_field_has_a_name(window):
-    for action in window.findChildren(QAction):
+    def menu_actions(actions):
+        for action in actions:
+            yield action
+            if action.menu():
+                yield from menu_actions(action.menu().actions())
+
+    for action in [*menu_actions(window.menuBar().actions()), *window.actions.values()]:
         if action.text() and not action.isSeparator():
             assert action.objectName(), action.text()
     for kind in (QDockWidget, QAbstractButton, QLineEdit, QSpinBox):

@@ -19,6 +19,11 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationName(APPLICATION)
     app.setApplicationVersion(__version__)
     app.setStyle("Fusion")  # follows the system's light or dark scheme
+    import pyqtgraph as pg
+
+    dark = app.palette().color(app.palette().ColorRole.Window).lightness() < 128  # type: ignore
+    pg.setConfigOptions(antialias=True, background=None if dark else "w",
+                        foreground="#dddddd" if dark else "#333333")
     return app  # type: ignore[return-value]
 
 

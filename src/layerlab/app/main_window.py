@@ -25,6 +25,7 @@ from layerlab.app.canvas.view import GraphView
 from layerlab.app.document import Document
 from layerlab.app.inspector import Inspector
 from layerlab.app.palette import Palette
+from layerlab.app.training_dock import TrainingDock
 from layerlab.core.errors import GraphError, ProjectFileError, format_error
 from layerlab.core.examples import DEFAULT_EXAMPLE, example_names, example_text
 from layerlab.core.project import Project, load_project, parse_json
@@ -59,6 +60,9 @@ class MainWindow(QMainWindow):
                                        Qt.DockWidgetArea.LeftDockWidgetArea)
         self.inspector_dock = self._dock("inspectorDock", "Inspector", self.inspector,
                                          Qt.DockWidgetArea.RightDockWidgetArea)
+        self.training = TrainingDock(self.doc)
+        self.training_dock = self._dock("trainingDock", "Training", self.training,
+                                        Qt.DockWidgetArea.BottomDockWidgetArea)
         self._status_bar()
         self._menus()
         self._wire()
@@ -67,11 +71,13 @@ class MainWindow(QMainWindow):
         self.autosave.setObjectName("autosaveTimer")
         self.autosave.timeout.connect(self.write_recovery)
         self.autosave.start(AUTOSAVE_MS)
-        self.resize(1400, 860)
+        self.resize(1400, 900)
         geometry = self.settings.value("window/geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
             self.restoreState(self.settings.value("window/state", QByteArray()))
+        else:
+            QTimer.singleShot(0, self._default_layout)
         self.update_title()
         QTimer.singleShot(0, self.view.fit)
         if offer_recovery:
@@ -163,13 +169,29 @@ class MainWindow(QMainWindow):
         view.addAction(self.action("actionAutoLayout", "&Auto-Layout",
                                    lambda: edit_ops.auto_layout(self.doc), "Ctrl+Shift+L"))
         view.addSeparator()
-        for dock in (self.palette_dock, self.inspector_dock):
+        for dock in (self.palette_dock, self.inspector_dock, self.training_dock):
             toggle = dock.toggleViewAction()
             toggle.setObjectName(f"action{dock.objectName()[0].upper()}{dock.objectName()[1:]}")
             view.addAction(toggle)
         self.view_menu = view
         self.run_menu = bar.addMenu("&Run")
         self.run_menu.setObjectName("runMenu")
+        t = self.training
+        run_actions = {
+            "train": self.action("actionTrain", "&Train", t.start, "F5",
+                                 "Train the network (continues a stopped run)"),
+            "pause": self.action("actionPause", "&Pause", t.toggle_pause, "F6",
+                                 "Pause or resume training"),
+            "step": self.action("actionStep", "&Step", t.controller.step, "F10",
+                                "Train on one batch, then pause"),
+            "stop": self.action("actionStop", "St&op", t.controller.stop, "Shift+F5",
+                                "Stop after this batch"),
+            "reset": self.action("actionReset", "&Reset Weights", self._reset_weights,
+                                 tip="Forget the trained weights: the next run starts fresh"),
+        }
+        for act in run_actions.values():
+            self.run_menu.addAction(act)
+        t.bind(run_actions)
         help_menu = bar.addMenu("&Help")
         help_menu.setObjectName("helpMenu")
         help_menu.addAction(self.action("actionAbout", "&About LayerLab", self.about))
@@ -183,9 +205,34 @@ class MainWindow(QMainWindow):
         self.inspector.selectNode.connect(self.select_node)
         self.palette_widget.activated.connect(self.add_from_palette)
 
+    def _default_layout(self) -> None:
+        self.resizeDocks([self.training_dock], [max(300, self.height() * 2 // 5)],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.palette_dock, self.inspector_dock], [200, 300],
+                         Qt.Orientation.Horizontal)
+
+    def _reset_weights(self) -> None:
+        self.training.controller.reset()
+        self.statusBar().showMessage("Weights reset: the next run starts from a fresh "
+                                     "initialisation.", 5000)
+
+    def _locked(self, locked: bool) -> None:
+        self.inspector.setEnabled(not locked)
+        self.palette_widget.setEnabled(not locked)
+        for name in ("actionCut", "actionPaste", "actionDuplicate", "actionDelete",
+                     "actionNew", "actionOpen", "actionAutoLayout"):
+            self.actions[name].setEnabled(not locked)
+        self.examples_menu.setEnabled(not locked)
+        self.recent_menu.setEnabled(not locked and bool(self.recent_files()))
+        if locked:
+            self.statusBar().showMessage("Training: the graph is locked until the run stops.")
+        else:
+            self.statusBar().clearMessage()
+
     def _attach(self, doc: Document) -> None:
         doc.undo_stack.cleanChanged.connect(lambda clean: self.update_title())
         doc.analysisChanged.connect(self.update_status)
+        doc.locked.connect(self._locked)
         self.update_status()
 
     # -- document replacement ---------------------------------------------------------
@@ -384,6 +431,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.autosave.stop()
+        self.training.controller.shutdown()
         recovery_path().unlink(missing_ok=True)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())

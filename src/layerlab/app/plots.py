@@ -1,0 +1,170 @@
+"""Live plots (pyqtgraph): every run overlaid in its own colour, redrawn on a timer at a
+bounded rate, downsampled and clipped to view so a million points stay smooth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from layerlab.core.trainer import EpochRecord, StepRecord
+
+REDRAW_MS = 33  # at most ~30 redraws a second
+COLOURS = ["#4c9be8", "#e8594c", "#2fa37a", "#c98b2a", "#8a63c9", "#2b9db3", "#d4a017",
+           "#7a7a7a"]
+SMOOTH = 0.95
+
+
+class Series:
+    """A growing array, doubled in place so appending stays cheap."""
+
+    def __init__(self) -> None:
+        self.x = np.empty(1024)
+        self.y = np.empty(1024)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self.x):
+            self.x = np.resize(self.x, 2 * self.n)
+            self.y = np.resize(self.y, 2 * self.n)
+        self.x[self.n], self.y[self.n] = x, y
+        self.n += 1
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[: self.n], self.y[: self.n]
+
+
+class Run:
+    def __init__(self, number: int, colour: str) -> None:
+        self.number, self.colour = number, colour
+        self.loss, self.smooth = Series(), Series()
+        self.val_loss, self.val_acc = Series(), Series()
+        self._ema: float | None = None
+        self.curves: list[pg.PlotDataItem] = []
+
+    def add(self, record: object) -> None:
+        if isinstance(record, StepRecord):
+            self.loss.append(record.step, record.loss)
+            self._ema = record.loss if self._ema is None else \
+                SMOOTH * self._ema + (1 - SMOOTH) * record.loss
+            self.smooth.append(record.step, self._ema)
+        elif isinstance(record, EpochRecord):
+            if record.val_loss is not None:
+                self.val_loss.append(record.epoch, record.val_loss)
+            if record.val_accuracy is not None:
+                self.val_acc.append(record.epoch, record.val_accuracy)
+
+
+def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
+    plot = pg.PlotWidget(title=title)
+    plot.setLabel("left", left)
+    plot.setLabel("bottom", bottom)
+    plot.showGrid(x=True, y=True, alpha=0.2)
+    plot.setDownsampling(auto=True, mode="peak")
+    plot.setClipToView(True)
+    plot.addLegend(offset=(-10, 10))
+    return plot
+
+
+class RunPlots(QWidget):
+    """Training loss per step (raw and smoothed), validation loss and accuracy per epoch."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.loss_plot = _plot("training loss", "loss", "step")
+        self.val_plot = _plot("validation loss", "loss", "epoch")
+        self.acc_plot = _plot("validation accuracy", "accuracy", "epoch")
+        for name, plot in (("lossPlot", self.loss_plot), ("valLossPlot", self.val_plot),
+                           ("accuracyPlot", self.acc_plot)):
+            plot.setObjectName(name)
+            plot.setAccessibleName(name)
+        self.log = QCheckBox("log scale")
+        self.log.setObjectName("logScale")
+        self.log.setAccessibleName("Log scale")
+        self.log.toggled.connect(self._set_log)
+        self.run_list = QListWidget()
+        self.run_list.setObjectName("runList")
+        self.run_list.setAccessibleName("Runs")
+        self.run_list.setMaximumWidth(130)
+        self.run_list.itemChanged.connect(self._visibility)
+        self.clear_button = QPushButton("Clear runs")
+        self.clear_button.setObjectName("clearRuns")
+        self.clear_button.setAccessibleName("Clear runs")
+        self.clear_button.clicked.connect(self.clear)
+        side = QVBoxLayout()
+        side.addWidget(self.run_list)
+        side.addWidget(self.log)
+        side.addWidget(self.clear_button)
+        layout = QHBoxLayout(self)
+        layout.addLayout(side)
+        for plot in (self.loss_plot, self.val_plot, self.acc_plot):
+            layout.addWidget(plot, 2 if plot is self.loss_plot else 1)
+        self.runs: list[Run] = []
+        self._dirty = False
+        self.timer = QTimer(self)
+        self.timer.setObjectName("plotTimer")
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self.redraw)
+        self.timer.start()
+
+    def new_run(self) -> Run:
+        number = (self.runs[-1].number + 1) if self.runs else 1
+        run = Run(number, COLOURS[(number - 1) % len(COLOURS)])
+        pen = pg.mkPen(run.colour, width=1)
+        faint = pg.mkPen(pg.mkColor(run.colour).lighter(160), width=1)
+        run.curves = [
+            self.loss_plot.plot(pen=faint),
+            self.loss_plot.plot(pen=pg.mkPen(run.colour, width=2), name=f"run {number}"),
+            self.val_plot.plot(pen=pen, symbol="o", symbolSize=5, name=f"run {number}"),
+            self.acc_plot.plot(pen=pen, symbol="o", symbolSize=5, name=f"run {number}"),
+        ]
+        self.runs.append(run)
+        item = QListWidgetItem(f"run {number}")
+        item.setForeground(pg.mkColor(run.colour))
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Checked)
+        self.run_list.addItem(item)
+        return run
+
+    def add(self, records: list[object]) -> None:
+        if not self.runs:
+            self.new_run()
+        for record in records:
+            self.runs[-1].add(record)
+        self._dirty = True
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        for run in self.runs:
+            series = (run.loss, run.smooth, run.val_loss, run.val_acc)
+            for curve, s in zip(run.curves, series, strict=True):
+                curve.setData(*s.data())
+
+    def clear(self) -> None:
+        for plot in (self.loss_plot, self.val_plot, self.acc_plot):
+            plot.clear()
+            plot.addLegend(offset=(-10, 10))
+        self.runs.clear()
+        self.run_list.clear()
+
+    def _visibility(self, item: QListWidgetItem) -> None:
+        row = self.run_list.row(item)
+        if 0 <= row < len(self.runs):
+            visible = item.checkState() == Qt.CheckState.Checked
+            for curve in self.runs[row].curves:
+                curve.setVisible(visible)
+
+    def _set_log(self, on: bool) -> None:
+        self.loss_plot.setLogMode(y=on)
+        self.val_plot.setLogMode(y=on)
