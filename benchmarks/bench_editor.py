@@ -9,13 +9,13 @@ import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import networkx as nx  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import networkx as nx
+from PySide6.QtWidgets import QApplication
 
-from layerlab.app.application import make_application  # noqa: E402
-from layerlab.app.commands import set_param  # noqa: E402
-from layerlab.app.main_window import MainWindow  # noqa: E402
-from layerlab.core.project import Project  # noqa: E402
+from layerlab.app.application import make_application
+from layerlab.app.commands import set_param
+from layerlab.app.main_window import MainWindow
+from layerlab.core.project import Project
 
 
 def big_graph(nodes: int) -> nx.DiGraph:

@@ -83,7 +83,8 @@ def test_dropping_a_palette_item_adds_a_node_where_it_is_dropped(window):
     (new,) = set(window.doc.graph) - before
     assert window.doc.graph.nodes[new]["type"] == "ReLU"
     x, y = window.doc.graph.nodes[new]["pos"]
-    assert abs(x - 300) <= 1 and abs(y - 400) <= 1
+    where = window.view.mapToScene(view_point(window, QPointF(300, 400)))  # pixel-rounded
+    assert abs(x - where.x()) <= 1 and abs(y - where.y()) <= 1
     assert window.scene.nodes[new].isSelected()
     assert window.actions["actionUndo"].text() == "&Undo Add ReLU"
 

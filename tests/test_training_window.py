@@ -69,7 +69,7 @@ def test_pause_step_resume_stop_and_the_plots_hold_what_the_trainer_sent(window,
     assert list(x) == [r.step for r in sent] and list(y) == [r.loss for r in sent]
     epochs = [r for r in window.records if isinstance(r, EpochRecord)]
     assert list(run.val_acc.data()[1]) == [r.val_accuracy for r in epochs]
-    curve_x, curve_y = run.curves[0].getData()
+    curve_x, _curve_y = run.curves[0].getData()
     assert len(curve_x) > 0
     assert not np.allclose(window.training.boundary.last_image, first_boundary)
     trainer = window.training.controller.worker.trainer
@@ -78,7 +78,7 @@ def test_pause_step_resume_stop_and_the_plots_hold_what_the_trainer_sent(window,
 
 def test_a_second_run_overlays_the_first_and_clearing_removes_them(window, qtbot):
     set_spin(qtbot, window, "epochs", 2)
-    for run in range(2):
+    for _run in range(2):
         window.actions["actionReset"].trigger()
         window.actions["actionTrain"].trigger()
         qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=20_000)
