@@ -18,7 +18,10 @@ from PySide6.QtWidgets import (
 
 from layerlab.core.trainer import EpochRecord, StepRecord
 
-REDRAW_MS = 33  # at most ~30 redraws a second
+# Redraws cost the GUI thread Python time (pyqtgraph repaints axes in Python), and the
+# training thread waits for the GIL meanwhile: 10 a second keeps curves live and training
+# near full speed (benchmarks/bench_window.py).
+REDRAW_MS = 200
 COLOURS = ["#4c9be8", "#e8594c", "#2fa37a", "#c98b2a", "#8a63c9", "#2b9db3", "#d4a017",
            "#7a7a7a"]
 SMOOTH = 0.95
@@ -31,8 +34,10 @@ class Series:
         self.x = np.empty(1024)
         self.y = np.empty(1024)
         self.n = 0
+        self.dirty = False
 
     def append(self, x: float, y: float) -> None:
+        self.dirty = True
         if self.n == len(self.x):
             self.x = np.resize(self.x, 2 * self.n)
             self.y = np.resize(self.y, 2 * self.n)
@@ -72,7 +77,32 @@ def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
     plot.setDownsampling(auto=True, mode="peak")
     plot.setClipToView(True)
     plot.addLegend(offset=(-10, 10))
+    plot.disableAutoRange()  # ranges change in steps (see _grow): axes repaint rarely
     return plot
+
+
+def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool) -> None:
+    """Widen the view only when the data leave it (doubling the x range, 10% headroom),
+    so that most redraws repaint the curves but not the axes, which cost far more."""
+    xs, ys = [], []
+    for run in runs:
+        x, y = (run.loss, run.smooth, run.val_loss, run.val_acc)[pick].data()
+        if len(x):
+            xs.append(x.max())
+            finite = y[np.isfinite(y) & ((y > 0) if log else True)]
+            if len(finite):
+                ys += [finite.min(), finite.max()]
+    if not xs or not ys:
+        return
+    (x0, x1), (y0, y1) = plot.viewRange()
+    top, low, high = max(xs), min(ys), max(ys)
+    if log:
+        low, high = np.log10(low), np.log10(high)
+    if top > x1 or x1 > 8 * max(top, 1):
+        plot.setXRange(0, max(8.0, 2 ** np.ceil(np.log2(max(top, 1) * 1.25))), padding=0)
+    span = max(high - low, 1e-6)
+    if low < y0 or high > y1 or span < 0.4 * (y1 - y0):
+        plot.setYRange(low - 0.1 * span, high + 0.1 * span, padding=0)
 
 
 class RunPlots(QWidget):
@@ -149,7 +179,13 @@ class RunPlots(QWidget):
         for run in self.runs:
             series = (run.loss, run.smooth, run.val_loss, run.val_acc)
             for curve, s in zip(run.curves, series, strict=True):
-                curve.setData(*s.data())
+                if s.dirty:  # untouched plots are not repainted
+                    s.dirty = False
+                    curve.setData(*s.data())
+        log = self.log.isChecked()
+        _grow(self.loss_plot, self.runs, 0, log)
+        _grow(self.val_plot, self.runs, 2, log)
+        _grow(self.acc_plot, self.runs, 3, False)
 
     def clear(self) -> None:
         for plot in (self.loss_plot, self.val_plot, self.acc_plot):
@@ -168,3 +204,7 @@ class RunPlots(QWidget):
     def _set_log(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
         self.val_plot.setLogMode(y=on)
+        for plot in (self.loss_plot, self.val_plot):
+            plot.setYRange(0, 1e-9)  # force a refit on the next redraw
+        self._dirty = True
+        self.redraw()
