@@ -52,7 +52,7 @@ def headless_epoch(path: Path) -> float:
 
 
 def window_epoch(path: Path) -> tuple[float, list[float]]:
-    app = make_application()
+    make_application()
     window = MainWindow(offer_recovery=False)
     window.show()
     window.open_path(path, confirmed=True)

@@ -94,7 +94,7 @@ def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool) -> None:
                 ys += [finite.min(), finite.max()]
     if not xs or not ys:
         return
-    (x0, x1), (y0, y1) = plot.viewRange()
+    (_x0, x1), (y0, y1) = plot.viewRange()
     top, low, high = max(xs), min(ys), max(ys)
     if log:
         low, high = np.log10(low), np.log10(high)
