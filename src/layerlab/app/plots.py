@@ -78,10 +78,12 @@ def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
     plot.setClipToView(True)
     plot.addLegend(offset=(-10, 10))
     plot.disableAutoRange()  # ranges change in steps (see _grow): axes repaint rarely
+    plot.getAxis("left").enableAutoSIPrefix(False)
     return plot
 
 
-def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool) -> None:
+def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool,
+          fixed_y: tuple[float, float] | None = None) -> None:
     """Widen the view only when the data leave it (doubling the x range, 10% headroom),
     so that most redraws repaint the curves but not the axes, which cost far more."""
     xs, ys = [], []
@@ -101,7 +103,10 @@ def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool) -> None:
     if top > x1 or x1 > 8 * max(top, 1):
         plot.setXRange(0, max(8.0, 2 ** np.ceil(np.log2(max(top, 1) * 1.25))), padding=0)
     span = max(high - low, 1e-6)
-    if low < y0 or high > y1 or span < 0.4 * (y1 - y0):
+    if fixed_y is not None:
+        if (y0, y1) != fixed_y:
+            plot.setYRange(*fixed_y, padding=0)
+    elif low < y0 or high > y1 or span < 0.4 * (y1 - y0):
         plot.setYRange(low - 0.1 * span, high + 0.1 * span, padding=0)
 
 
@@ -185,7 +190,7 @@ class RunPlots(QWidget):
         log = self.log.isChecked()
         _grow(self.loss_plot, self.runs, 0, log)
         _grow(self.val_plot, self.runs, 2, log)
-        _grow(self.acc_plot, self.runs, 3, False)
+        _grow(self.acc_plot, self.runs, 3, False, fixed_y=(0.0, 1.02))
 
     def clear(self) -> None:
         for plot in (self.loss_plot, self.val_plot, self.acc_plot):
