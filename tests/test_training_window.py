@@ -125,3 +125,15 @@ def test_digits_trains_and_the_confusion_matrix_matches_a_direct_count(window, q
     results.matrix.cellClicked.emit(4, 4)
     assert len(got[0]) == expected[4, 4]
     assert results.layer.count() == 2  # fc1.weight, fc2.weight histograms
+
+
+def test_node_thumbnails_show_each_nodes_output_over_the_plane(window, qtbot):
+    set_spin(qtbot, window, "epochs", 3)
+    window.actions["actionThumbnails"].trigger()
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=20_000)
+    item = window.scene.nodes["tanh1"]
+    assert item.thumbnail.isVisible() and not item.thumbnail.pixmap().isNull()
+    assert not window.scene.nodes["loss"].thumbnail.isVisible()  # a loss has no plane
+    window.actions["actionThumbnails"].trigger()
+    assert not item.thumbnail.isVisible()

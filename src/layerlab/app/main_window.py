@@ -168,6 +168,11 @@ class MainWindow(QMainWindow):
         view.addAction(self.action("actionFit", "&Fit to Window", self.view.fit, "Ctrl+0"))
         view.addAction(self.action("actionAutoLayout", "&Auto-Layout",
                                    lambda: edit_ops.auto_layout(self.doc), "Ctrl+Shift+L"))
+        self.thumbs = self.action("actionThumbnails", "Node &Thumbnails", self._thumbnails,
+                                  "Ctrl+T", "Show each node's output over the input plane "
+                                  "(2-D datasets, while training)")
+        self.thumbs.setCheckable(True)
+        view.addAction(self.thumbs)
         view.addSeparator()
         for dock in (self.palette_dock, self.inspector_dock, self.training_dock):
             toggle = dock.toggleViewAction()
@@ -200,6 +205,7 @@ class MainWindow(QMainWindow):
             menu.menuAction().setObjectName(f"{menu.objectName()}Action")
 
     def _wire(self) -> None:
+        self.training.boundaryChanged.connect(self._thumbnails)
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.scene.selectionChanged.connect(self._selection_changed)
         self.inspector.selectNode.connect(self.select_node)
@@ -210,6 +216,11 @@ class MainWindow(QMainWindow):
                          Qt.Orientation.Vertical)
         self.resizeDocks([self.palette_dock, self.inspector_dock], [200, 300],
                          Qt.Orientation.Horizontal)
+
+    def _thumbnails(self) -> None:
+        latest = self.training.latest_boundary
+        on = self.thumbs.isChecked() and latest is not None
+        self.scene.show_thumbnails(latest.nodes if on else None)
 
     def _reset_weights(self) -> None:
         self.training.controller.reset()

@@ -128,8 +128,11 @@ class TrainingController(QObject):
 
 
 class TrainingDock(QWidget):
+    boundaryChanged = Signal()
+
     def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.latest_boundary: BoundaryRecord | None = None
         self.setObjectName("trainingPanel")
         self.doc = doc
         self.controller = TrainingController(doc)
@@ -329,6 +332,7 @@ class TrainingDock(QWidget):
             elif isinstance(record, BoundaryRecord):
                 self.boundary.set_boundary(record.image, record.extent)
                 self.latest_boundary = record
+                self.boundaryChanged.emit()
             elif isinstance(record, PreviewRecord):
                 self._preview(record)
             elif isinstance(record, ResultsRecord):

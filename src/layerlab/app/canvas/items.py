@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsItem,
     QGraphicsPathItem,
+    QGraphicsPixmapItem,
     QGraphicsSimpleTextItem,
     QStyleOptionGraphicsItem,
     QWidget,
@@ -63,6 +65,8 @@ class NodeItem(QGraphicsItem):
         self.caption = ""
         self.inputs: list[PortItem] = []
         self.output: PortItem | None = None
+        self.thumbnail = QGraphicsPixmapItem(self)
+        self.thumbnail.setVisible(False)
         self.height = 3 * LINE + 12
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
                       | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
@@ -98,6 +102,16 @@ class NodeItem(QGraphicsItem):
             self.output = None
         if self.output is not None:
             self.output.setPos(NODE_WIDTH, self.height / 2)
+
+    def show_thumbnail(self, values: np.ndarray | None) -> None:
+        """The node's output over the input plane, under the node; None hides it."""
+        if values is None:
+            self.thumbnail.setVisible(False)
+            return
+        pixmap = QPixmap.fromImage(heat_image(values)).scaled(THUMB, THUMB)
+        self.thumbnail.setPixmap(pixmap)
+        self.thumbnail.setPos(NODE_WIDTH - THUMB, self.height + 4)
+        self.thumbnail.setVisible(True)
 
     def input_pos(self, port: int) -> QPointF:
         if not self.inputs:
@@ -167,6 +181,24 @@ class NodeItem(QGraphicsItem):
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
             self.on_moved(self.node)
         return super().itemChange(change, value)
+
+
+THUMB = 48
+
+
+def heat_image(values: np.ndarray) -> QImage:
+    """A blue–white–red picture of a 2-D array, centred on zero (TensorFlow Playground's
+    colours: blue negative, orange-red positive)."""
+    scale = float(np.abs(values).max()) or 1.0
+    v = np.clip(values / scale, -1, 1)
+    rgb = np.empty((*v.shape, 3), dtype=np.uint8)
+    neg, pos = np.clip(-v, 0, 1), np.clip(v, 0, 1)
+    rgb[..., 0] = 255 - 180 * neg
+    rgb[..., 1] = 255 - 120 * neg - 140 * pos
+    rgb[..., 2] = 255 - 200 * pos
+    rgb = np.ascontiguousarray(rgb[::-1])  # y grows upwards in the plane
+    height, width, _ = rgb.shape
+    return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
 class EdgeItem(QGraphicsPathItem):

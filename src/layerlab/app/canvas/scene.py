@@ -259,6 +259,11 @@ class GraphScene(QGraphicsScene):
                 return item
         return None
 
+    def show_thumbnails(self, means: dict[str, object] | None) -> None:
+        """Each node's output over the input plane (None: hide them all)."""
+        for node, item in self.nodes.items():
+            item.show_thumbnail(None if means is None else means.get(node))  # type: ignore
+
     def selected_nodes(self) -> list[str]:
         return [n for n, item in self.nodes.items() if isValid(item) and item.isSelected()]
 
