@@ -137,3 +137,28 @@ def test_node_thumbnails_show_each_nodes_output_over_the_plane(window, qtbot):
     assert not window.scene.nodes["loss"].thumbnail.isVisible()  # a loss has no plane
     window.actions["actionThumbnails"].trigger()
     assert not item.thumbnail.isVisible()
+
+
+def test_export_and_fine_tuning_from_the_window(window, qtbot, tmp_path):
+    reports = []
+    window.show_report = lambda title, text: reports.append(text)
+    set_spin(qtbot, window, "epochs", 2)
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=20_000)
+    target = tmp_path / "spiral.py"
+    window.training.controller.export("python", str(target))
+    qtbot.waitUntil(lambda: len(reports) == 1, timeout=20_000)
+    assert reports[0].startswith(f"Wrote {target}") and "class Model" in target.read_text()
+    weights = tmp_path / "w.safetensors"
+    window.training.controller.export("safetensors", str(weights))
+    qtbot.waitUntil(lambda: len(reports) == 2, timeout=20_000)
+    window.scene.select_only(["fc3"])
+    window.actions["actionFreeze"].trigger()
+    assert window.doc.graph.nodes["fc3"]["frozen"] and window.scene.nodes["fc3"].frozen
+    window.doc.undo_stack.undo()
+    assert "frozen" not in window.doc.graph.nodes["fc3"]
+    from layerlab.app.commands import set_param
+    window.doc.undo_stack.push(set_param(window.doc, "fc3", "out_features", 3))
+    window.training.controller.load_weights(str(weights))
+    qtbot.waitUntil(lambda: len(reports) == 3, timeout=20_000)
+    assert "skipped fc3.weight: shape [2, 16] in the file, [3, 16] in the model" in reports[2]

@@ -22,6 +22,7 @@ from layerlab import __version__
 from layerlab.app import edit_ops
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
+from layerlab.app.commands import SetAttribute
 from layerlab.app.document import Document
 from layerlab.app.inspector import Inspector
 from layerlab.app.palette import Palette
@@ -34,6 +35,8 @@ from layerlab.core.runtime import pick_device
 AUTOSAVE_MS = 60_000
 MAX_RECENT = 8
 FILE_FILTER = "LayerLab projects (*.layerlab.json *.json);;All files (*)"
+EXPORTS = (("onnx", "ONNX", ".onnx"), ("pt2", "torch.export (.pt2)", ".pt2"),
+           ("python", "Standalone Python", ".py"), ("safetensors", "safetensors", ".safetensors"))
 
 
 def recovery_path() -> Path:
@@ -142,6 +145,15 @@ class MainWindow(QMainWindow):
         file.addAction(self.action("actionSave", "&Save", self.save, k.Save))
         file.addAction(self.action("actionSaveAs", "Save &As…", self.save_as, k.SaveAs))
         file.addSeparator()
+        file.addAction(self.action("actionLoadWeights", "&Load Weights…", self.load_weights_dialog,
+                                   tip="Fine-tune: load trained weights by name and shape"))
+        export = file.addMenu("&Export")
+        export.setObjectName("exportMenu")
+        for fmt, title, suffix in EXPORTS:
+            export.addAction(self.action(f"actionExport_{fmt}", f"{title}…",
+                                         lambda checked=False, f=fmt, s=suffix, t=title:
+                                         self.export_dialog(f, s, t)))
+        file.addSeparator()
         file.addAction(self.action("actionQuit", "&Quit", self.close, k.Quit))
         edit = bar.addMenu("&Edit")
         edit.setObjectName("editMenu")
@@ -161,6 +173,8 @@ class MainWindow(QMainWindow):
         edit.addAction(self.action("actionDelete", "&Delete", self.delete, k.Delete))
         edit.addAction(self.action("actionSelectAll", "Select &All", self.select_all,
                                    k.SelectAll))
+        edit.addAction(self.action("actionFreeze", "&Freeze / Unfreeze", self.toggle_freeze,
+                                   "Ctrl+L", "Keep the selected layers out of training"))
         view = bar.addMenu("&View")
         view.setObjectName("viewMenu")
         view.addAction(self.action("actionZoomIn", "Zoom &In", self.view.zoom_in, "Ctrl++"))
@@ -204,7 +218,46 @@ class MainWindow(QMainWindow):
         for menu in bar.findChildren(QMenu):
             menu.menuAction().setObjectName(f"{menu.objectName()}Action")
 
+    def toggle_freeze(self) -> None:
+        nodes = [n for n in self.scene.selected_nodes() if self.doc.counts.get(n)]
+        if not nodes or self.doc.structure_locked:
+            return
+        freeze = not all(self.doc.graph.nodes[n].get("frozen") for n in nodes)
+        self.doc.undo_stack.beginMacro(f"{'Freeze' if freeze else 'Unfreeze'} "
+                                       f"{', '.join(nodes)}")
+        for node in nodes:
+            old = self.doc.graph.nodes[node].get("frozen")
+            self.doc.undo_stack.push(SetAttribute(self.doc, node, "frozen", old,
+                                                  True if freeze else None, "Freeze"))
+        self.doc.undo_stack.endMacro()
+
+    def export_dialog(self, fmt: str, suffix: str, title: str) -> None:
+        stem = Path(self.doc.project.path.name.split(".")[0]) if self.doc.project.path \
+            else Path("model")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export as {title}",
+                                              str(Path(self._last_dir()) / f"{stem}{suffix}"))
+        if path:
+            self.statusBar().showMessage(f"Exporting {title}…")
+            self.training.controller.export(fmt, path)
+
+    def load_weights_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load weights", self._last_dir(),
+            "Weights (*.safetensors *.pt *.pth);;All files (*)")
+        if path:
+            self.training.controller.load_weights(path)
+
+    def _job_done(self, kind: str, report: str) -> None:
+        self.statusBar().showMessage(report.splitlines()[0], 10_000)
+        self.show_report("Export" if kind == "export" else "Load weights", report)
+
+    def show_report(self, title: str, text: str) -> None:
+        QMessageBox.information(self, title, text)
+
     def _wire(self) -> None:
+        self.view.context_actions = [self.actions[n] for n in (
+            "actionFreeze", "actionDuplicate", "actionCopy", "actionDelete")]
+        self.training.controller.worker.done.connect(self._job_done)
         self.training.boundaryChanged.connect(self._thumbnails)
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.scene.selectionChanged.connect(self._selection_changed)

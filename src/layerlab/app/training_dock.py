@@ -54,6 +54,8 @@ class TrainingController(QObject):
 
     startRequested = Signal(object, object)
     previewRequested = Signal(object)
+    exportRequested = Signal(object, str, str)
+    loadRequested = Signal(object, str)
     stateChanged = Signal(str)  # idle, running, paused
 
     def __init__(self, doc: Document) -> None:
@@ -65,6 +67,8 @@ class TrainingController(QObject):
         self.worker.moveToThread(self.thread)
         self.startRequested.connect(self.worker.start)
         self.previewRequested.connect(self.worker.preview)
+        self.exportRequested.connect(self.worker.export)
+        self.loadRequested.connect(self.worker.load)
         self.worker.stopped.connect(self._ended)
         self.worker.failed.connect(lambda message: self._ended("failed"))
         self.thread.start()
@@ -111,6 +115,13 @@ class TrainingController(QObject):
 
     def preview(self) -> None:
         self.previewRequested.emit(self.snapshot())
+
+    def export(self, fmt: str, path: str) -> None:
+        """In the torch thread: ONNX export and its onnxruntime check take seconds."""
+        self.exportRequested.emit(self.snapshot(), fmt, path)
+
+    def load_weights(self, path: str) -> None:
+        self.loadRequested.emit(self.snapshot(), path)
 
     def _ended(self, state: str) -> None:
         self.doc.set_locked(False)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.fx
 from PySide6.QtCore import QObject, Signal, Slot
 
-from layerlab.core.compiler import NODE_META
+from layerlab.core.compiler import NODE_META, build_model
 from layerlab.core.datasets import DatasetError, load_dataset, split_indices
 from layerlab.core.errors import GraphError, format_error
+from layerlab.core.export import ExportError, export
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.trainer import (
@@ -29,6 +31,7 @@ from layerlab.core.trainer import (
     Trainer,
     TrainingError,
 )
+from layerlab.core.weights import WeightsError, load_weights
 
 SEND_EVERY_S = 0.05
 BOUNDARY_EVERY_S = 0.25
@@ -90,6 +93,7 @@ class TrainingWorker(QObject):
     records = Signal(object)  # a list of records
     failed = Signal(str)
     stopped = Signal(str)  # the final state: finished, stopped
+    done = Signal(str, str)  # a finished job (export, weights) and its report for a person
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,13 +106,10 @@ class TrainingWorker(QObject):
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same."""
         try:
-            if self.trainer is None or self.trainer.project.to_dict() != project.to_dict():
-                self.trainer = Trainer(project, settings_from(project.training))
-                self.trainer.add_listener(self._collect)
-            self.trainer.control = control
+            trainer = self._ensure_trainer(project)
+            trainer.control = control
             self._send_boundary(force=True)
-            state = self.trainer.run() if self.trainer.epoch < self.trainer.settings.epochs \
-                else "finished"
+            state = trainer.run() if trainer.epoch < trainer.settings.epochs else "finished"
         except GraphError as exc:
             self._fail("; ".join(format_error(n, m) for n, m in exc.errors))
             return
@@ -147,6 +148,36 @@ class TrainingWorker(QObject):
                              1)
             record = PreviewRecord("table", rows.numpy(), header=header)
         self.records.emit([record])
+
+    def _ensure_trainer(self, project: Project) -> Trainer:
+        if self.trainer is None or self.trainer.project.to_dict() != project.to_dict():
+            self.trainer = Trainer(project, settings_from(project.training))
+            self.trainer.add_listener(self._collect)
+        return self.trainer
+
+    @Slot(object, str, str)
+    def export(self, project: Project, fmt: str, path: str) -> None:
+        """Export the current weights (the last run's, or a fresh initialisation)."""
+        try:
+            model = self.trainer.model if self.trainer is not None and \
+                self.trainer.project.to_dict() == project.to_dict() else build_model(
+                    project.graph)
+            report = export(project, model, fmt, Path(path))
+        except (ExportError, GraphError, OSError) as exc:
+            self.done.emit("export", f"Export failed: {exc}")
+            return
+        self.done.emit("export", f"Wrote {report.path}: {report.detail}")
+
+    @Slot(object, str)
+    def load(self, project: Project, path: str) -> None:
+        """Fine-tuning: load weights by name and shape into the model the next run trains."""
+        try:
+            trainer = self._ensure_trainer(project)
+            report = load_weights(trainer.model, path)
+        except (WeightsError, DatasetError, TrainingError, GraphError) as exc:
+            self.done.emit("weights", f"Cannot load weights: {exc}")
+            return
+        self.done.emit("weights", "\n".join([f"Weights from {path}:", *report.lines()]))
 
     def _fail(self, message: str) -> None:
         self._flush()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QMimeData, QPointF, Qt
 from PySide6.QtGui import (
+    QAction,
+    QContextMenuEvent,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
@@ -13,8 +15,9 @@ from PySide6.QtGui import (
     QPainter,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QGraphicsView, QWidget
+from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
 
+from layerlab.app.canvas.items import NodeItem
 from layerlab.app.canvas.scene import GraphScene
 
 LAYER_MIME = "application/x-layerlab-layer"
@@ -43,6 +46,7 @@ class GraphView(QGraphicsView):
         self.setAcceptDrops(True)
         self._space = False
         self._panning: QPointF | None = None
+        self.context_actions: list[QAction] = []  # the node menu, given by the window
 
     # -- zoom -------------------------------------------------------------------------
     def zoom(self, factor: float) -> None:
@@ -112,6 +116,20 @@ class GraphView(QGraphicsView):
             event.accept()
             return
         super().mouseReleaseEvent(event)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        item = self.itemAt(event.pos())
+        while item is not None and not isinstance(item, NodeItem):
+            item = item.parentItem()
+        if item is None or not self.context_actions:
+            super().contextMenuEvent(event)
+            return
+        if not item.isSelected():
+            self.graph_scene.select_only([item.node])
+        menu = QMenu(self)
+        menu.setObjectName("nodeMenu")
+        menu.addActions(self.context_actions)
+        menu.exec(event.globalPos())
 
     # -- drops from the palette -------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
