@@ -26,6 +26,8 @@ from layerlab.app.commands import SetAttribute
 from layerlab.app.document import Document
 from layerlab.app.inspector import Inspector
 from layerlab.app.palette import Palette
+from layerlab.app.stepper import Stepper
+from layerlab.app.stepper_dock import StepperDock
 from layerlab.app.training_dock import TrainingDock
 from layerlab.core.errors import GraphError, ProjectFileError, format_error
 from layerlab.core.examples import DEFAULT_EXAMPLE, example_names, example_text
@@ -66,6 +68,12 @@ class MainWindow(QMainWindow):
         self.training = TrainingDock(self.doc)
         self.training_dock = self._dock("trainingDock", "Training", self.training,
                                         Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.stepper = Stepper(self.scene)
+        self.stepper_panel = StepperDock(self.stepper)
+        self.stepper_dock = self._dock("stepperDock", "Step-through", self.stepper_panel,
+                                       Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.training_dock, self.stepper_dock)
+        self.training_dock.raise_()
         self._status_bar()
         self._menus()
         self._wire()
@@ -188,7 +196,8 @@ class MainWindow(QMainWindow):
         self.thumbs.setCheckable(True)
         view.addAction(self.thumbs)
         view.addSeparator()
-        for dock in (self.palette_dock, self.inspector_dock, self.training_dock):
+        for dock in (self.palette_dock, self.inspector_dock, self.training_dock,
+                     self.stepper_dock):
             toggle = dock.toggleViewAction()
             toggle.setObjectName(f"action{dock.objectName()[0].upper()}{dock.objectName()[1:]}")
             view.addAction(toggle)
@@ -211,6 +220,23 @@ class MainWindow(QMainWindow):
         for act in run_actions.values():
             self.run_menu.addAction(act)
         t.bind(run_actions)
+        self.run_menu.addSeparator()
+        self.run_menu.addAction(self.action(
+            "actionStepThrough", "Step &Through", self.step_through, "F11",
+            "Record the next training step and walk through it node by node"))
+        panel = self.stepper_panel
+        for name, text, slot, key in (
+                ("actionStepNext", "Next Event", self.stepper.forward, "Right"),
+                ("actionStepBack", "Previous Event", self.stepper.back, "Left"),
+                ("actionStepPlay", "Play / Pause", panel.toggle_play, "K")):
+            act = self.action(name, text, slot, key)
+            act.setEnabled(False)
+            self.run_menu.addAction(act)
+        toolbar = self.addToolBar("Run")
+        toolbar.setObjectName("runToolbar")
+        for name in ("actionTrain", "actionPause", "actionStep", "actionStop",
+                     "actionStepThrough"):
+            toolbar.addAction(self.actions[name])
         help_menu = bar.addMenu("&Help")
         help_menu.setObjectName("helpMenu")
         help_menu.addAction(self.action("actionAbout", "&About LayerLab", self.about))
@@ -255,6 +281,12 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, title, text)
 
     def _wire(self) -> None:
+        self.training.controller.worker.traced.connect(self._traced)
+        self.training.controller.worker.failed.connect(
+            lambda message: None if self.stepper.active else self.doc.set_locked(
+                self.training.controller.state != "idle"))
+        self.stepper.modeChanged.connect(self._step_mode)
+        self.stepper.finished.connect(self._step_finished)
         self.view.context_actions = [self.actions[n] for n in (
             "actionFreeze", "actionDuplicate", "actionCopy", "actionDelete")]
         self.training.controller.worker.done.connect(self._job_done)
@@ -274,6 +306,38 @@ class MainWindow(QMainWindow):
         latest = self.training.latest_boundary
         on = self.thumbs.isChecked() and latest is not None
         self.scene.show_thumbnails(latest.nodes if on else None)
+
+    def step_through(self) -> None:
+        """Enter step-through mode on the next batch, or leave it."""
+        if self.stepper.active:
+            self.stepper.leave()
+            return
+        batch = int(self.doc.project.training.get("batch_size", 32))
+        if self.doc.analysis.errors:
+            self.statusBar().showMessage("Fix the graph's problems first.", 5000)
+            return
+        if self.training.controller.trace(keep=min(batch, 256)):
+            self.doc.set_locked(True)
+            self.statusBar().showMessage("Recording one training step…")
+
+    def _traced(self, trace: object) -> None:
+        self.stepper.load(trace, self.doc.graph)  # type: ignore[arg-type]
+        self.stepper_dock.show()
+        self.stepper_dock.raise_()
+        self.statusBar().showMessage("Step-through: Right/Left to step, K to play, "
+                                     "F11 to leave.", 8000)
+
+    def _step_mode(self, active: bool) -> None:
+        for name in ("actionStepNext", "actionStepBack", "actionStepPlay"):
+            self.actions[name].setEnabled(active)
+        self.actions["actionStepThrough"].setText("Leave Step &Through" if active
+                                                  else "Step &Through")
+        if not active:
+            self.doc.set_locked(False)
+
+    def _step_finished(self) -> None:
+        if self.stepper.continuous:
+            self.training.controller.trace(keep=self.stepper.trace.kept["samples"])  # type: ignore
 
     def _reset_weights(self) -> None:
         self.training.controller.reset()
@@ -495,6 +559,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.autosave.stop()
+        self.stepper.leave()
         self.training.controller.shutdown()
         recovery_path().unlink(missing_ok=True)
         self.settings.setValue("window/geometry", self.saveGeometry())

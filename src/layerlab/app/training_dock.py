@@ -55,6 +55,7 @@ class TrainingController(QObject):
     startRequested = Signal(object, object)
     previewRequested = Signal(object)
     exportRequested = Signal(object, str, str)
+    traceRequested = Signal(object, int)
     loadRequested = Signal(object, str)
     stateChanged = Signal(str)  # idle, running, paused
 
@@ -68,6 +69,7 @@ class TrainingController(QObject):
         self.startRequested.connect(self.worker.start)
         self.previewRequested.connect(self.worker.preview)
         self.exportRequested.connect(self.worker.export)
+        self.traceRequested.connect(self.worker.trace)
         self.loadRequested.connect(self.worker.load)
         self.worker.stopped.connect(self._ended)
         self.worker.failed.connect(lambda message: self._ended("failed"))
@@ -119,6 +121,13 @@ class TrainingController(QObject):
     def export(self, fmt: str, path: str) -> None:
         """In the torch thread: ONNX export and its onnxruntime check take seconds."""
         self.exportRequested.emit(self.snapshot(), fmt, path)
+
+    def trace(self, keep: int) -> bool:
+        """Record the next training step (only between runs)."""
+        if self.state != "idle":
+            return False
+        self.traceRequested.emit(self.snapshot(), keep)
+        return True
 
     def load_weights(self, path: str) -> None:
         self.loadRequested.emit(self.snapshot(), path)

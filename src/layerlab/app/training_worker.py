@@ -94,6 +94,7 @@ class TrainingWorker(QObject):
     failed = Signal(str)
     stopped = Signal(str)  # the final state: finished, stopped
     done = Signal(str, str)  # a finished job (export, weights) and its report for a person
+    traced = Signal(object)  # a StepTrace of the next batch (step-through)
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,6 +155,20 @@ class TrainingWorker(QObject):
             self.trainer = Trainer(project, settings_from(project.training))
             self.trainer.add_listener(self._collect)
         return self.trainer
+
+    @Slot(object, int)
+    def trace(self, project: Project, keep: int) -> None:
+        """Train on the next batch, recorded node by node (a real step, as in a run)."""
+        try:
+            trace = self._ensure_trainer(project).trace_next_batch(keep)
+        except GraphError as exc:
+            self._fail("; ".join(format_error(n, m) for n, m in exc.errors))
+            return
+        except (DatasetError, TrainingError) as exc:
+            self._fail(str(exc))
+            return
+        self._flush()
+        self.traced.emit(trace)
 
     @Slot(object, str, str)
     def export(self, project: Project, fmt: str, path: str) -> None:

@@ -63,6 +63,7 @@ class NodeItem(QGraphicsItem):
         self.frozen = False
         self.highlight: QColor | None = None  # step-through colouring
         self.caption = ""
+        self.verdict = ""  # a diagnostic badge: vanishing, exploding, dead, …
         self.inputs: list[PortItem] = []
         self.output: PortItem | None = None
         self.thumbnail = QGraphicsPixmapItem(self)
@@ -102,6 +103,11 @@ class NodeItem(QGraphicsItem):
             self.output = None
         if self.output is not None:
             self.output.setPos(NODE_WIDTH, self.height / 2)
+
+    def set_step_state(self, colour: QColor | None, caption: str, verdict: str) -> None:
+        if (self.highlight, self.caption, self.verdict) != (colour, caption, verdict):
+            self.highlight, self.caption, self.verdict = colour, caption, verdict
+            self.update()
 
     def show_thumbnail(self, values: np.ndarray | None) -> None:
         """The node's output over the input plane, under the node; None hides it."""
@@ -165,6 +171,11 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(8, self.height - LINE - 2, NODE_WIDTH - 16, LINE),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                              self.caption)
+        if self.verdict:
+            painter.setPen(ERROR_COLOUR)
+            painter.drawText(QRectF(8, self.height - LINE - 2, NODE_WIDTH - 16, LINE),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                             f"⚠ {self.verdict}")
         if self.errors:
             painter.setBrush(ERROR_COLOUR)
             painter.setPen(QPen(QColor("white"), 1.5))

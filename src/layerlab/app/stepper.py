@@ -1,0 +1,218 @@
+"""Step through one real training step on the canvas: forward, loss, backward, update.
+
+The stepper only replays a StepTrace recorded in the torch thread: each event colours the
+nodes (forward by |output|, backward by gradient norm on a log scale, update by ‖Δw‖/‖w‖),
+sends pulses along the edges (with them forward, against them backward) with Qt's animation
+framework, and tells the panels what happened in words and numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+from PySide6.QtCore import QObject, QPointF, QTimer, QVariantAnimation, Signal
+from PySide6.QtGui import QBrush, QColor, QPen
+from PySide6.QtWidgets import QGraphicsEllipseItem
+
+from layerlab.app.canvas.scene import GraphScene
+from layerlab.core.diagnostics import Verdict, diagnose
+from layerlab.core.timeline import PHASES, Event, grad_norms_by_node, timeline, update_ratio
+from layerlab.core.tracer import StepTrace
+
+FORWARD = (QColor("#fff3c4"), QColor("#f08c1a"))  # small → large |y|
+BACKWARD = (QColor("#efe6fb"), QColor("#7b3fc4"))  # small → large gradient norm
+UPDATE = (QColor("#e3f6e8"), QColor("#1f9d55"))
+PULSE_FORWARD, PULSE_BACKWARD = QColor("#f08c1a"), QColor("#7b3fc4")
+SPEEDS_MS = {"slow": 900, "normal": 450, "fast": 150}
+
+
+def mix(pair: tuple[QColor, QColor], t: float) -> QColor:
+    a, b = pair
+    t = max(0.0, min(1.0, t))
+    return QColor(round(a.red() + (b.red() - a.red()) * t),
+                  round(a.green() + (b.green() - a.green()) * t),
+                  round(a.blue() + (b.blue() - a.blue()) * t))
+
+
+def log_scale(value: float, low: float, high: float) -> float:
+    """Where `value` sits between `low` and `high` on a log scale, in [0, 1]."""
+    if value <= 0 or not math.isfinite(value):
+        return 0.0 if value <= 0 else 1.0
+    return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low))
+
+
+class Stepper(QObject):
+    """The state of step-through mode: the trace, its events, where we are, and playback."""
+
+    eventChanged = Signal(int)  # index into events (-1: before the first)
+    finished = Signal()
+    modeChanged = Signal(bool)
+
+    def __init__(self, scene: GraphScene) -> None:
+        super().__init__()
+        self.scene = scene
+        self.trace: StepTrace | None = None
+        self.graph: nx.DiGraph | None = None
+        self.events: list[Event] = []
+        self.verdicts: list[Verdict] = []
+        self.index = -1
+        self.active = False
+        self.continuous = False
+        self.speed = "normal"
+        self.timer = QTimer(self)
+        self.timer.setObjectName("stepTimer")
+        self.timer.timeout.connect(self._tick)
+        self.animations: list[QVariantAnimation] = []
+        self.pulses: list[QGraphicsEllipseItem] = []
+
+    # -- the mode ---------------------------------------------------------------------
+    def load(self, trace: StepTrace, graph: nx.DiGraph) -> None:
+        self.trace, self.graph = trace, graph
+        self.events = timeline(trace, graph)
+        self.verdicts = diagnose(trace)
+        self.active = True
+        self.modeChanged.emit(True)
+        self.go(-1)
+
+    def leave(self) -> None:
+        """Back to editing: no timer, no animation, no colour left behind."""
+        self.pause()
+        self._stop_animations()
+        for item in self.scene.nodes.values():
+            item.set_step_state(None, "", "")
+        for edge in self.scene.edges.values():
+            edge.set_style(QColor("#8a8f98"), 2.0)
+        self.active = False
+        self.trace = None
+        self.events = []
+        self.index = -1
+        self.modeChanged.emit(False)
+
+    # -- moving through the events ----------------------------------------------------
+    def go(self, index: int, animate: bool = False) -> None:
+        index = max(-1, min(index, len(self.events) - 1))
+        self._stop_animations()
+        self.index = index
+        self._paint(index)
+        if animate and index >= 0:
+            self._pulse(self.events[index])
+        self.eventChanged.emit(index)
+
+    def forward(self) -> bool:
+        if self.index + 1 >= len(self.events):
+            return False
+        self.go(self.index + 1, animate=True)
+        return True
+
+    def back(self) -> None:
+        self.go(self.index - 1)
+
+    def jump(self, phase: str) -> None:
+        first = next((e.index for e in self.events if e.phase == phase), None)
+        if first is not None:
+            self.go(first, animate=True)
+
+    def play(self) -> None:
+        if self.active:
+            self.timer.start(SPEEDS_MS[self.speed])
+
+    def pause(self) -> None:
+        self.timer.stop()
+
+    @property
+    def playing(self) -> bool:
+        return self.timer.isActive()
+
+    def _tick(self) -> None:
+        if not self.forward():
+            self.pause()
+            self.finished.emit()
+
+    # -- colours: a pure function of the trace and the index, so stepping back restores --
+    def _paint(self, index: int) -> None:
+        assert self.trace is not None
+        trace = self.trace
+        phase = self.events[index].phase if index >= 0 else ""
+        seen = {e.node: e for e in self.events[: index + 1]}
+        grads = grad_norms_by_node(trace)
+        badge = {v.node: v.kind for v in self.verdicts}
+        for node, item in self.scene.nodes.items():
+            colour, caption = None, ""
+            event = seen.get(node)
+            if phase in ("forward", "loss") and event is not None:
+                if event.phase == "loss":
+                    colour, caption = FORWARD[1], f"L = {float(trace.loss):.4g}"
+                else:
+                    value = float(trace.output(node).float().abs().mean())
+                    colour = mix(FORWARD, log_scale(value, 1e-3, 10))
+                    caption = f"|y| {value:.3g}"
+            elif phase == "backward" and node in grads and self._reached(node, index):
+                colour = mix(BACKWARD, log_scale(grads[node], 1e-6, 10))
+                caption = f"‖dL/dy‖ {grads[node]:.2g}"
+            elif phase == "update" and event is not None and event.phase == "update":
+                ratio = update_ratio(trace, node)
+                colour = mix(UPDATE, log_scale(ratio, 1e-6, 1e-1))
+                caption = f"Δw/w {ratio:.1e}"
+            item.set_step_state(colour, caption, badge.get(node, ""))
+        for (source, target), edge in self.scene.edges.items():
+            if phase == "backward" and self._reached(source, index) and source in grads:
+                width = 1.5 + 3.5 * log_scale(grads[source], 1e-6, 10)
+                edge.set_style(PULSE_BACKWARD, width)
+            elif phase in ("forward", "loss") and target in seen:
+                edge.set_style(PULSE_FORWARD, 2.5)
+            else:
+                edge.set_style(QColor("#8a8f98"), 2.0)
+
+    def _reached(self, node: str, index: int) -> bool:
+        return any(e.phase == "backward" and e.node == node for e in self.events[: index + 1])
+
+    # -- pulses along the edges --------------------------------------------------------
+    def _pulse(self, event: Event) -> None:
+        if event.phase not in ("forward", "backward", "loss"):
+            return
+        g = self.scene.doc.graph
+        edges = [(u, event.node) for u in g.predecessors(event.node)] if event.phase != \
+            "backward" else [(event.node, v) for v in g.successors(event.node)]
+        paths = []
+        for u, v in edges:
+            edge = self.scene.edges.get((u, v))
+            if edge is None:
+                continue
+            dot = QGraphicsEllipseItem(-5, -5, 10, 10)
+            colour = PULSE_BACKWARD if event.phase == "backward" else PULSE_FORWARD
+            dot.setBrush(QBrush(colour))
+            dot.setPen(QPen(colour.darker(130)))
+            dot.setZValue(5)
+            self.scene.addItem(dot)
+            self.pulses.append(dot)
+            paths.append((dot, edge.path(), event.phase == "backward"))
+        if not paths:
+            return
+        animation = QVariantAnimation(self)
+        animation.setStartValue(0.0)
+        animation.setEndValue(1.0)
+        animation.setDuration(max(80, int(0.8 * SPEEDS_MS[self.speed])))
+
+        def move(t: object) -> None:
+            for dot, path, reverse in paths:
+                point = path.pointAtPercent(1.0 - float(t) if reverse else float(t))
+                dot.setPos(QPointF(point))
+
+        animation.valueChanged.connect(move)
+        animation.finished.connect(self._stop_animations)
+        self.animations.append(animation)
+        animation.start()
+
+    def _stop_animations(self) -> None:
+        for animation in self.animations:
+            animation.stop()
+            animation.deleteLater()
+        self.animations = []
+        for dot in self.pulses:
+            if dot.scene() is not None:
+                self.scene.removeItem(dot)
+        self.pulses = []
+
+    def phase_starts(self) -> dict[str, int]:
+        return {p: next((e.index for e in self.events if e.phase == p), -1) for p in PHASES}
