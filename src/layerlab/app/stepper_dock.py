@@ -43,22 +43,25 @@ class StepperDock(QWidget):
                 ("back", "◀ Back", stepper.back), ("play", "▶ Play", self.toggle_play),
                 ("forward", "Next ▶", stepper.forward), ("leave", "Done", stepper.leave)):
             controls.addWidget(self._button(name, text, slot))
+        phases = QHBoxLayout()
+        phases.addWidget(QLabel("jump to"))
         for phase in PHASES:
-            controls.addWidget(self._button(f"jump_{phase}", phase.capitalize(),
-                                            lambda checked=False, p=phase: stepper.jump(p)))
+            phases.addWidget(self._button(f"jump_{phase}", phase.capitalize(),
+                                          lambda checked=False, p=phase: stepper.jump(p)))
         self.speed = QComboBox()
         self.speed.setObjectName("stepSpeed")
         self.speed.setAccessibleName("Animation speed")
         self.speed.addItems(list(SPEEDS_MS))
         self.speed.setCurrentText(stepper.speed)
         self.speed.currentTextChanged.connect(self._speed)
-        self.continuous = QCheckBox("continue with the next batch")
+        self.continuous = QCheckBox("then the next batch")
         self.continuous.setObjectName("stepContinuous")
         self.continuous.setAccessibleName("Continuous")
         self.continuous.toggled.connect(lambda on: setattr(stepper, "continuous", on))
         controls.addWidget(self.speed)
-        controls.addWidget(self.continuous)
         controls.addStretch(1)
+        phases.addWidget(self.continuous)
+        phases.addStretch(1)
         self.text = QLabel("Press Step Through (F11) to record the next training step.")
         self.text.setObjectName("stepText")
         self.text.setAccessibleName("What happens at this event")
@@ -70,6 +73,7 @@ class StepperDock(QWidget):
         self.tabs.addTab(self._flow_tab(), "Gradient flow")
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
+        layout.addLayout(phases)
         layout.addWidget(self.text)
         layout.addWidget(self.tabs, 1)
         stepper.eventChanged.connect(self.show_event)

@@ -369,6 +369,9 @@ class TrainingDock(QWidget):
         done = (last.epoch - 1) * last.batches + last.batch
         self.progress.setMaximum(total)
         self.progress.setValue(done)
+        if self.controller.state == "idle":  # a single traced step, not a run
+            self.progress.setFormat(f"epoch {last.epoch} · step {last.step}")
+            return
         elapsed = time.perf_counter() - self._start_time
         eta = elapsed / max(done, 1) * (total - done)
         self.progress.setFormat(f"epoch {last.epoch} · step {last.step} · "

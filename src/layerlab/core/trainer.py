@@ -326,6 +326,8 @@ class Trainer:
 
     def _throughput(self, samples: int) -> float:
         now = time.perf_counter()
+        if not self._last_time:  # a batch outside run(): no earlier step to measure from
+            self._last_time = now - 1e-3
         rate = samples / max(now - self._last_time, 1e-9)
         self._last_time = now
         self._rate = rate if self._rate == 0 else 0.9 * self._rate + 0.1 * rate

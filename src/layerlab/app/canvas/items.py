@@ -108,6 +108,7 @@ class NodeItem(QGraphicsItem):
         if (self.highlight, self.caption, self.verdict) != (colour, caption, verdict):
             self.highlight, self.caption, self.verdict = colour, caption, verdict
             self.update()
+            self.thumbnail.setY(self.height + (LINE + 4 if verdict else 4))
 
     def show_thumbnail(self, values: np.ndarray | None) -> None:
         """The node's output over the input plane, under the node; None hides it."""
@@ -116,7 +117,8 @@ class NodeItem(QGraphicsItem):
             return
         pixmap = QPixmap.fromImage(heat_image(values)).scaled(THUMB, THUMB)
         self.thumbnail.setPixmap(pixmap)
-        self.thumbnail.setPos(NODE_WIDTH - THUMB, self.height + 4)
+        self.thumbnail.setPos(NODE_WIDTH - THUMB, self.height + (LINE + 4 if self.verdict
+                                                                 else 4))
         self.thumbnail.setVisible(True)
 
     def input_pos(self, port: int) -> QPointF:
@@ -166,14 +168,17 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(8, y, NODE_WIDTH - 16, LINE),
                              Qt.AlignmentFlag.AlignVCenter, line)
             y += LINE
-        if self.caption:
-            painter.setPen(QColor("#1e1e1e") if self.highlight is not None else text)
-            painter.drawText(QRectF(8, self.height - LINE - 2, NODE_WIDTH - 16, LINE),
-                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+        if self.caption:  # above the node, so it never hides the node's own text
+            painter.setPen(QColor("#eeeeee") if dark else QColor("#1e1e1e"))
+            bold.setPixelSize(11)
+            painter.setFont(bold)
+            painter.drawText(QRectF(0, -LINE - 2, NODE_WIDTH, LINE),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                              self.caption)
-        if self.verdict:
+        if self.verdict:  # below the node
             painter.setPen(ERROR_COLOUR)
-            painter.drawText(QRectF(8, self.height - LINE - 2, NODE_WIDTH - 16, LINE),
+            painter.setFont(bold)
+            painter.drawText(QRectF(0, self.height + 2, NODE_WIDTH, LINE),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                              f"⚠ {self.verdict}")
         if self.errors:
