@@ -65,7 +65,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.stepper_dock = self._dock("stepperDock", "Step-through", self.stepper_panel,
                                        Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.training_dock, self.stepper_dock)
-        self.training_dock.raise_()
+        self.stepper_dock.hide()  # shown when step-through starts
         self._status_bar()
         self._menus()
         self._wire()

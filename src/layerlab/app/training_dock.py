@@ -163,6 +163,7 @@ class TrainingDock(QWidget):
         self._filling = False
         self._start_time = 0.0
         self._build()
+        doc.reset.connect(self.clear_run_views)
         doc.trainingChanged.connect(self.fill)
         doc.trainingChanged.connect(self.controller.preview)
         doc.analysisChanged.connect(self._show_loss)
@@ -268,6 +269,16 @@ class TrainingDock(QWidget):
         for name, button in self.buttons.items():
             button.setDefaultAction(actions[name])
         self._state_changed("idle")
+
+    def clear_run_views(self) -> None:
+        """Another project: the last one's boundary, results and progress no longer apply."""
+        self.boundary.clear_boundary()
+        self.latest_boundary = None
+        self.boundaryChanged.emit()
+        self.results.clear_results()
+        self.progress.reset()
+        self.progress.setFormat("ready")
+        self.error.setText("")
 
     # -- settings ---------------------------------------------------------------------
     def fill(self) -> None:

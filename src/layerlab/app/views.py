@@ -73,6 +73,12 @@ class BoundaryView(pg.PlotWidget):
         self.val_points.setData(pos=x[~train], pen=[pg.mkPen(colours[i], width=1.5)
                                                     for i in np.where(~train)[0]])
 
+    def clear_boundary(self) -> None:
+        self.image.clear()
+        self.train_points.clear()
+        self.val_points.clear()
+        self.last_image = None
+
     def set_boundary(self, image: np.ndarray, extent: tuple[float, float, float, float]
                      ) -> None:
         x0, x1, y0, y1 = extent
@@ -179,6 +185,15 @@ class ResultsView(QWidget):
         self.layer.addItems(list(results.histograms))  # type: ignore[attr-defined]
         if results.samples is not None:  # type: ignore[attr-defined]
             self._show_samples(np.arange(min(64, len(results.targets))))  # type: ignore
+
+    def clear_results(self) -> None:
+        self.results = None
+        self.matrix.setRowCount(0)
+        self.matrix.setColumnCount(0)
+        self.samples.clear()
+        self.layer.clear()
+        self.hist.clear()
+        self.caption.setText("Train a model to see its results on the validation set.")
 
     def samples_of(self, true: int, predicted: int) -> np.ndarray:
         r = self.results
