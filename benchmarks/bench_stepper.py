@@ -11,16 +11,16 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import torch  # noqa: E402
-from PySide6.QtCore import QEventLoop  # noqa: E402
+import torch
+from PySide6.QtCore import QEventLoop
 
-import layerlab  # noqa: E402
-from layerlab.app.application import make_application  # noqa: E402
-from layerlab.app.main_window import MainWindow  # noqa: E402
-from layerlab.core.project import Project  # noqa: E402
+import layerlab
+from layerlab.app.application import make_application
+from layerlab.app.main_window import MainWindow
+from layerlab.core.project import Project
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_editor import big_graph  # noqa: E402
+from bench_editor import big_graph
 
 
 def main() -> None:

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -19,3 +21,26 @@ def pytest_configure(config):
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
                       tempfile.mkdtemp(prefix="layerlab-settings-"))
+
+
+@pytest.fixture
+def window(qtbot):
+    """The real main window on the default example, shown; closed cleanly afterwards with
+    no thread left running. Dialogs that would block ask nothing unless a test asks."""
+    from layerlab.app.application import make_application
+    from layerlab.app.main_window import MainWindow, recovery_path
+
+    make_application()
+    recovery_path().unlink(missing_ok=True)
+    win = MainWindow(offer_recovery=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.confirm_discard = lambda: True
+    yield win
+    win.stepper.leave()
+    win.training.controller.stop()
+    qtbot.waitUntil(lambda: win.training.controller.state == "idle", timeout=20_000)
+    win.doc.undo_stack.setClean()
+    win.close()
+    assert not win.training.controller.thread.isRunning()

@@ -16,25 +16,11 @@ from PySide6.QtWidgets import (
 )
 
 import layerlab
-from layerlab.app.application import make_application
 from layerlab.app.canvas.view import LAYER_MIME
 from layerlab.app.main_window import MainWindow, recovery_path
 from layerlab.core.examples import example_names
 
 from conftest import EXAMPLES
-
-
-@pytest.fixture
-def window(qtbot):
-    make_application()
-    recovery_path().unlink(missing_ok=True)
-    win = MainWindow(offer_recovery=False)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.confirm_discard = lambda: True  # no modal questions in tests unless a test asks
-    yield win
-    win.doc.undo_stack.setClean()
 
 
 def view_point(win, scene_pos):

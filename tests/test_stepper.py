@@ -4,24 +4,7 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 
-from layerlab.app.application import make_application
-from layerlab.app.main_window import MainWindow, recovery_path
 from layerlab.core.timeline import timeline
-
-
-@pytest.fixture
-def window(qtbot):
-    make_application()
-    recovery_path().unlink(missing_ok=True)
-    win = MainWindow(offer_recovery=False)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.confirm_discard = lambda: True
-    yield win
-    win.stepper.leave()
-    win.doc.undo_stack.setClean()
-    win.close()
 
 
 def enter(window, qtbot):

@@ -6,29 +6,16 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSpinBox
 
-from layerlab.app.application import make_application
-from layerlab.app.main_window import MainWindow, recovery_path
 from layerlab.core.trainer import EpochRecord, StepRecord
 
 
 @pytest.fixture
-def window(qtbot):
-    make_application()
-    recovery_path().unlink(missing_ok=True)
-    win = MainWindow(offer_recovery=False)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.confirm_discard = lambda: True
+def window(window):
+    """The window, with every record the torch thread sent kept in window.records."""
     records = []
-    win.training.controller.worker.records.connect(records.extend)
-    win.records = records
-    yield win
-    win.training.controller.stop()
-    qtbot.waitUntil(lambda: win.training.controller.state == "idle", timeout=20_000)
-    win.doc.undo_stack.setClean()
-    win.close()
-    assert not win.training.controller.thread.isRunning()
+    window.training.controller.worker.records.connect(records.extend)
+    window.records = records
+    return window
 
 
 def steps_done(win):

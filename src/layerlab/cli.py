@@ -83,34 +83,19 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from layerlab.train_command import RunFailed, run
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose work lives in layerlab.<module>, imported only when it runs."""
+    def command(args: argparse.Namespace) -> int:
+        from importlib import import_module
 
-    project = _load(args.file)
-    try:
-        return run(project, args)
-    except RunFailed as exc:
-        raise CliError(str(exc), 1) from None
+        from layerlab.command import CommandFailed
 
-
-def _cmd_trace(args: argparse.Namespace) -> int:
-    from layerlab.trace_command import TraceFailed, run
-
-    project = _load(args.file)
-    try:
-        return run(project, args)
-    except TraceFailed as exc:
-        raise CliError(str(exc), 1) from None
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from layerlab.export_command import ExportFailed, run
-
-    project = _load(args.file)
-    try:
-        return run(project, args)
-    except ExportFailed as exc:
-        raise CliError(str(exc), 1) from None
+        project = _load(args.file)
+        try:
+            return import_module(f"layerlab.{module}").run(project, args)
+        except CommandFailed as exc:
+            raise CliError(str(exc), 1) from None
+    return command
 
 
 def _window(path: str | None) -> int:
@@ -159,19 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     from layerlab.train_command import add_arguments
 
     add_arguments(train)
-    train.set_defaults(run=_cmd_train)
+    train.set_defaults(run=_delegate("train_command"))
     trace = sub.add_parser("trace", help="record one training step node by node, with "
                            "gradient-health verdicts")
     from layerlab.trace_command import add_arguments as add_trace_arguments
 
     add_trace_arguments(trace)
-    trace.set_defaults(run=_cmd_trace)
+    trace.set_defaults(run=_delegate("trace_command"))
     export = sub.add_parser("export", help="export a trained model: onnx, pt2, python, "
                             "safetensors")
     from layerlab.export_command import add_arguments as add_export_arguments
 
     add_export_arguments(export)
-    export.set_defaults(run=_cmd_export)
+    export.set_defaults(run=_delegate("export_command"))
     datasets = sub.add_parser("datasets", help="list the datasets, their shapes and classes")
     datasets.set_defaults(run=_cmd_datasets)
     return parser

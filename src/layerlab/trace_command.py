@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from layerlab.command import CommandFailed, graph_problems
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.datasets import DatasetError
 from layerlab.core.diagnostics import diagnose, update_ratios
-from layerlab.core.errors import GraphError, format_error
+from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.spec import fmt_shape
 from layerlab.core.trainer import Trainer, TrainingError
 from layerlab.core.weights import WeightsError, load_weights
-
-
-class TraceFailed(Exception):
-    """The trace could not be taken; the message is for stderr."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,21 +31,20 @@ def run(project: Project, args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, seed=args.seed, device="cpu")
         trainer = Trainer(project, settings)
     except GraphError as exc:
-        raise TraceFailed("\n".join(f"{args.file}: {format_error(n, m)}"
-                                    for n, m in exc.errors)) from None
+        raise graph_problems(args.file, exc) from None
     except (DatasetError, TrainingError) as exc:
-        raise TraceFailed(f"{args.file}: {exc}") from None
+        raise CommandFailed(f"{args.file}: {exc}") from None
     if args.weights:
         try:
             report = load_weights(trainer.model, args.weights)
         except WeightsError as exc:
-            raise TraceFailed(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
         for line in report.lines():
             print(f"weights: {line}")
     try:
         trace = trainer.trace_next_batch()
     except TrainingError as exc:
-        raise TraceFailed(f"{args.file}: {exc}") from None
+        raise CommandFailed(f"{args.file}: {exc}") from None
     print_trace(project, trace)
     return 0
 

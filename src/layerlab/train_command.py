@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from layerlab.command import CommandFailed, graph_problems
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.datasets import DatasetError
-from layerlab.core.errors import GraphError, format_error
+from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from, with_overrides
 from layerlab.core.trainer import EpochRecord, Record, StepRecord, Trainer, TrainingError
@@ -27,9 +28,6 @@ from layerlab.core.weights import WeightsError, load_weights, save_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
 
-
-class RunFailed(Exception):
-    """The run was refused or failed; the message is for stderr."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,16 +55,15 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
         settings = settings_from(project.training, **overrides)
         trainer = Trainer(project, settings, progress=_download_progress())
     except GraphError as exc:
-        raise RunFailed("\n".join(f"{args.file}: {format_error(n, m)}"
-                                  for n, m in exc.errors)) from None
+        raise graph_problems(args.file, exc) from None
     except (DatasetError, TrainingError) as exc:
-        raise RunFailed(f"{args.file}: {exc}") from None
+        raise CommandFailed(f"{args.file}: {exc}") from None
     project.training = with_overrides(project.training, **overrides)
     if args.init_weights:
         try:
             report = load_weights(trainer.model, args.init_weights)
         except WeightsError as exc:
-            raise RunFailed(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
         if trainer.rank == 0:
             for line in report.lines():
                 print(f"init weights: {line}", file=sys.stderr)
@@ -74,7 +71,7 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
         try:
             trainer.load_checkpoint(Path(args.resume))
         except TrainingError as exc:
-            raise RunFailed(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
     return trainer
 
 
@@ -112,7 +109,7 @@ def _run(project: Project, args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunFailed(f"cannot create {out}: {exc.strerror}") from None
+        raise CommandFailed(f"cannot create {out}: {exc.strerror}") from None
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
     trainer.add_listener(lambda r: _save_if_epoch(r, trainer, project, out))
@@ -121,7 +118,7 @@ def _run(project: Project, args: argparse.Namespace) -> int:
     try:
         state = trainer.run()
     except TrainingError as exc:
-        raise RunFailed(f"{args.file}: {exc}") from None
+        raise CommandFailed(f"{args.file}: {exc}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()

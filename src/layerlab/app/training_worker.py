@@ -9,8 +9,10 @@ batched and sent at most every 50 ms; decision-boundary images at most every 250
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from layerlab.core.trainer import (
 )
 from layerlab.core.weights import WeightsError, load_weights
 
+T = TypeVar("T")
 SEND_EVERY_S = 0.05
 BOUNDARY_EVERY_S = 0.25
 GRID = 64
@@ -106,19 +109,14 @@ class TrainingWorker(QObject):
     @Slot(object, object)
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same."""
-        try:
+        def run() -> str:
             trainer = self._ensure_trainer(project)
             trainer.control = control
             self._send_boundary(force=True)
-            state = trainer.run() if trainer.epoch < trainer.settings.epochs else "finished"
-        except GraphError as exc:
-            self._fail("; ".join(format_error(n, m) for n, m in exc.errors))
-            return
-        except (DatasetError, TrainingError) as exc:
-            self._fail(str(exc))
-            return
-        except RuntimeError as exc:  # e.g. CUDA out of memory
-            self._fail(f"the run failed: {str(exc).splitlines()[0]}")
+            return trainer.run() if trainer.epoch < trainer.settings.epochs else "finished"
+
+        state = self._attempt(run)
+        if state is None:
             return
         self._send_boundary(force=True)
         self._flush()
@@ -159,13 +157,8 @@ class TrainingWorker(QObject):
     @Slot(object, int)
     def trace(self, project: Project, keep: int) -> None:
         """Train on the next batch, recorded node by node (a real step, as in a run)."""
-        try:
-            trace = self._ensure_trainer(project).trace_next_batch(keep)
-        except GraphError as exc:
-            self._fail("; ".join(format_error(n, m) for n, m in exc.errors))
-            return
-        except (DatasetError, TrainingError) as exc:
-            self._fail(str(exc))
+        trace = self._attempt(lambda: self._ensure_trainer(project).trace_next_batch(keep))
+        if trace is None:
             return
         self._flush()
         self.traced.emit(trace)
@@ -193,6 +186,18 @@ class TrainingWorker(QObject):
             self.done.emit("weights", f"Cannot load weights: {exc}")
             return
         self.done.emit("weights", "\n".join([f"Weights from {path}:", *report.lines()]))
+
+    def _attempt(self, work: Callable[[], T]) -> T | None:
+        """Run `work`; a problem becomes a `failed` message and None, never a traceback."""
+        try:
+            return work()
+        except GraphError as exc:
+            self._fail("; ".join(format_error(n, m) for n, m in exc.errors))
+        except (DatasetError, TrainingError) as exc:
+            self._fail(str(exc))
+        except RuntimeError as exc:  # e.g. CUDA out of memory
+            self._fail(f"the run failed: {str(exc).splitlines()[0]}")
+        return None
 
     def _fail(self, message: str) -> None:
         self._flush()
