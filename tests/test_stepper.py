@@ -95,3 +95,26 @@ def test_a_traced_step_is_a_real_training_step(window, qtbot):
     key = "fc1.weight"
     torch.testing.assert_close(stepper.trace.weights[key] + stepper.trace.updates[key],
                                trainer.model.state_dict()[key])
+
+
+def test_a_chosen_sample_is_stepped_through_without_training_on_it(window, qtbot):
+    window.open_example("digits-mlp")
+    window.training.preview.sampleChosen.emit(5)
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=30_000)
+    trainer = window.training.controller.worker.trainer
+    trace = window.stepper.trace
+    assert trace.kept["batch"] == 1 and trainer.step == 0
+    torch.testing.assert_close(trace.output("input")[0], trainer.data.x[5])
+    assert [e.phase for e in window.stepper.events].count("update") == 0
+    assert window.training.preview.image_index(9 * 2 + 1, 0) == 2  # third 8×8 tile
+
+
+def test_clicking_a_point_of_the_preview_chooses_it(window, qtbot):
+    qtbot.waitUntil(lambda: window.training.preview.points.data.size > 0, timeout=20_000)
+    chosen = []
+    window.training.preview.sampleChosen.disconnect()
+    window.training.preview.sampleChosen.connect(chosen.append)
+    points = window.training.preview.points.points()
+    window.training.preview.points.sigClicked.emit(window.training.preview.points,
+                                                   [points[42]], None)
+    assert chosen == [42]

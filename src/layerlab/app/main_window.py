@@ -278,6 +278,7 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _wire(self) -> None:
         self.training.controller.worker.traced.connect(self._traced)
+        self.training.preview.sampleChosen.connect(self.step_through_sample)
         self.training.controller.worker.failed.connect(
             lambda message: None if self.stepper.active else self.doc.set_locked(
                 self.training.controller.state != "idle"))
@@ -315,6 +316,17 @@ class MainWindow(FilesMixin, QMainWindow):
         if self.training.controller.trace(keep=min(batch, 256)):
             self.doc.set_locked(True)
             self.statusBar().showMessage("Recording one training step…")
+
+    def step_through_sample(self, index: int) -> None:
+        """Step through one chosen sample of the dataset preview (no update is applied)."""
+        if self.stepper.active:
+            self.stepper.leave()
+        if self.doc.analysis.errors:
+            self.statusBar().showMessage("Fix the graph's problems first.", 5000)
+            return
+        if self.training.controller.trace_sample(index):
+            self.doc.set_locked(True)
+            self.statusBar().showMessage(f"Recording sample {index}…")
 
     def _traced(self, trace: object) -> None:
         self.stepper.load(trace, self.doc.graph)  # type: ignore[arg-type]

@@ -56,6 +56,7 @@ class TrainingController(QObject):
     previewRequested = Signal(object)
     exportRequested = Signal(object, str, str)
     traceRequested = Signal(object, int)
+    sampleTraceRequested = Signal(object, int)
     loadRequested = Signal(object, str)
     stateChanged = Signal(str)  # idle, running, paused
 
@@ -70,6 +71,7 @@ class TrainingController(QObject):
         self.previewRequested.connect(self.worker.preview)
         self.exportRequested.connect(self.worker.export)
         self.traceRequested.connect(self.worker.trace)
+        self.sampleTraceRequested.connect(self.worker.trace_sample)
         self.loadRequested.connect(self.worker.load)
         self.worker.stopped.connect(self._ended)
         self.worker.failed.connect(lambda message: self._ended("failed"))
@@ -127,6 +129,13 @@ class TrainingController(QObject):
         if self.state != "idle":
             return False
         self.traceRequested.emit(self.snapshot(), keep)
+        return True
+
+    def trace_sample(self, index: int) -> bool:
+        """Record one chosen sample of the dataset, without training on it."""
+        if self.state != "idle":
+            return False
+        self.sampleTraceRequested.emit(self.snapshot(), index)
         return True
 
     def load_weights(self, path: str) -> None:

@@ -25,6 +25,7 @@ from layerlab.core.errors import GraphError, format_error
 from layerlab.core.export import ExportError, export
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
+from layerlab.core.tracer import StepTrace, trace_step
 from layerlab.core.trainer import (
     Control,
     Record,
@@ -162,6 +163,31 @@ class TrainingWorker(QObject):
             return
         self._flush()
         self.traced.emit(trace)
+
+    @Slot(object, int)
+    def trace_sample(self, project: Project, index: int) -> None:
+        """One chosen sample through the model, recorded node by node: in evaluation mode
+        (a single sample cannot feed BatchNorm's batch statistics) and without an update,
+        so that looking at a sample changes nothing about training."""
+
+        def record() -> StepTrace:
+            trainer = self._ensure_trainer(project)
+            x = trainer.data.x[index:index + 1].to(trainer.device)
+            y = trainer.data.y[index:index + 1].to(trainer.device)
+            objective = trainer.objective
+            was_training = trainer.model.training
+            trainer.model.eval()
+            try:
+                return trace_step(project.graph, trainer.model, x, y, keep=1,
+                                  loss_fn=lambda out, t: objective.loss(out.float(),
+                                                                        objective.target(t)))
+            finally:
+                trainer.model.train(was_training)
+                trainer.model.zero_grad(set_to_none=True)
+
+        trace = self._attempt(record)
+        if trace is not None:
+            self.traced.emit(trace)
 
     @Slot(object, str, str)
     def export(self, project: Project, fmt: str, path: str) -> None:

@@ -88,17 +88,28 @@ class BoundaryView(pg.PlotWidget):
 
 
 class DatasetPreview(QStackedWidget):
-    """A scatter of 2-D points, a grid of sample images, or a table of CSV rows."""
+    """A scatter of 2-D points, a grid of sample images, or a table of CSV rows. Clicking a
+    point or an image chooses that sample (for step-through)."""
+
+    sampleChosen = Signal(int)
+    COLUMNS = 8
 
     def __init__(self) -> None:
         super().__init__()
+        self._tile = (0, 0)
         self.setObjectName("datasetPreview")
         self.setAccessibleName("Dataset preview")
         self.scatter = pg.PlotWidget()
         self.scatter.setAspectLocked(True)
-        self.points = pg.ScatterPlotItem(size=5)
+        self.points = pg.ScatterPlotItem(size=5, hoverable=True)
+        self.points.sigClicked.connect(
+            lambda item, points, ev: self.sampleChosen.emit(int(points[0].index()))
+            if len(points) else None)
         self.scatter.addItem(self.points)
+        self.scatter.setToolTip("Click a point to step through that sample")
         self.images_plot, self.images = _image_plot("datasetImages")
+        self.images_plot.setToolTip("Click an image to step through that sample")
+        self.images_plot.scene().sigMouseClicked.connect(self._image_clicked)
         self.table = QTableWidget()
         self.message = QLabel()
         self.message.setWordWrap(True)
@@ -110,8 +121,23 @@ class DatasetPreview(QStackedWidget):
         self.setCurrentWidget(self.scatter)
 
     def show_images(self, images: np.ndarray) -> None:
-        self.images.setImage(montage(images[:64]).T)
+        self._tile = images.shape[1:3]
+        self.images.setImage(montage(images[:64], self.COLUMNS).T)
         self.setCurrentWidget(self.images_plot)
+
+    def image_index(self, x: float, y: float) -> int | None:
+        """The sample under image coordinates (x, y) of the montage."""
+        h, w = self._tile
+        if not h or x < 0 or y < 0:
+            return None
+        column, row = int(x // (w + 1)), int(y // (h + 1))
+        return row * self.COLUMNS + column if column < self.COLUMNS else None
+
+    def _image_clicked(self, event: object) -> None:
+        point = self.images.mapFromScene(event.scenePos())  # type: ignore[attr-defined]
+        index = self.image_index(point.x(), point.y())
+        if index is not None:
+            self.sampleChosen.emit(index)
 
     def show_table(self, header: list[str], rows: list[list[float]]) -> None:
         self.table.setColumnCount(len(header))
