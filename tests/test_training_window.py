@@ -35,6 +35,9 @@ def test_pause_step_resume_stop_and_the_plots_hold_what_the_trainer_sent(window,
     actions["actionTrain"].trigger()
     assert window.doc.structure_locked and not window.inspector.isEnabled()
     qtbot.waitUntil(lambda: steps_done(window) > 20, timeout=20_000)
+    # window.records fills in the torch thread (a direct connection); the panels follow
+    # through the GUI thread's event queue
+    qtbot.waitUntil(lambda: window.training.boundary.last_image is not None, timeout=10_000)
     first_boundary = window.training.boundary.last_image.copy()
     actions["actionPause"].trigger()
     qtbot.waitUntil(lambda: window.training.controller.state == "paused")

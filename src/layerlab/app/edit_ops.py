@@ -7,14 +7,13 @@ import json
 from typing import Any
 
 import networkx as nx
-from PySide6.QtCore import QMimeData
 from PySide6.QtWidgets import QApplication
 
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.commands import AddNodes, MoveNodes, RemoveItems
 from layerlab.app.document import Document
 
-CLIP_MIME = "application/x-layerlab-nodes"
+CLIP_KEY = "layerlab-nodes"
 LAYER_SPACING = (230, 150)
 PASTE_OFFSET = 40
 
@@ -25,28 +24,35 @@ def copy_selection(scene: GraphScene) -> bool:
         return False
     g = scene.doc.graph
     payload = {
-        "nodes": {n: copy.deepcopy(dict(g.nodes[n])) for n in nodes},
+        CLIP_KEY: {n: copy.deepcopy(dict(g.nodes[n])) for n in nodes},
         "edges": [[u, v, dict(d)] for u, v, d in g.edges(data=True)
                   if u in nodes and v in nodes],
     }
-    data = QMimeData()
-    text = json.dumps(payload)
-    data.setData(CLIP_MIME, text.encode())
-    data.setText(text)
-    QApplication.clipboard().setMimeData(data)
+    # Plain text, so that the nodes can be pasted into an editor too; and a QMimeData made
+    # in Python and left on the clipboard crashes PySide at exit (measured), text does not.
+    QApplication.clipboard().setText(json.dumps(payload))
     return True
+
+
+def _clipboard_nodes() -> dict[str, Any] | None:
+    try:
+        payload = json.loads(QApplication.clipboard().text())
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get(CLIP_KEY), dict):
+        return None
+    return payload
 
 
 def paste(scene: GraphScene) -> list[str]:
     """Paste copied nodes with fresh ids (fc1 → fc1_2), offset so they are seen."""
     doc = scene.doc
-    mime = QApplication.clipboard().mimeData()
-    if mime is None or not mime.hasFormat(CLIP_MIME) or doc.structure_locked:
+    payload = _clipboard_nodes()
+    if payload is None or doc.structure_locked:
         return []
-    payload = json.loads(bytes(mime.data(CLIP_MIME).data()).decode())
     renamed: dict[str, str] = {}
     nodes: dict[str, dict[str, Any]] = {}
-    for old, data in payload["nodes"].items():
+    for old, data in payload[CLIP_KEY].items():
         new = doc.unique_id(old)
         while new in nodes:
             new = f"{new}_2"
