@@ -152,3 +152,22 @@ def test_export_and_fine_tuning_from_the_window(window, qtbot, tmp_path):
     window.training.controller.load_weights(str(weights))
     qtbot.waitUntil(lambda: len(reports) == 3, timeout=20_000)
     assert "skipped fc3.weight: shape [2, 16] in the file, [3, 16] in the model" in reports[2]
+
+
+def test_the_optimizers_arguments_are_edited_and_stored_in_the_project(window, qtbot):
+    dock = window.training
+    dock.optimizer.setCurrentText("momentum")
+    assert dock.opt_args.text() == "momentum=0.9, weight_decay=0.0"
+    assert "v ← μ·v + g" in dock.rule.text()
+    dock.opt_args.setText("momentum=0.5, weight_decay=0.001")
+    dock.opt_args.editingFinished.emit()
+    optimizer = window.doc.project.training["optimizer"]
+    assert optimizer == {"name": "momentum", "lr": 0.01, "momentum": 0.5, "weight_decay": 0.001}
+    assert window.actions["actionUndo"].text() == "&Undo Change optimizer arguments"
+    set_spin(qtbot, window, "epochs", 7)  # another field: the arguments stay as they are
+    assert window.doc.project.training["optimizer"] == optimizer
+    assert window.doc.project.training["epochs"] == 7
+    window.doc.undo_stack.undo()
+    window.doc.undo_stack.undo()
+    assert window.doc.project.training["optimizer"]["name"] == "momentum"
+    assert "momentum" not in window.doc.project.training["optimizer"]

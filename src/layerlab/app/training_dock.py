@@ -3,7 +3,9 @@ the decision boundary, a dataset preview and the results of a run."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import re
 import time
 from typing import Any
 
@@ -188,6 +190,9 @@ class TrainingDock(QWidget):
         self.rule = QLabel()
         self.rule.setObjectName("optimizerRule")
         self.rule.setWordWrap(True)
+        self.opt_args = self._line("optimizerArguments", "optimizer arguments")
+        self.opt_args.setToolTip("The optimizer's other arguments, by torch's names: "
+                                 "momentum=0.9, betas=(0.9, 0.999), eps=1e-08, weight_decay=0")
         self.lr = self._line("learningRate", "learning rate")
         self.batch = self._spin("batchSize", 1, 1_000_000)
         self.epochs = self._spin("epochs", 1, 100_000)
@@ -202,6 +207,7 @@ class TrainingDock(QWidget):
         self.loss.setWordWrap(True)
         for text, widget in (("dataset", self.dataset), ("validation split", self.split),
                              ("optimizer", self.optimizer), ("", self.rule),
+                             ("arguments", self.opt_args),
                              ("learning rate", self.lr), ("batch size", self.batch),
                              ("epochs", self.epochs), ("L1 λ", self.l1), ("L2 λ", self.l2),
                              ("seed", self.seed), ("device", self.device),
@@ -299,6 +305,7 @@ class TrainingDock(QWidget):
         spec = OPTIMIZERS.get(t["optimizer"].get("name", ""))
         self.rule.setText(f"<small>{spec.title}: {spec.rule}</small>" if spec else "")
         self.lr.setText(str(t["optimizer"].get("lr", 0.001)))
+        self.opt_args.setText(format_args(t["optimizer"]))
         self.batch.setValue(int(t.get("batch_size", 32)))
         self.epochs.setValue(int(t.get("epochs", 10)))
         self.l1.setText(str(t.get("l1", 0.0)))
@@ -330,6 +337,8 @@ class TrainingDock(QWidget):
             ("validation split", t["dataset"].get("validation_split"), _float(self.split)),
             ("optimizer", t["optimizer"].get("name"), self.optimizer.currentText()),
             ("learning rate", t["optimizer"].get("lr"), _float(self.lr)),
+            ("optimizer arguments", parse_args(format_args(t["optimizer"])),
+             parse_args(self.opt_args.text())),
             ("batch size", t.get("batch_size"), self.batch.value()),
             ("epochs", t.get("epochs"), self.epochs.value()),
             ("L1", t.get("l1"), _float(self.l1)), ("L2", t.get("l2"), _float(self.l2)),
@@ -349,6 +358,9 @@ class TrainingDock(QWidget):
         if values["optimizer"] != t["optimizer"].get("name"):
             t["optimizer"] = {"name": values["optimizer"], "lr": t["optimizer"].get("lr")}
         t["optimizer"]["lr"] = values.get("learning rate", t["optimizer"]["lr"])
+        if changed == "optimizer arguments":
+            t["optimizer"] = {"name": t["optimizer"]["name"], "lr": t["optimizer"]["lr"],
+                              **values["optimizer arguments"]}
         t["batch_size"], t["epochs"] = values["batch size"], values["epochs"]
         t["l1"], t["l2"] = values.get("L1", t["l1"]), values.get("L2", t["l2"])
         t["seed"], t["device"] = values["seed"], values["device"]
@@ -433,6 +445,31 @@ class TrainingDock(QWidget):
             self.controller.pause()
         elif self.controller.state == "paused":
             self.controller.resume()
+
+
+ARG = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|[^,]+)")
+
+
+def _args(optimizer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in optimizer.items() if k not in ("name", "lr")}
+
+
+def format_args(optimizer: dict[str, Any]) -> str:
+    """The optimizer's arguments besides lr: the project's, else torch's defaults."""
+    spec = OPTIMIZERS.get(optimizer.get("name", ""))
+    defaults = {k: v for k, v in (spec.defaults if spec else {}).items() if k != "lr"}
+    merged = {**defaults, **_args(optimizer)}
+    return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
+                     for k, v in merged.items())
+
+
+def parse_args(text: str) -> dict[str, Any] | None:
+    """`momentum=0.9, betas=(0.9, 0.999)` as JSON values, or None when it does not parse."""
+    try:
+        values = {k: ast.literal_eval(v.strip()) for k, v in ARG.findall(text)}
+    except (ValueError, SyntaxError):
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _float(edit: QLineEdit) -> float | None:
