@@ -171,3 +171,19 @@ def test_the_optimizers_arguments_are_edited_and_stored_in_the_project(window, q
     window.doc.undo_stack.undo()
     assert window.doc.project.training["optimizer"]["name"] == "momentum"
     assert "momentum" not in window.doc.project.training["optimizer"]
+
+
+def test_a_diverging_run_says_which_node_failed_and_train_starts_afresh(window, qtbot):
+    window.open_example("digits-mlp")
+    window.training.lr.setText("1e30")
+    window.training.lr.editingFinished.emit()
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.error.text() != "", timeout=30_000)
+    assert "the first non-finite output is" in window.training.error.text()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=5000)
+    window.doc.undo_stack.undo()  # back to lr 0.001
+    set_spin(qtbot, window, "epochs", 1)
+    for _ in range(2):  # a finished run is not continued: Train trains again
+        window.actions["actionTrain"].trigger()
+        qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=30_000)
+    assert [len(r.val_acc.data()[0]) for r in window.training.plots.runs[-2:]] == [1, 1]

@@ -111,10 +111,13 @@ class TrainingWorker(QObject):
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same."""
         def run() -> str:
+            if self.trainer is not None and self.trainer.epoch >= \
+                    self.trainer.settings.epochs:
+                self.trainer = None  # that run is complete: Train starts another
             trainer = self._ensure_trainer(project)
             trainer.control = control
             self._send_boundary(force=True)
-            return trainer.run() if trainer.epoch < trainer.settings.epochs else "finished"
+            return trainer.run()
 
         state = self._attempt(run)
         if state is None:
