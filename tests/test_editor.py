@@ -286,3 +286,43 @@ def test_title_shows_the_file_and_the_asterisk(window, tmp_path):
     assert window.isWindowModified()
     window._write(tmp_path / "t.layerlab.json")
     assert "t.layerlab.json" in window.windowTitle() and not window.isWindowModified()
+
+
+def test_double_click_in_the_palette_adds_after_the_selected_node(window, qtbot):
+    window.scene.select_only(["tanh2"])
+    tree = window.palette_widget.tree
+    item = window.palette_widget.items["Dropout"]
+    tree.scrollToItem(item)
+    rect = tree.visualItemRect(item)
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.doc.graph.has_edge("tanh2", "dropout")
+    assert window.scene.selected_nodes() == ["dropout"]
+    x_new = window.doc.graph.nodes["dropout"]["pos"][0]
+    assert x_new > window.doc.graph.nodes["tanh2"]["pos"][0]
+
+
+def test_wheel_zooms_and_middle_drag_pans(window, qtbot):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+
+    view = window.view
+    scale = view.transform().m11()
+    center = QPointF(view.viewport().rect().center())
+    wheel = QWheelEvent(center, view.viewport().mapToGlobal(center), QPoint(0, 0),
+                        QPoint(0, 120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), wheel)
+    assert view.transform().m11() > scale
+    view.zoom(4.0)  # zoomed in far enough to scroll
+    bar = view.horizontalScrollBar()
+    before = bar.value()
+    viewport = view.viewport()
+    start = view.viewport().rect().center()
+    qtbot.mousePress(viewport, Qt.MouseButton.MiddleButton, pos=start)
+    end = QPointF(start.x() - 120, start.y())
+    QApplication.sendEvent(viewport, QMouseEvent(
+        QEvent.Type.MouseMove, end, viewport.mapToGlobal(end), Qt.MouseButton.NoButton,
+        Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier))
+    qtbot.mouseRelease(viewport, Qt.MouseButton.MiddleButton, pos=end.toPoint())
+    assert bar.value() == before + 120
