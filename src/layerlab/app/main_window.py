@@ -79,6 +79,7 @@ class MainWindow(FilesMixin, QMainWindow):
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
             self.restoreState(self.settings.value("window/state", QByteArray()))
+            self.stepper_dock.hide()  # step-through starts from the Run menu, not from memory
         else:
             QTimer.singleShot(0, self._default_layout)
         self.update_title()
