@@ -84,7 +84,36 @@ def window_epoch(path: Path) -> tuple[float, list[float]]:
     return epochs[-1].seconds, intervals
 
 
+def million_points() -> None:
+    """Redraw cost of the loss plot holding a million steps (downsampling, clip to view)."""
+    import numpy as np
+
+    from layerlab.app.plots import RunPlots
+    from layerlab.core.trainer import StepRecord
+
+    make_application()
+    plots = RunPlots()
+    plots.resize(1200, 400)
+    plots.show()
+    rng = np.random.default_rng(0)
+    losses = np.exp(-np.linspace(0, 5, 1_000_000)) + 0.05 * rng.random(1_000_000)
+    plots.add([StepRecord(1, i + 1, 1, 1, float(v), 0.0, 0.0) for i, v in enumerate(losses)])
+    times = []
+    for k in range(10):
+        plots.add([StepRecord(1, 1_000_001 + k, 1, 1, 0.01, 0.0, 0.0)])
+        start = time.perf_counter()
+        plots.redraw()
+        plots.repaint()
+        QApplication.processEvents()
+        times.append(time.perf_counter() - start)
+    print(f"loss plot with 1,000,000 steps: redraw + repaint median "
+          f"{1000 * statistics.median(times):.1f} ms, worst {1000 * max(times):.1f} ms")
+    plots.timer.stop()
+    plots.close()
+
+
 if __name__ == "__main__":
+    million_points()
     with tempfile.TemporaryDirectory() as tmp:
         path = project_file(Path(tmp))
         headless = statistics.median(headless_epoch(path) for _ in range(2))
