@@ -326,3 +326,14 @@ def test_wheel_zooms_and_middle_drag_pans(window, qtbot):
         Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier))
     qtbot.mouseRelease(viewport, Qt.MouseButton.MiddleButton, pos=end.toPoint())
     assert bar.value() == before + 120
+
+
+def test_the_initialiser_choice_shows_each_formula(window):
+    from PySide6.QtWidgets import QComboBox
+
+    window.scene.select_only(["fc1"])
+    combo = window.inspector.findChild(QComboBox, "param_init")
+    tips = {combo.itemText(i): combo.itemData(i, Qt.ItemDataRole.ToolTipRole)
+            for i in range(combo.count())}
+    assert tips["xavier_uniform"] == "W ~ U(-a, a), a = √(6 / (fan_in + fan_out))"
+    assert tips["kaiming_normal"] == "W ~ N(0, σ²), σ = √(2 / fan_in)"

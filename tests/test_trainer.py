@@ -265,3 +265,21 @@ def test_epoch_records_carry_validation_metrics():
     epoch = [r for r in records if isinstance(r, EpochRecord)]
     assert len(epoch) == 1 and 0 < epoch[0].val_accuracy <= 1
     assert epoch[0].step == trainer.batches_per_epoch == 45
+
+
+def test_health_records_every_n_steps_feed_the_verdicts():
+    from layerlab.core.diagnostics import gradient_verdicts
+    from layerlab.core.trainer import HealthRecord
+
+    trainer = digits_mlp(epochs=1)
+    trainer.health_every = 10
+    health = []
+    trainer.add_listener(lambda r: health.append(r) if isinstance(r, HealthRecord) else None)
+    trainer.run()
+    assert [h.step for h in health] == [10, 20, 30, 40]
+    first = health[0]
+    assert set(first.grad_norms) == {"fc1", "fc2"} and all(v > 0 for v in
+                                                          first.grad_norms.values())
+    assert set(first.update_ratios) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert all(0 < r < 1 for r in first.update_ratios.values())
+    assert gradient_verdicts(first.grad_norms) == []  # a healthy MLP

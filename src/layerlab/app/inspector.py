@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from layerlab.app.commands import Rename, SetAttribute, set_param
 from layerlab.app.document import Document
-from layerlab.core.catalogue import CATALOGUE
+from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.errors import format_error
 from layerlab.core.shapes import valid_id_error
 from layerlab.core.spec import Param
@@ -211,6 +211,9 @@ class Inspector(QStackedWidget):
         if param.kind == "choice":
             combo = QComboBox()
             combo.addItems(list(param.choices))
+            if param.name == "init":  # each initialiser with its formula, where it is chosen
+                for i, scheme in enumerate(param.choices):
+                    combo.setItemData(i, INIT_FORMULAS[scheme], Qt.ItemDataRole.ToolTipRole)
             combo.currentTextChanged.connect(lambda v, p=param: self._set(p, v))
             return combo
         if param.kind == "int" and not param.nullable:

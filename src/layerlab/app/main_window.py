@@ -194,7 +194,6 @@ class MainWindow(FilesMixin, QMainWindow):
             toggle = dock.toggleViewAction()
             toggle.setObjectName(f"action{dock.objectName()[0].upper()}{dock.objectName()[1:]}")
             view.addAction(toggle)
-        self.view_menu = view
         self.run_menu = bar.addMenu("&Run")
         self.run_menu.setObjectName("runMenu")
         t = self.training

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QGraphicsEllipseItem
 
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.core.diagnostics import Verdict, diagnose
-from layerlab.core.timeline import PHASES, Event, grad_norms_by_node, timeline, update_ratio
+from layerlab.core.timeline import Event, grad_norms_by_node, timeline, update_ratio
 from layerlab.core.tracer import StepTrace
 
 FORWARD = (QColor("#fff3c4"), QColor("#f08c1a"))  # small → large |y|
@@ -213,6 +213,3 @@ class Stepper(QObject):
             if dot.scene() is not None:
                 self.scene.removeItem(dot)
         self.pulses = []
-
-    def phase_starts(self) -> dict[str, int]:
-        return {p: next((e.index for e in self.events if e.phase == p), -1) for p in PHASES}

@@ -6,7 +6,6 @@ one-line description and formula that the app shows wherever a thing is chosen.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,9 +23,6 @@ CATALOGUE: dict[str, LayerSpec] = {
     for module in (dense, conv, norm, activation, merge, sequence, loss)
     for spec in module.SPECS
 }
-
-LOSS_TYPES = tuple(t for t, s in CATALOGUE.items() if s.is_loss)
-
 
 def by_group() -> dict[str, list[LayerSpec]]:
     """The catalogue in product.md's order, grouped for the palette."""
@@ -122,7 +118,3 @@ def describe(type_name: str) -> str:
     spec = CATALOGUE[type_name]
     return f"{spec.type}: {spec.formula} — {spec.description}"
 
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)

@@ -186,7 +186,6 @@ class LayerSpec:
     input_dtype: str = "float32"  # "float32", "int64" or "any"
     is_loss: bool = False
     key_params: tuple[str, ...] = ()  # shown on the canvas node
-    extra_checks: tuple[Callable[[dict[str, Any]], str | None], ...] = field(default=())
 
     @property
     def has_init(self) -> bool:

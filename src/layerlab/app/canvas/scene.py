@@ -40,7 +40,6 @@ class GraphScene(QGraphicsScene):
         self.edges: dict[tuple[str, str], EdgeItem] = {}
         self._drag_line: QGraphicsPathItem | None = None
         self._drag_port: PortItem | None = None
-        self._syncing = False
         self._shown: dict[str, tuple[object, ...]] = {}  # what each item shows now
         self._routed: set[tuple[str, str]] = set()
         self.rebuild()
@@ -72,9 +71,7 @@ class GraphScene(QGraphicsScene):
         item = NodeItem(node, self._node_moved)
         self.nodes[node] = item
         self.addItem(item)
-        self._syncing = True
         item.setPos(QPointF(*self.doc.graph.nodes[node].get("pos", [0, 0])))
-        self._syncing = False
         if refresh:
             self.refresh()
 
@@ -88,9 +85,7 @@ class GraphScene(QGraphicsScene):
         item = self.nodes.get(node)
         pos = QPointF(*self.doc.graph.nodes[node].get("pos", [0, 0]))
         if item is not None and item.pos() != pos:
-            self._syncing = True
             item.setPos(pos)
-            self._syncing = False
 
     def _add_edge(self, source: str, target: str, refresh: bool = True) -> None:
         item = EdgeItem(source, target)

@@ -44,7 +44,6 @@ class GraphView(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setAcceptDrops(True)
-        self._space = False
         self._panning: QPointF | None = None
         self.context_actions: list[QAction] = []  # the node menu, given by the window
 
@@ -78,14 +77,12 @@ class GraphView(QGraphicsView):
     # -- pan: middle button, or Space held while dragging --------------------------------
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = True
             self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
             return
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = False
             self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)
             return
         super().keyReleaseEvent(event)
