@@ -283,3 +283,18 @@ def test_health_records_every_n_steps_feed_the_verdicts():
     assert set(first.update_ratios) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     assert all(0 < r < 1 for r in first.update_ratios.values())
     assert gradient_verdicts(first.grad_norms) == []  # a healthy MLP
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from layerlab.core.runtime import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        pick_device("cuda")
