@@ -306,6 +306,7 @@ class TrainingDock(QWidget):
         self.rule.setText(f"<small>{spec.title}: {spec.rule}</small>" if spec else "")
         self.lr.setText(str(t["optimizer"].get("lr", 0.001)))
         self.opt_args.setText(format_args(t["optimizer"]))
+        self.opt_args.setCursorPosition(0)
         self.batch.setValue(int(t.get("batch_size", 32)))
         self.epochs.setValue(int(t.get("epochs", 10)))
         self.l1.setText(str(t.get("l1", 0.0)))
