@@ -20,25 +20,22 @@ class CliError(Exception):
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from layerlab.command import print_table
     from layerlab.core.compiler import param_counts
     from layerlab.core.shapes import analyze
+    from layerlab.core.spec import fmt_output
 
     project = _load(args.file)
     analysis = analyze(project.graph)
     counts = param_counts(project.graph, analysis)
     rows = [("node", "type", "output shape", "parameters")]
     for node, data in project.graph.nodes(data=True):
-        shape = analysis.shapes.get(node)
-        shown = "?" if shape is None else ("scalar" if shape == () else
-                                           "[" + ", ".join(map(str, shape)) + "]")
+        shown = fmt_output(analysis.shapes.get(node))
         count = counts.get(node)
         frozen = " (frozen)" if data.get("frozen") else ""
         rows.append((str(node), str(data.get("type", "?")), shown,
                      "?" if count is None else f"{count:,}{frozen}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
-                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    print_table(rows)
     total = sum(counts.values())
     trainable = sum(c for n, c in counts.items() if not project.graph.nodes[n].get("frozen"))
     print(f"total parameters: {total:,} (trainable {trainable:,})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerlab.command import CommandFailed, graph_problems
+from layerlab.command import CommandFailed, graph_problems, print_table
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.datasets import DatasetError
 from layerlab.core.diagnostics import diagnose, update_ratios
@@ -58,7 +58,7 @@ def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
         rows.append((node, project.graph.nodes[node]["type"], fmt_shape(s.shape[1:]),
                      f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.min:.3g}", f"{s.max:.3g}",
                      f"{100 * s.zeros:.0f}%", "—" if g is None else f"{g.norm:.3g}"))
-    _table(rows)
+    print_table(rows)
     print(f"\nloss ({_loss_type(project)}): {float(trace.loss):.6g}")
     ratios = update_ratios(trace)
     rows = [("parameter", "shape", "norm", "grad norm", "update/weight")]
@@ -68,7 +68,7 @@ def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
                      "—" if grad is None else f"{grad.norm:.3g}",
                      f"{ratios[key]:.2e}" if key in ratios else "—"))
     print()
-    _table(rows)
+    print_table(rows)
     verdicts = diagnose(trace)
     print("\nverdicts:" if verdicts else "\nverdicts: none — gradients look healthy")
     for verdict in verdicts:
@@ -79,10 +79,3 @@ def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
 def _loss_type(project: Project) -> str:
     return next(d["type"] for _, d in project.graph.nodes(data=True)
                 if d.get("type") in CATALOGUE and CATALOGUE[d["type"]].is_loss)
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())

@@ -279,9 +279,7 @@ class MainWindow(FilesMixin, QMainWindow):
     def _wire(self) -> None:
         self.training.controller.worker.traced.connect(self._traced)
         self.training.preview.sampleChosen.connect(self.step_through_sample)
-        self.training.controller.worker.failed.connect(
-            lambda message: None if self.stepper.active else self.doc.set_locked(
-                self.training.controller.state != "idle"))
+        self.training.controller.worker.failed.connect(self._worker_failed)
         self.stepper.modeChanged.connect(self._step_mode)
         self.stepper.finished.connect(self._step_finished)
         self.view.context_actions = [self.actions[n] for n in (
@@ -341,6 +339,11 @@ class MainWindow(FilesMixin, QMainWindow):
         self.actions["actionStepThrough"].setText("Leave Step &Through" if active
                                                   else "Step &Through")
         if not active:
+            self.doc.set_locked(False)
+
+    def _worker_failed(self, message: str) -> None:
+        """A failed recording must not leave the graph locked (a failed run unlocks itself)."""
+        if not self.stepper.active and self.training.controller.state == "idle":
             self.doc.set_locked(False)
 
     def _step_finished(self) -> None:

@@ -144,7 +144,7 @@ class Stepper(QObject):
                 if event.phase == "loss":
                     colour, caption = FORWARD[1], f"L = {float(trace.loss):.4g}"
                 else:
-                    value = float(trace.output(node).float().abs().mean())
+                    value = trace.stats[node].mean_abs  # the whole batch, not the kept rows
                     colour = mix(FORWARD, log_scale(value, 1e-3, 10))
                     caption = f"|y| {value:.3g}"
             elif phase == "backward" and node in grads and self._reached(node, index):

@@ -64,6 +64,7 @@ class ResultsRecord:
     samples: np.ndarray | None  # validation images (N, H, W) for image datasets
     classes: tuple[str, ...]
     histograms: dict[str, tuple[np.ndarray, np.ndarray]]  # parameter → (counts, edges)
+    outside: int = 0  # predictions of an output beyond the dataset's classes
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ class TrainingWorker(QObject):
         targets = trainer.y_val.cpu()
         k = len(trainer.data.classes)
         confusion = np.zeros((k, k), dtype=np.int64)
-        np.add.at(confusion, (targets.numpy(), predicted.clamp_max(k - 1).numpy()), 1)
+        inside = (predicted < k).numpy()  # a model with more outputs than classes may pick one
+        np.add.at(confusion, (targets.numpy()[inside], predicted.numpy()[inside]), 1)
         x = trainer.x_val.cpu()
         samples = None
         if trainer.data.name in IMAGE_DATASETS:
@@ -306,4 +308,4 @@ class TrainingWorker(QObject):
                 counts, edges = np.histogram(param.detach().float().cpu().numpy(), bins=40)
                 histograms[key] = (counts, edges)
         return ResultsRecord(confusion, predicted.numpy(), targets.numpy(), samples,
-                             trainer.data.classes, histograms)
+                             trainer.data.classes, histograms, int((~inside).sum()))

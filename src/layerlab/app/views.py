@@ -203,10 +203,14 @@ class ResultsView(QWidget):
                                    pg.mkColor(255, shade, shade))
                 item.setForeground(pg.mkColor("#000000"))
                 self.matrix.setItem(t, p, item)
-        accuracy = np.trace(confusion) / max(1, confusion.sum())
-        self.caption.setText(f"Validation accuracy {100 * accuracy:.2f}% on "
-                             f"{int(confusion.sum())} samples (rows: true class, columns: "
-                             "predicted). Click a cell to see its samples.")
+        outside = results.outside  # type: ignore[attr-defined]
+        total = int(confusion.sum()) + outside
+        accuracy = np.trace(confusion) / max(1, total)
+        extra = (f" {outside} prediction(s) named an output beyond the dataset's classes and "
+                 "are not in the table." if outside else "")
+        self.caption.setText(f"Validation accuracy {100 * accuracy:.2f}% on {total} samples "
+                             "(rows: true class, columns: predicted). Click a cell to see its "
+                             f"samples.{extra}")
         self.layer.clear()
         self.layer.addItems(list(results.histograms))  # type: ignore[attr-defined]
         if results.samples is not None:  # type: ignore[attr-defined]

@@ -28,6 +28,13 @@ def fmt_shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def fmt_output(shape: Sequence[int] | None) -> str:
+    """A node's output as shown to a person: [500], scalar (a loss), or ? (not inferred)."""
+    if shape is None:
+        return "?"
+    return "scalar" if len(shape) == 0 else fmt_shape(shape)
+
+
 @dataclass(frozen=True)
 class Param:
     """One constructor argument of a layer, by its torch name.

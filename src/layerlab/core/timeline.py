@@ -65,7 +65,7 @@ def describe(event: Event, trace: StepTrace, graph: nx.DiGraph) -> str:
         zeros = f" · {100 * s.zeros:.0f}% zeros" if s.zeros > 0 else ""
         dead = f" · {100 * s.dead:.0f}% of units dead" if s.dead else ""
         return (f"{head} · output {fmt_shape(s.shape[1:])} · mean |y| "
-                f"{_mean_abs(trace.output(node)):.3g} · mean {s.mean:.3g} · std {s.std:.3g}"
+                f"{s.mean_abs:.3g} · mean {s.mean:.3g} · std {s.std:.3g}"
                 f"{zeros}{dead}")
     if event.phase == "loss":
         return f"{head} · loss {float(trace.loss):.6g} over a batch of {trace.kept['batch']}"
@@ -83,10 +83,6 @@ def describe(event: Event, trace: StepTrace, graph: nx.DiGraph) -> str:
     keys = [k for k in trace.updates if node_of(k) == node]
     return (f"{node} · {typ} · update of {', '.join(keys)} · ‖Δw‖/‖w‖ = {ratio:.2e} "
             "(about 1e-3 is healthy)")
-
-
-def _mean_abs(t: torch.Tensor) -> float:
-    return float(t.float().abs().mean()) if t.numel() else 0.0
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Stats:
     zeros: float  # fraction of exact zeros
     finite: bool
     hist: tuple[int, ...]  # HIST_BINS counts over [min, max]
+    mean_abs: float = 0.0  # mean |x|: the size of the values, whatever their sign
     dead: float | None = None  # ReLU: fraction of units at zero for every sample
     saturated: float | None = None  # Sigmoid/Tanh: fraction of values within 1% of a bound
 
@@ -52,9 +53,10 @@ class Stats:
         if n == 0:
             return Stats(tuple(t.shape), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True, (0,) * HIST_BINS)
         lo_t, hi_t = torch.aminmax(flat)
-        total, sq, lo, hi, nonzero = torch.stack([
+        total, sq, lo, hi, nonzero, absolute = torch.stack([
             flat.sum(), torch.dot(flat, flat), lo_t, hi_t,
-            torch.count_nonzero(flat).to(flat.dtype)]).tolist()  # one conversion, not five
+            torch.count_nonzero(flat).to(flat.dtype),
+            flat.abs().sum()]).tolist()  # one conversion, not six
         finite = math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)
         good = flat
         if not finite:
@@ -70,8 +72,8 @@ class Stats:
         elif layer == "Tanh":
             saturated = float((x.abs() > 0.99).float().mean())
         return Stats(tuple(t.shape), mean, math.sqrt(var), lo, hi, math.sqrt(sq) if finite
-                     else math.inf, 1.0 - nonzero / n, finite, _histogram(good, lo, hi), dead,
-                     saturated)
+                     else math.inf, 1.0 - nonzero / n, finite, _histogram(good, lo, hi),
+                     absolute / n, dead, saturated)
 
 
 def _histogram(flat: torch.Tensor, lo: float, hi: float) -> tuple[int, ...]:

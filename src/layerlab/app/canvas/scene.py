@@ -14,13 +14,7 @@ from layerlab.app.canvas.items import EdgeItem, NodeItem, PortItem
 from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
 from layerlab.core.catalogue import CATALOGUE
-from layerlab.core.spec import fmt_shape
-
-
-def shape_text(shape: tuple[int, ...] | None) -> str:
-    if shape is None:
-        return "?"
-    return "scalar" if shape == () else fmt_shape(shape)
+from layerlab.core.spec import fmt_output
 
 
 def new_node_data(type_name: str, pos: QPointF) -> dict[str, Any]:
@@ -117,7 +111,7 @@ class GraphScene(QGraphicsScene):
                 if spec and spec.key_params else []
             lines = [line for line in lines if line]
             count = self.doc.counts.get(node, 0)
-            shape = shape_text(analysis.shapes.get(node))
+            shape = fmt_output(analysis.shapes.get(node))
             if count:
                 shape += f" · {count:,} params"
             shown = (data.get("type", "?"), spec.group if spec else "dense", lines, shape,
@@ -149,7 +143,7 @@ class GraphScene(QGraphicsScene):
         port = self.doc.graph.edges[source, target].get("port", 0)
         port = port if isinstance(port, int) and not isinstance(port, bool) else 0
         edge.route(src.output_pos(), dst.input_pos(port),
-                   shape_text(self.doc.analysis.shapes.get(source)))
+                   fmt_output(self.doc.analysis.shapes.get(source)))
         self._routed.add((source, target))
 
     def _node_moved(self, node: str) -> None:
