@@ -29,15 +29,11 @@ from PySide6.QtWidgets import (
 from layerlab.app.commands import SetTraining
 from layerlab.app.document import Document
 from layerlab.app.plots import RunPlots
-from layerlab.app.training_worker import (
-    BoundaryRecord,
-    PreviewRecord,
-    ResultsRecord,
-    TrainingWorker,
-)
+from layerlab.app.training_worker import TrainingWorker
 from layerlab.app.views import BoundaryView, DatasetPreview, ResultsView
 from layerlab.core.catalogue import CATALOGUE, OPTIMIZERS, REGULARISERS
 from layerlab.core.datasets import DATASETS
+from layerlab.core.insight import BoundaryRecord, PreviewRecord, ResultsRecord
 from layerlab.core.project import Project
 from layerlab.core.trainer import Control, EpochRecord, StepRecord
 

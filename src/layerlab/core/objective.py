@@ -30,17 +30,26 @@ class Objective:
             return y.to(torch.float32).unsqueeze(1)
         return y
 
+    @property
+    def logits(self) -> bool:
+        """Whether a binary output is a logit (threshold 0) rather than a probability or a
+        regressed target in [0, 1] (threshold 0.5)."""
+        return self.loss_type == "BCEWithLogitsLoss"
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        """The class id each row of `output` predicts: the one notion of a prediction that
+        accuracy and the confusion matrix share."""
+        if self.encoding == "values":
+            raise ValueError("a regression objective predicts values, not classes")
+        if self.encoding == "binary":
+            return (output[:, 0] > (0.0 if self.logits else 0.5)).to(torch.int64)
+        return output.argmax(dim=1)
+
     def correct(self, output: torch.Tensor, y: torch.Tensor) -> int | None:
         """How many predictions are right, or None for regression."""
         if self.encoding == "values":
             return None
-        if self.encoding == "binary":
-            threshold = 0.0 if self.loss_type == "BCEWithLogitsLoss" else 0.5
-            predicted = (output[:, 0] > threshold).to(torch.int64)
-        else:
-            predicted = output.argmax(dim=1)
-        return int((predicted == y).sum())
-
+        return int((self.predict(output) == y).sum())
 
 def make_objective(loss_type: str, loss: nn.Module, output_node: str, output_shape: Shape,
                    data: Dataset) -> Objective:
