@@ -162,6 +162,8 @@ def _csv(opts: dict[str, Any], progress: Progress | None) -> Dataset:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path} is not a UTF-8 text file") from None
+    except csv.Error as exc:  # e.g. a field beyond the reader's size limit
+        raise DatasetError(f"{path} cannot be read as CSV: {exc}") from None
     if len(rows) < 2:
         raise DatasetError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
