@@ -78,17 +78,29 @@ class Project:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<project>") -> Project:
+        project, problems = cls.read(data, source)
+        if problems:
+            raise GraphError(problems)
+        return project
+
+    @classmethod
+    def read(cls, data: dict[str, Any], source: str = "<project>") -> tuple[Project, list[Error]]:
+        """The project and the problems a person can fix in the window (its training settings,
+        its name), kept as the file has them. A bad header raises ProjectFileError; a malformed
+        graph raises GraphError with every problem of the file."""
         _check_header(data, source)
-        errors: list[Error] = []
-        graph = _read_graph(data.get("graph"), errors)
-        training = _read_training(data.get("training", {}), errors)
+        graph_errors: list[Error] = []
+        graph = _read_graph(data.get("graph"), graph_errors)
+        problems: list[Error] = []
+        training = _read_training(data.get("training", {}), problems)
         name = data.get("name", "Untitled")
         if not isinstance(name, str):
-            errors.append(("name", f"name must be text, not {name!r}"))
-        if errors:
-            raise GraphError(errors)
+            problems.append(("name", f"name must be text, not {name!r}"))
+            name = "Untitled"
+        if graph_errors:
+            raise GraphError(graph_errors + problems)
         extra = {k: v for k, v in data.items() if k not in KNOWN_KEYS}
-        return cls(graph=graph, name=name, training=training, extra=extra)
+        return cls(graph=graph, name=name, training=training, extra=extra), problems
 
 
 def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
@@ -107,18 +119,30 @@ def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
 
 def load_project(path: str | os.PathLike[str]) -> Project:
     """Read a project file; raises ProjectFileError or GraphError with every problem."""
+    project = Project.from_dict(parse_json(_read_bytes(path), str(path)), str(path))
+    project.path = Path(path)
+    return project
+
+
+def load_project_lenient(path: str | os.PathLike[str]) -> tuple[Project, list[Error]]:
+    """Like load_project, but a file whose training settings or name have problems opens,
+    with them (as an editor opens a file with a syntax error), for a person to fix; a file
+    that cannot be read, or whose graph is malformed, still raises."""
+    project, problems = Project.read(parse_json(_read_bytes(path), str(path)), str(path))
+    project.path = Path(path)
+    return project, problems
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise ProjectFileError(source, "no such file") from None
     except IsADirectoryError:
         raise ProjectFileError(source, "is a folder, not a project file") from None
     except OSError as exc:
         raise ProjectFileError(source, f"cannot be read ({exc.strerror})") from None
-    project = Project.from_dict(parse_json(raw, source), source)
-    project.path = Path(path)
-    return project
 
 
 def parse_json(raw: bytes, source: str) -> dict[str, Any]:
