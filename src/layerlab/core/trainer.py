@@ -29,6 +29,7 @@ from layerlab.core.project import Project
 from layerlab.core.runtime import pick_device, tune_allocator
 from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler, settings_from
 from layerlab.core.tracer import DEFAULT_KEEP, StepRecorder, StepTrace
+from layerlab.core.weights import WeightsError, match_state, read_torch_file
 
 EVAL_CHUNK = 2048
 
@@ -477,19 +478,39 @@ class Trainer:
             torch.save(self.checkpoint(), tmp)
 
     def load_checkpoint(self, path: Path) -> None:
+        """Continue a run from its checkpoint.pt; TrainingError names the file and what is
+        wrong with it in one sentence (a foreign file is refused before anything is read
+        into this run)."""
+        needed = ("model", "optimizer", "scheduler", "position", "rng", "shuffle",
+                  "epoch_shuffle", "history")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(state["model"])
+            state = read_torch_file(path, "a run's checkpoint", self.device)
+        except WeightsError as exc:
+            raise TrainingError(str(exc)) from None
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            tensors = isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                                      for v in state.values())
+            what = "only weights" if tensors else "something else"
+            raise TrainingError(f"{path} is not a run's checkpoint: it holds {what}, not the "
+                                "optimizer state and position that a checkpoint.pt has")
+        _, report = match_state(self.model, state["model"])
+        if report.skipped or report.missing:
+            raise TrainingError(f"{path} is the checkpoint of another model: "
+                                f"{report.mismatch()}")
+        try:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"]:
                 self.scheduler.load_state_dict(state["scheduler"])
+            self.model.load_state_dict(state["model"])
             pos = state["position"]
             self._rng = state["rng"].cpu()
             self.shuffle.set_state(state["shuffle"].cpu())
             self._epoch_shuffle_state = state["epoch_shuffle"].cpu()
             self._order = None
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-            raise TrainingError(f"cannot resume from {path}: {exc}") from None
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise TrainingError(f"{path} does not fit this run (another optimizer or "
+                                f"schedule?): {first}") from None
         self.epoch, self.batch, self.step = pos["epoch"], pos["batch"], pos["step"]
         self._epoch_loss, self._epoch_samples = pos["epoch_loss"], pos["epoch_samples"]
         self.history = [EpochRecord(**r) for r in state["history"]]
