@@ -2,8 +2,9 @@
 plane (and each node's output over it), the validation results with their confusion matrix,
 a preview of the dataset, and one chosen sample traced node by node.
 
-The window's torch thread sends these records to its views; the command line and the tests
-call the same functions. Each record is frozen: it crosses threads as an immutable message.
+The window's torch thread sends these records to its views; they need no Qt, so the tests
+(and the command line) call the same functions. Each record is frozen: it crosses threads as
+an immutable message.
 """
 
 from __future__ import annotations
