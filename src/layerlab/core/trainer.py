@@ -497,6 +497,14 @@ class Trainer:
         if report.skipped or report.missing:
             raise TrainingError(f"{path} is the checkpoint of another model: "
                                 f"{report.mismatch()}")
+        def settings_of(optimizer_state: Any) -> list[set[str]] | None:  # the class's knobs
+            groups = optimizer_state.get("param_groups") if isinstance(optimizer_state,
+                                                                       dict) else None
+            return [set(g) - {"params"} for g in groups] if isinstance(groups, list) else None
+
+        if settings_of(state["optimizer"]) != settings_of(self.optimizer.state_dict()):
+            raise TrainingError(f"{path} was written with another optimizer than this run's "
+                                f"({self.settings.optimizer})")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"]:

@@ -53,7 +53,9 @@ class LoadReport:
 
     def mismatch(self, limit: int = 5) -> str:
         """The keys that did not fit, for one sentence ("" when everything fitted)."""
-        problems = [f"{key} ({why})" for key, why in self.skipped] + list(self.missing)
+        skipped = {key for key, _ in self.skipped}
+        problems = [f"{key} ({why})" for key, why in self.skipped]
+        problems += [key for key in self.missing if key not in skipped]
         return ", ".join(problems[:limit]) + (" …" if len(problems) > limit else "")
 
 
