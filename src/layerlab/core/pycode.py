@@ -107,20 +107,25 @@ def train_source(project: Project, analysis: Analysis) -> str:
         spec = CATALOGUE[project.graph.nodes[loss_node]["type"]]
         assert spec.build is not None
         loss = spec.build(analysis.contexts[loss_node]).source()
+    frozen = tuple(n for n in analysis.order if project.graph.nodes[n].get("frozen"))
     return TRAIN.format(
         optimizer=OPTIMIZER_CLASSES[settings.optimizer], opt_args=opt_args,
         title=OPTIMIZERS[settings.optimizer].title, loss=loss, epochs=settings.epochs,
         batch_size=settings.batch_size, lr=settings.lr, l1=settings.l1, l2=settings.l2,
-        seed=settings.seed)
+        seed=settings.seed, frozen=frozen)
 
 
 TRAIN = '''def train(model: Model, x: torch.Tensor, y: torch.Tensor, epochs: int = {epochs},
           batch_size: int = {batch_size}, lr: float = {lr!r}, l1: float = {l1!r},
-          l2: float = {l2!r}, seed: int = {seed}) -> list[float]:
+          l2: float = {l2!r}, seed: int = {seed},
+          frozen: tuple[str, ...] = {frozen!r}) -> list[float]:
     """Train as the LayerLab project did: {title} and {loss}, plus l1·Σ|w| + l2·Σw² over
-    the weight matrices. `y` is what the loss expects (class ids for CrossEntropyLoss).
+    the weight matrices; the layers named in `frozen` keep their weights (fine-tuning).
+    `y` is what the loss expects (class ids for CrossEntropyLoss).
     Returns the mean training loss of each epoch."""
     torch.manual_seed(seed)
+    for name in frozen:
+        getattr(model, name).requires_grad_(False)
     optimizer = torch.optim.{optimizer}(
         [p for p in model.parameters() if p.requires_grad], lr=lr{opt_args})
     loss_fn = {loss}
