@@ -19,13 +19,17 @@ def run(capsys, *args):
     return code, out, err
 
 
-def test_check_prints_the_table_and_totals(capsys):
+def test_check_prints_the_table_and_totals(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no MNIST in ~/.cache/layerlab: a note
     code, out, err = run(capsys, "check", str(EXAMPLES / "mnist-mlp.layerlab.json"))
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].split() == ["node", "type", "output", "shape", "parameters"]
     assert lines[2].split() == ["fc1", "Linear", "[500]", "392,500"]
-    assert lines[-1] == "total parameters: 397,510 (trainable 397,510)"
+    assert lines[-2] == "total parameters: 397,510 (trainable 397,510)"
+    assert lines[-1] == ("note: dataset mnist is not on this machine (its files are not in "
+                         f"{tmp_path / '.cache' / 'layerlab' / 'mnist'}; train downloads it), "
+                         "so its fit with the network was not checked")
 
 
 def test_frozen_parameters_are_not_trainable(tmp_path, capsys):
@@ -36,7 +40,7 @@ def test_frozen_parameters_are_not_trainable(tmp_path, capsys):
     code, out, _ = run(capsys, "check", str(path))
     assert code == 0
     assert "392,500 (frozen)" in out
-    assert out.splitlines()[-1] == "total parameters: 397,510 (trainable 5,010)"
+    assert "total parameters: 397,510 (trainable 5,010)" in out.splitlines()
 
 
 def with_graph(**changes):
@@ -115,6 +119,22 @@ def test_examples_list_and_write(tmp_path, capsys):
     code, _, err = run(capsys, "examples", "lenet6", "-o", str(tmp_path / "x.json"))
     assert code == 2 and "no example named 'lenet6'; choose one of spiral" in err
     assert not (tmp_path / "x.json").exists()
+    code, out, _ = run(capsys, "examples", "LeNet5")  # names in any case
+    assert code == 0 and out == (EXAMPLES / "lenet5.layerlab.json").read_text()
+
+
+def test_examples_replace_another_file_only_with_force(tmp_path, capsys):
+    target = tmp_path / "mine.layerlab.json"
+    target.write_text("my own project")
+    code, _, err = run(capsys, "examples", "spiral", "-o", str(target))
+    assert code == 1
+    assert err.strip() == (f"{target} exists and is not example spiral; use --force to "
+                           "replace it, or choose another file")
+    assert target.read_text() == "my own project"
+    code, _, _ = run(capsys, "examples", "spiral", "-o", str(target), "--force")
+    assert code == 0 and target.read_text() == (EXAMPLES / "spiral.layerlab.json").read_text()
+    code, out, err = run(capsys, "examples", "spiral", "-o", str(target))  # the same: fine
+    assert code == 0 and err == "" and out == f"wrote {target}\n"
 
 
 def test_headless_commands_never_import_qt():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from layerlab.command import CommandFailed, graph_problems
+from layerlab.cli import CliError
+from layerlab.cli.common import check_file, graph_problems, read_project, write_failed
 from layerlab.core.compiler import build_model
 from layerlab.core.errors import GraphError
 from layerlab.core.export import FORMATS, ExportError, export
-from layerlab.core.project import Project
 from layerlab.core.weights import WeightsError, load_weights
 
 
@@ -17,11 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file")
     parser.add_argument("--weights", required=True, metavar="W",
                         help="trained weights (weights.safetensors from layerlab train)")
-    parser.add_argument("--to", required=True, choices=FORMATS, dest="format")
+    parser.add_argument("--to", required=True, choices=FORMATS, dest="format",
+                        type=str.lower, help="the format (any case)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT")
 
 
-def run(project: Project, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    project = read_project(args.file)
+    out = Path(args.output)
+    check_file(out)
     try:
         model = build_model(project.graph)
     except GraphError as exc:
@@ -29,16 +33,15 @@ def run(project: Project, args: argparse.Namespace) -> int:
     try:
         report = load_weights(model, args.weights)
     except WeightsError as exc:
-        raise CommandFailed(str(exc)) from None
-    problems = [f"{key} ({why})" for key, why in report.skipped] + list(report.missing)
-    if problems:
-        raise CommandFailed(f"{args.weights} does not fit {args.file}: "
-                           f"{', '.join(problems[:5])}{' …' if len(problems) > 5 else ''}")
+        raise CliError(str(exc)) from None
+    mismatch = report.mismatch()
+    if mismatch:
+        raise CliError(f"{args.weights} does not fit {args.file}: {mismatch}")
     try:
-        result = export(project, model, args.format, Path(args.output))
-    except ExportError as exc:
-        raise CommandFailed(f"{args.file}: {exc}") from None
+        result = export(project, model, args.format, out)
     except OSError as exc:
-        raise CommandFailed(f"cannot write {args.output}: {exc.strerror}") from None
+        raise write_failed(out, exc) from None
+    except ExportError as exc:
+        raise CliError(f"{args.file}: {exc}") from None
     print(f"wrote {result.path}: {result.detail}")
     return 0

@@ -1,8 +1,9 @@
 """`layerlab train`: headless training with a progress bar and atomically written results.
 
-Nothing is written until the run is known to be able to start; every file is replaced
-atomically at each epoch's end, so an interrupted run (Ctrl+C stops at the next batch)
-leaves either the previous files or complete new ones.
+The output folder is checked before any work starts (writable; not another project's run,
+unless --force), but nothing is written until the run is known to be able to start; every
+file is replaced atomically at each epoch's end, so an interrupted run (Ctrl+C stops at the
+next batch) leaves either the previous files or complete new ones.
 """
 
 from __future__ import annotations
@@ -17,18 +18,25 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from layerlab.command import CommandFailed, graph_problems
+from layerlab.cli import CliError
+from layerlab.cli.common import check_folder, graph_problems, read_project, write_failed
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.datasets import DatasetError
-from layerlab.core.errors import GraphError
-from layerlab.core.project import Project
+from layerlab.core.errors import GraphError, ProjectFileError
+from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.settings import settings_from, with_overrides
-from layerlab.core.trainer import EpochRecord, Record, StepRecord, Trainer, TrainingError
+from layerlab.core.trainer import (
+    EpochRecord,
+    Record,
+    StepRecord,
+    Trainer,
+    TrainingError,
+    distributed_rank,
+)
 from layerlab.core.weights import WeightsError, load_weights, save_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
-
-
+RUN_FILES = ("weights.safetensors", "metrics.csv", "project.layerlab.json", "checkpoint.pt")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file")
@@ -36,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, metavar="N")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--lr", type=float, metavar="X")
-    parser.add_argument("--optimizer", metavar="NAME")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--optimizer", metavar="NAME", help="sgd, momentum, adagrad, "
+                        "rmsprop, adam or adamw (any case)")
+    parser.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps")
     parser.add_argument("--seed", type=int, metavar="N")
     parser.add_argument("--out", metavar="DIR", help="where to write results (default "
                         "runs/<project file name>)")
@@ -46,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-weights", metavar="W",
                         help="start from these weights (safetensors or a PyTorch state dict), "
                              "matched by name and shape: fine-tuning")
+    parser.add_argument("--force", action="store_true", help="write into DIR even when it "
+                        "holds another project's run or files LayerLab did not write")
 
 
 def prepare(project: Project, args: argparse.Namespace) -> Trainer:
@@ -57,13 +68,13 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
     except GraphError as exc:
         raise graph_problems(args.file, exc) from None
     except (DatasetError, TrainingError) as exc:
-        raise CommandFailed(f"{args.file}: {exc}") from None
+        raise CliError(f"{args.file}: {exc}") from None
     project.training = with_overrides(project.training, **overrides)
     if args.init_weights:
         try:
             report = load_weights(trainer.model, args.init_weights)
         except WeightsError as exc:
-            raise CommandFailed(str(exc)) from None
+            raise CliError(str(exc)) from None
         if trainer.rank == 0:
             for line in report.lines():
                 print(f"init weights: {line}", file=sys.stderr)
@@ -71,12 +82,13 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
         try:
             trainer.load_checkpoint(Path(args.resume))
         except TrainingError as exc:
-            raise CommandFailed(str(exc)) from None
+            raise CliError(str(exc)) from None
     return trainer
 
 
-def run(project: Project, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train; under torchrun (WORLD_SIZE > 1) data-parallel, with rank 0 alone writing."""
+    project = read_project(args.file)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         _init_distributed(args.device)
@@ -101,15 +113,18 @@ def _init_distributed(device: str | None) -> None:
 
 
 def _run(project: Project, args: argparse.Namespace) -> int:
+    out = Path(args.out or Path("runs") / Path(args.file).name.split(".")[0])
+    if distributed_rank()[0] == 0:  # the one process that writes
+        check_folder(out)
+        check_run_folder(out, project, args.force)
     trainer = prepare(project, args)
     if trainer.rank != 0:  # the other processes train and stay quiet
         state = trainer.run()
         return 0 if state == "finished" else 130
-    out = Path(args.out or Path("runs") / Path(args.file).name.split(".")[0])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CommandFailed(f"cannot create {out}: {exc.strerror}") from None
+        raise write_failed(out, exc) from None
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
     trainer.add_listener(lambda r: _save_if_epoch(r, trainer, project, out))
@@ -117,14 +132,50 @@ def _run(project: Project, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         state = trainer.run()
+        save_results(trainer, project, out)
     except TrainingError as exc:
-        raise CommandFailed(f"{args.file}: {exc}") from None
+        raise CliError(f"{args.file}: {exc}") from None
+    except OSError as exc:  # the folder was fine at the start: a full disk, a lost mount
+        raise write_failed(out, exc) from None
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    save_results(trainer, project, out)
     print(summary(trainer, state, time.perf_counter() - start, out))
     return 0 if state == "finished" else 130
+
+
+def check_run_folder(out: Path, project: Project, force: bool) -> None:
+    """Refuse (without --force) to write into a folder that holds another project's run or
+    files LayerLab did not write. A run is this project's when its snapshot has this
+    project's name: retraining an edited design replaces its own run."""
+    if not out.is_dir() or force:
+        return
+    foreign = sorted(name for name in os.listdir(out)
+                     if name not in RUN_FILES and not _our_temporary(name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
+        raise CliError(f"{out} holds files LayerLab did not write ({shown}); use --force to "
+                       "write the run there anyway, or choose another --out")
+    snapshot = out / "project.layerlab.json"
+    if not snapshot.exists():
+        return
+    try:
+        data = parse_json(snapshot.read_bytes(), str(snapshot))
+    except (OSError, ProjectFileError):
+        data = {}
+    if data.get("format") != FORMAT:
+        raise CliError(f"{snapshot} is not a run's project snapshot; use --force to replace "
+                       "it, or choose another --out")
+    other = data.get("name", Project().name)
+    if other != project.name:
+        raise CliError(f"{out} holds a run of another project ({other!r}, not "
+                       f"{project.name!r}); use --force to replace it, or choose another "
+                       "--out")
+
+
+def _our_temporary(name: str) -> bool:
+    """A temporary file an interrupted atomic write left (core.atomic names them so)."""
+    return any(name.startswith(f".{run}.") and ".tmp" in name for run in RUN_FILES)
 
 
 def _stop_on_interrupt(trainer: Trainer):

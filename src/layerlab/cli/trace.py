@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from layerlab.command import CommandFailed, graph_problems, print_table
-from layerlab.core.catalogue import CATALOGUE
+from layerlab.cli import CliError
+from layerlab.cli.common import graph_problems, print_table, read_project
 from layerlab.core.datasets import DatasetError
 from layerlab.core.diagnostics import diagnose, update_ratios
 from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.spec import fmt_shape
+from layerlab.core.tracer import StepTrace
 from layerlab.core.trainer import Trainer, TrainingError
 from layerlab.core.weights import WeightsError, load_weights
 
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="N")
 
 
-def run(project: Project, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    project = read_project(args.file)
     try:
         settings = settings_from(project.training, dataset=args.dataset,
                                  batch_size=args.batch_size, seed=args.seed, device="cpu")
@@ -33,23 +35,23 @@ def run(project: Project, args: argparse.Namespace) -> int:
     except GraphError as exc:
         raise graph_problems(args.file, exc) from None
     except (DatasetError, TrainingError) as exc:
-        raise CommandFailed(f"{args.file}: {exc}") from None
+        raise CliError(f"{args.file}: {exc}") from None
     if args.weights:
         try:
             report = load_weights(trainer.model, args.weights)
         except WeightsError as exc:
-            raise CommandFailed(str(exc)) from None
+            raise CliError(str(exc)) from None
         for line in report.lines():
             print(f"weights: {line}")
     try:
         trace = trainer.trace_next_batch()
     except TrainingError as exc:
-        raise CommandFailed(f"{args.file}: {exc}") from None
-    print_trace(project, trace)
+        raise CliError(f"{args.file}: {exc}") from None
+    print_trace(project, trace, trainer.objective.loss_type)
     return 0
 
 
-def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
+def print_trace(project: Project, trace: StepTrace, loss_type: str) -> None:
     grads = dict(trace.grad_stats)
     rows = [("node", "type", "output", "mean", "std", "min", "max", "zeros", "dL/dy norm")]
     for node, _ in trace.forward:
@@ -59,7 +61,7 @@ def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
                      f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.min:.3g}", f"{s.max:.3g}",
                      f"{100 * s.zeros:.0f}%", "—" if g is None else f"{g.norm:.3g}"))
     print_table(rows)
-    print(f"\nloss ({_loss_type(project)}): {float(trace.loss):.6g}")
+    print(f"\nloss ({loss_type}): {float(trace.loss):.6g}")
     ratios = update_ratios(trace)
     rows = [("parameter", "shape", "norm", "grad norm", "update/weight")]
     for key, stats in trace.param_stats.items():
@@ -74,8 +76,3 @@ def print_trace(project: Project, trace) -> None:  # noqa: ANN001 - StepTrace
     for verdict in verdicts:
         print(f"  {verdict.message}")
     print(f"\n({trace.kept['note']})")
-
-
-def _loss_type(project: Project) -> str:
-    return next(d["type"] for _, d in project.graph.nodes(data=True)
-                if d.get("type") in CATALOGUE and CATALOGUE[d["type"]].is_loss)
