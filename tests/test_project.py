@@ -90,8 +90,11 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("mutate", "location", "words"), [
     (lambda d: d["training"]["optimizer"].update(name="adamm"), "training.optimizer.name",
-     "unknown optimizer 'adamm'"),
-    (lambda d: d["training"].update(batch_size=0), "training.batch_size", "at least 1"),
+     "optimizer (--optimizer) must be one of sgd, momentum, adagrad, rmsprop, adam, adamw, "
+     "not 'adamm'"),
+    (lambda d: d["training"].update(batch_size=0), "training.batch_size",
+     "batch size (--batch-size) must be a whole number at least 1 and at most 1,000,000, "
+     "not 0"),
     (lambda d: d["training"]["optimizer"].update(lr=-1), "training.optimizer.lr", "above 0"),
     (lambda d: d["training"].update(device="tpu"), "training.device", "one of auto"),
     (lambda d: d["graph"]["nodes"].append({"id": "fc1", "type": "ReLU"}), "fc1",

@@ -56,9 +56,12 @@ def test_resume_continues_to_the_requested_epochs(tmp_path, capsys):
 @pytest.mark.parametrize(("args", "words"), [
     (["--dataset", "spiral"], "dataset spiral gives samples of shape [2], but Input node "
                               "input expects [64]"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of spiral"),
-    (["--optimizer", "adamax"], "training.optimizer.name: unknown optimizer 'adamax'"),
-    (["--batch-size", "0"], "training.batch_size must be a whole number at least 1"),
+    (["--dataset", "imagenet"], "training.dataset.name: dataset (--dataset) must be one "
+                                "of spiral"),
+    (["--optimizer", "adamax"], "training.optimizer.name: optimizer (--optimizer) must be "
+     "one of sgd, momentum, adagrad, rmsprop, adam, adamw, not 'adamax'"),
+    (["--batch-size", "0"], "training.batch_size: batch size (--batch-size) must be a whole "
+     "number at least 1"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--lr", "-1"], ""),
 ])
 def test_refused_runs_say_why_and_write_nothing(tmp_path, capsys, args, words):

@@ -190,7 +190,7 @@ def test_a_stopped_run_resumes_exactly_from_its_checkpoint(tmp_path):
 def test_nan_stops_the_run_and_names_the_first_bad_node():
     g = chain_graph([4], ("Linear", {"out_features": 8}), ("ReLU", {}),
                     ("Linear", {"out_features": 3}), loss="CrossEntropyLoss")
-    project = tiny_project("sgd", lr=1e30, epochs=50)
+    project = tiny_project("sgd", lr=1e6, epochs=50)
     project.graph = g
     trainer = make_trainer(project)
     records = []

@@ -175,11 +175,13 @@ def test_the_optimizers_arguments_are_edited_and_stored_in_the_project(window, q
 
 def test_a_diverging_run_says_which_node_failed_and_train_starts_afresh(window, qtbot):
     window.open_example("digits-mlp")
-    window.training.lr.setText("1e30")
+    window.training.optimizer.setCurrentText("sgd")
+    window.training.lr.setText("1e6")
     window.training.lr.editingFinished.emit()
     window.actions["actionTrain"].trigger()
     qtbot.waitUntil(lambda: window.training.error.text() != "", timeout=30_000)
-    assert "the first non-finite output is" in window.training.error.text()
+    assert "step" in window.training.error.text()
+    assert window.training.error.text().endswith("lower the learning rate (now 1e+06)")
     qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=5000)
     window.doc.undo_stack.undo()  # back to lr 0.001
     set_spin(qtbot, window, "epochs", 1)

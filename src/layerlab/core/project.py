@@ -20,13 +20,12 @@ from typing import Any
 import networkx as nx
 
 from layerlab.core.atomic import atomic_write_text
-from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.errors import GraphError, ProjectFileError
+from layerlab.core.validation import normalise_training, training_problems
 
 FORMAT = "layerlab-project"
 VERSION = 1
 KNOWN_KEYS = ("format", "version", "name", "graph", "training")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 DEFAULT_TRAINING: dict[str, Any] = {
     "dataset": {"name": "spiral", "options": {}, "validation_split": 0.1},
@@ -252,42 +251,6 @@ def _read_training(training: Any, errors: list[Error]) -> dict[str, Any]:
             merged[key] = copy.deepcopy(DEFAULT_TRAINING[key])
         elif key in training:
             merged[key] = {**DEFAULT_TRAINING[key], **training[key]}
-    errors.extend(training_errors(merged))
+    merged = normalise_training(merged)
+    errors.extend(training_problems(merged))
     return merged
-
-
-def training_errors(t: dict[str, Any]) -> list[Error]:
-    """Every problem with a training section whose dataset and optimizer are objects."""
-    errors: list[Error] = []
-
-    def number(where: str, value: Any, low: float, high: float = math.inf,
-               integer: bool = False, open_low: bool = False) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            math.isfinite(value) and (value > low if open_low else value >= low) and \
-            value <= high and (not integer or isinstance(value, int))
-        if not ok:
-            kind = "a whole number" if integer else "a number"
-            bound = f"above {low}" if open_low else f"at least {low}"
-            errors.append((where, f"{where} must be {kind} {bound}, not {value!r}"))
-
-    opt = t["optimizer"]
-    if opt.get("name") not in OPTIMIZERS:
-        errors.append(("training.optimizer.name", f"unknown optimizer {opt.get('name')!r}; "
-                       f"choose one of {', '.join(OPTIMIZERS)}"))
-    number("training.optimizer.lr", opt.get("lr"), 0.0, open_low=True)
-    number("training.batch_size", t["batch_size"], 1, integer=True)
-    number("training.epochs", t["epochs"], 1, integer=True)
-    number("training.l1", t["l1"], 0.0)
-    number("training.l2", t["l2"], 0.0)
-    number("training.seed", t["seed"], 0, integer=True)
-    split = t["dataset"].get("validation_split", 0.1)
-    number("training.dataset.validation_split", split, 0.0, 0.9)
-    if not isinstance(t["dataset"].get("name"), str):
-        errors.append(("training.dataset.name", "training.dataset.name must be text"))
-    if not isinstance(t["dataset"].get("options", {}), dict):
-        errors.append(("training.dataset.options", "training.dataset.options must be an "
-                                                   "object"))
-    if t["device"] not in DEVICES:
-        errors.append(("training.device", f"training.device must be one of "
-                       f"{', '.join(DEVICES)}, not {t['device']!r}"))
-    return errors

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,17 +11,10 @@ import torch
 
 from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.errors import GraphError
-from layerlab.core.project import training_errors
+from layerlab.core.validation import canonical, training_problems
 
-OPTIMIZER_ARGS = {
-    "sgd": ("lr", "weight_decay", "nesterov", "dampening"),
-    "momentum": ("lr", "momentum", "weight_decay", "nesterov", "dampening"),
-    "adagrad": ("lr", "eps", "weight_decay", "lr_decay", "initial_accumulator_value"),
-    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
-    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
-    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
-}
-SCHEDULERS = {"step": ("step_size", "gamma"), "cosine": ("eta_min",)}
+CHOICE_OVERRIDES = {"dataset": "dataset.name", "optimizer": "optimizer.name",
+                    "device": "device"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +48,8 @@ def with_overrides(training: dict[str, Any], **overrides: Any) -> dict[str, Any]
     for key, value in overrides.items():
         if value is None:
             continue
+        if key in CHOICE_OVERRIDES:  # `--optimizer Adam` means adam
+            value = canonical(CHOICE_OVERRIDES[key], value)
         if key == "dataset":
             if value != t["dataset"].get("name"):
                 t["dataset"] = {**t["dataset"], "name": value, "options": {}}
@@ -73,7 +67,7 @@ def settings_from(training: dict[str, Any], **overrides: Any) -> TrainSettings:
     """Settings from a (defaults-filled) training section plus command-line overrides;
     GraphError lists every problem by its JSON location."""
     t = with_overrides(training, **overrides)
-    errors = training_errors(t) + _extra_errors(t)
+    errors = training_problems(t)
     if errors:
         raise GraphError(errors)
     opt = dict(t["optimizer"])
@@ -87,43 +81,6 @@ def settings_from(training: dict[str, Any], **overrides: Any) -> TrainSettings:
         clip_grad_norm=t.get("clip_grad_norm"), scheduler=t.get("scheduler"),
         precision=t.get("precision", "float32"), accumulate=t.get("accumulate", 1),
     )
-
-
-def _extra_errors(t: dict[str, Any]) -> list[tuple[str | None, str]]:
-    errors: list[tuple[str | None, str]] = []
-    name = t["optimizer"].get("name")
-    if name in OPTIMIZER_ARGS:
-        for key in t["optimizer"]:
-            if key != "name" and key not in OPTIMIZER_ARGS[name]:
-                errors.append((f"training.optimizer.{key}", f"optimizer {name} takes no "
-                               f"argument {key!r} (it takes {', '.join(OPTIMIZER_ARGS[name])})"))
-    clip = t.get("clip_grad_norm")
-    if clip is not None and not (_number(clip) and clip > 0):
-        errors.append(("training.clip_grad_norm", "training.clip_grad_norm must be a number "
-                       f"above 0, or null, not {clip!r}"))
-    if t.get("precision", "float32") not in ("float32", "bfloat16"):
-        errors.append(("training.precision", "training.precision must be float32 or "
-                       f"bfloat16, not {t['precision']!r}"))
-    acc = t.get("accumulate", 1)
-    if isinstance(acc, bool) or not isinstance(acc, int) or acc < 1:
-        errors.append(("training.accumulate", "training.accumulate must be a whole number of "
-                       f"at least 1, not {acc!r}"))
-    sched = t.get("scheduler")
-    if sched is not None:
-        if not isinstance(sched, dict) or sched.get("name") not in SCHEDULERS:
-            errors.append(("training.scheduler", "training.scheduler must be null or "
-                           f"{{\"name\": \"step\" or \"cosine\", …}}, not {sched!r}"))
-        else:
-            for key in sched:
-                if key != "name" and key not in SCHEDULERS[sched["name"]]:
-                    errors.append((f"training.scheduler.{key}", f"scheduler {sched['name']} "
-                                   f"takes no argument {key!r}"))
-    return errors
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
 
 
 def make_optimizer(settings: TrainSettings,
