@@ -6,7 +6,7 @@ import argparse
 
 from layerlab.cli import CliError
 from layerlab.cli.common import graph_problems, print_table, read_project
-from layerlab.core.datasets import DatasetError
+from layerlab.core.datasets import DATASETS, DatasetError
 from layerlab.core.diagnostics import diagnose, update_ratios
 from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file")
     parser.add_argument("--weights", metavar="W", help="safetensors or PyTorch weights to "
                         "start from (default: the project's initialisation)")
-    parser.add_argument("--dataset", metavar="NAME")
+    parser.add_argument("--dataset", metavar="NAME", help=f"{', '.join(DATASETS)} (any case)")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--seed", type=int, metavar="N")
 

@@ -21,7 +21,8 @@ from types import FrameType
 from layerlab.cli import CliError
 from layerlab.cli.common import check_folder, graph_problems, read_project, write_failed
 from layerlab.core.atomic import atomic_write_text
-from layerlab.core.datasets import DatasetError
+from layerlab.core.catalogue import OPTIMIZERS
+from layerlab.core.datasets import DATASETS, DatasetError
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.settings import settings_from, with_overrides
@@ -33,20 +34,22 @@ from layerlab.core.trainer import (
     TrainingError,
     distributed_rank,
 )
+from layerlab.core.validation import DEVICES
 from layerlab.core.weights import WeightsError, load_weights, save_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
 RUN_FILES = ("weights.safetensors", "metrics.csv", "project.layerlab.json", "checkpoint.pt")
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file")
-    parser.add_argument("--dataset", metavar="NAME")
+    parser.add_argument("--dataset", metavar="NAME", help=f"{', '.join(DATASETS)} (any case)")
     parser.add_argument("--epochs", type=int, metavar="N")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--lr", type=float, metavar="X")
-    parser.add_argument("--optimizer", metavar="NAME", help="sgd, momentum, adagrad, "
-                        "rmsprop, adam or adamw (any case)")
-    parser.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps")
+    parser.add_argument("--optimizer", metavar="NAME",
+                        help=f"{', '.join(OPTIMIZERS)} (any case)")
+    parser.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (any case)")
     parser.add_argument("--seed", type=int, metavar="N")
     parser.add_argument("--out", metavar="DIR", help="where to write results (default "
                         "runs/<project file name>)")
