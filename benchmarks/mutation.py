@@ -1,0 +1,222 @@
+"""Mutation score of layerlab.core, per module, with mutmut (configured in pyproject.toml).
+
+    .venv/bin/python benchmarks/mutation.py                 # sample, run, report
+    .venv/bin/python benchmarks/mutation.py --report        # report the last results only
+    .venv/bin/python benchmarks/mutation.py --group settings --survivors   # one group, diffs
+
+mutmut writes every mutant of the configured modules into mutants/ (a copy of src/; the
+source is never touched). This script then
+- leaves out string-literal mutants (mutmut 3 has no switch for them): a mutant whose diff
+  differs from the original only inside string literals, compared token by token;
+- leaves out the equivalent mutants listed in EQUIVALENT, each with its reason;
+- draws a seeded random sample of at most --per-group mutants from each group of
+  modules (GROUPS: the figures the team tracks);
+- runs them with one worker (`mutmut run --max-children 1 NAMES`), each against only the
+  tests that call the mutated function;
+- prints killed/total per module, per group and overall. A timeout counts as killed; a
+  mutant no selected test reaches ("no tests") counts as survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = Path("src")
+CORE = SRC / "layerlab" / "core"
+MUTANTS = Path("mutants")
+
+GROUPS = {
+    "trainer": ["trainer.py"],
+    "settings": ["settings.py"],
+    "spec/shapes/layers": ["spec.py", "shapes.py", "layers/activation.py", "layers/common.py",
+                           "layers/conv.py", "layers/dense.py", "layers/loss.py",
+                           "layers/merge.py", "layers/norm.py", "layers/sequence.py"],
+    "objective": ["objective.py"],
+    "datasets": ["datasets.py"],
+    "diagnostics": ["diagnostics.py"],
+    "pycode": ["pycode.py"],
+    "export": ["export.py"],
+}
+
+# Mutants that behave exactly as the original for every input, so no test can kill them.
+# Keyed by mutmut's name; each reason says why. Names hold while the function is unchanged.
+EQUIVALENT: dict[str, str] = {}
+
+KILLED = {1, 3, 24, -24, 152, 255, 36}  # test failure, pytest internal error, timeouts
+
+
+def string_only(diff: str) -> bool:
+    """Whether the mutant changes nothing but the text inside string literals."""
+    removed = "\n".join(line[1:] for line in diff.splitlines()
+                        if line.startswith("-") and not line.startswith("---"))
+    added = "\n".join(line[1:] for line in diff.splitlines()
+                      if line.startswith("+") and not line.startswith("+++"))
+    return _shape(removed) == _shape(added) is not None
+
+
+def _shape(code: str) -> list[tuple[int, str]] | None:
+    """The code's tokens with every string literal's text blanked (None: not tokenizable)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return [(t.type, "" if t.type == tokenize.STRING else t.string) for t in tokens
+            if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                              tokenize.COMMENT, tokenize.ENDMARKER)]
+
+
+def sync_copy() -> None:
+    """mutmut copies src/ once and then keeps modules it does not mutate as they were:
+    bring those up to date with the working tree (other modules change too)."""
+    if not (MUTANTS / SRC).exists():
+        return
+    for copy in (MUTANTS / SRC).rglob("*.py"):
+        if not (SRC / copy.relative_to(MUTANTS / SRC)).exists():
+            copy.unlink()
+    for source in SRC.rglob("*"):
+        if source.is_dir() or "__pycache__" in source.parts:
+            continue
+        copy = MUTANTS / source
+        if source.suffix == ".py" and _mutated(source):
+            continue
+        if not copy.exists() or not filecmp.cmp(source, copy, shallow=False):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy)
+
+
+def _mutated(path: Path) -> bool:
+    return any(path.is_relative_to(CORE / name) or path == CORE / name
+               for names in GROUPS.values() for name in names)
+
+
+def generate() -> None:
+    """Write every mutant into mutants/ (as `mutmut run` does first), run nothing."""
+    from mutmut.__main__ import create_mutants
+    from mutmut.mutation.trampoline import set_mutant_under_test
+    from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, setup_source_paths
+
+    set_mutant_under_test("mutant_generation")
+    MUTANTS.mkdir(exist_ok=True)
+    copy_src_dir()
+    copy_also_copy_files()
+    setup_source_paths()
+    create_mutants(1)
+    set_mutant_under_test("")
+
+
+def load_meta(module: str) -> dict[str, int | None]:
+    meta = MUTANTS / CORE / f"{module}.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def candidates(module: str, cache: dict[str, bool]) -> tuple[list[str], int]:
+    """The module's mutants less the string-literal ones, and how many were left out."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    meta = MUTANTS / CORE / f"{module}.meta"
+    hashes = json.loads(meta.read_text())["hash_by_function_name"] if meta.exists() else {}
+    names, strings = [], 0
+    for name in sorted(load_meta(module)):
+        function = name.rpartition(".")[2].rpartition("__mutmut_")[0]
+        key = f"{name}@{hashes.get(function)}"  # a changed function renumbers its mutants
+        if key not in cache:
+            cache[key] = string_only(get_diff_for_mutant(name, path=CORE / module))
+        if cache[key]:
+            strings += 1
+        elif name not in EQUIVALENT:
+            names.append(name)
+    return names, strings
+
+
+def sample(groups: list[str], per_group: int, seed: int) -> dict[str, tuple[list[str], int, int]]:
+    """module -> (its sampled names, its mutants after the string filter, its string
+    mutants). Each group's sample is drawn from all of its modules' mutants together."""
+    cache_path = MUTANTS / "string-mutants.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    chosen = {}
+    for group in groups:
+        pool = {module: candidates(module, cache) for module in GROUPS[group]}
+        everyone = [n for names, _ in pool.values() for n in names]
+        picked = set(random.Random(f"{seed}:{group}").sample(everyone,
+                                                             min(per_group, len(everyone))))
+        for module, (names, strings) in pool.items():
+            chosen[module] = ([n for n in names if n in picked], len(names), strings)
+    cache_path.write_text(json.dumps(cache))
+    return chosen
+
+
+def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> None:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    print(f"{'module':28} {'killed/sampled':>14} {'score':>6}   (of N, string mutants left out)")
+    total_k = total_n = 0
+    for group, modules in GROUPS.items():
+        group_k = group_n = 0
+        for module in modules:
+            if module not in chosen:
+                continue
+            names, population, strings = chosen[module]
+            codes = load_meta(module)
+            killed = [n for n in names if codes.get(n) in KILLED]
+            unrun = [n for n in names if codes.get(n) is None]
+            group_k, group_n = group_k + len(killed), group_n + len(names)
+            note = f" ({len(unrun)} not run yet)" if unrun else ""
+            print(f"  {module:26} {len(killed):>6}/{len(names):<7} {_pct(len(killed), len(names))}"
+                  f"   (of {population}, {strings} string){note}")
+            if survivors:
+                for name in names:
+                    if codes.get(name) not in KILLED:
+                        print(f"    # {name}: exit {codes.get(name)}")
+                        print(_indent(get_diff_for_mutant(name, path=CORE / module)))
+        if group_n:
+            print(f"{group:28} {group_k:>6}/{group_n:<7} {_pct(group_k, group_n)}")
+        total_k, total_n = total_k + group_k, total_n + group_n
+    print(f"{'overall':28} {total_k:>6}/{total_n:<7} {_pct(total_k, total_n)}")
+    if EQUIVALENT:
+        print(f"equivalent mutants left out: {len(EQUIVALENT)} (see EQUIVALENT)")
+
+
+def _pct(k: int, n: int) -> str:
+    return f"{100 * k / n:5.1f}%" if n else "    -"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("      " + line for line in text.splitlines()[2:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-group", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group", action="append", choices=list(GROUPS),
+                        help="only these groups (repeatable); default all")
+    parser.add_argument("--report", action="store_true", help="report, run nothing")
+    parser.add_argument("--survivors", action="store_true", help="show survivors' diffs")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    groups = args.group or list(GROUPS)
+    if not args.report:
+        sync_copy()
+        generate()
+    chosen = sample(groups, args.per_group, args.seed)
+    names = [n for picked, _, _ in chosen.values() for n in picked]
+    if not args.report and names:
+        mutmut = Path(sys.executable).with_name("mutmut")
+        subprocess.run([str(mutmut), "run", "--max-children", "1", *names], check=False)
+    report(chosen, args.survivors)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
