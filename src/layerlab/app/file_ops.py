@@ -9,9 +9,11 @@ from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from layerlab.app.document import Document
+from layerlab.app.training_dock import TrainingDock
+from layerlab.core.atomic import atomic_write_text
 from layerlab.core.errors import GraphError, ProjectFileError, format_error
 from layerlab.core.examples import example_text
-from layerlab.core.project import Project, load_project, parse_json
+from layerlab.core.project import Project, load_project_lenient, parse_json
 
 MAX_RECENT = 8
 FILE_FILTER = "LayerLab projects (*.layerlab.json *.json);;All files (*)"
@@ -39,6 +41,7 @@ class FilesMixin:
 
     doc: Document
     settings: QSettings
+    training: TrainingDock
 
     def confirm_discard(self) -> bool:
         """True when there are no unsaved changes, or the person saved or discarded them."""
@@ -71,17 +74,29 @@ class FilesMixin:
             self.open_path(Path(path), confirmed=True)
 
     def open_path(self, path: Path, confirmed: bool = False) -> bool:
-        """Open a project file; a file that fails to load changes nothing and says why."""
+        """Open a project file, with any problems a person can fix listed (its training
+        settings, its name; the graph's own show in the inspector). Only a file that cannot
+        be read as a project changes nothing, and a dialog says why."""
         if not confirmed and not self.confirm_discard():
             return False
         try:
-            project = load_project(path)
+            project, problems = load_project_lenient(path)
         except (ProjectFileError, GraphError) as exc:
             self.show_error("Cannot open project", describe_load_error(path, exc))
             return False
         self.set_project(project)
-        self._remember(path)
+        self.opened(path, problems)
         return True
+
+    def opened(self, path: Path, problems: list[tuple[str | None, str]]) -> None:
+        """Remember a file just opened and list its problems below the training controls
+        (each also marks its field)."""
+        self._remember(path)
+        if problems:
+            self.training.show_message(f"{path.name} has problems to fix before training:\n"
+                                       + "\n".join(f"• {message}" for _, message in problems))
+            self.statusBar().showMessage(f"Opened {path.name} with {len(problems)} "
+                                         "problem(s): see the training panel.", 10_000)
 
     def open_example(self, name: str) -> None:
         if self.confirm_discard():
@@ -140,7 +155,7 @@ class FilesMixin:
         if not self.doc.undo_stack.isClean():
             data = self.doc.project.to_dict()
             data["recovery_of"] = str(self.doc.project.path or "")
-            recovery_path().write_text(json.dumps(data), encoding="utf-8")
+            atomic_write_text(recovery_path(), json.dumps(data))
 
     def offer_recovery(self) -> None:
         path = recovery_path()
@@ -149,7 +164,7 @@ class FilesMixin:
         try:
             data = parse_json(path.read_bytes(), str(path))
             origin = data.pop("recovery_of", "")
-            project = Project.from_dict(data, str(path))
+            project, _ = Project.read(data, str(path))
         except (ProjectFileError, GraphError):
             path.unlink(missing_ok=True)
             return

@@ -155,7 +155,8 @@ class MainWindow(FilesMixin, QMainWindow):
                                          lambda checked=False, f=fmt, s=suffix, t=title:
                                          self.export_dialog(f, s, t)))
         file.addSeparator()
-        file.addAction(self.action("actionQuit", "&Quit", self.close, k.Quit))
+        # k.Quit has no keys outside GNOME, KDE and macOS: Ctrl+Q (Cmd+Q on macOS) everywhere
+        file.addAction(self.action("actionQuit", "&Quit", self.close, "Ctrl+Q"))
         edit = bar.addMenu("&Edit")
         edit.setObjectName("editMenu")
         undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
@@ -285,8 +286,9 @@ class MainWindow(FilesMixin, QMainWindow):
         self.view.context_actions = [self.actions[n] for n in (
             "actionFreeze", "actionDuplicate", "actionCopy", "actionDelete")]
         self.training.controller.worker.done.connect(self._job_done)
+        self.training.controller.started.connect(self.write_recovery)  # a crash loses nothing
         self.training.boundaryChanged.connect(self._thumbnails)
-        self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.scene.message.connect(self._scene_message)
         self.scene.selectionChanged.connect(self._selection_changed)
         self.inspector.selectNode.connect(self.select_node)
         self.palette_widget.activated.connect(self.add_from_palette)
@@ -369,10 +371,18 @@ class MainWindow(FilesMixin, QMainWindow):
             self.statusBar().clearMessage()
 
     def _attach(self, doc: Document) -> None:
-        doc.undo_stack.cleanChanged.connect(lambda clean: self.update_title())
+        # bound methods, not lambdas: Qt drops them with the window, so the undo stack's last
+        # signal, sent while the window is being destroyed, reaches nothing
+        doc.undo_stack.cleanChanged.connect(self._clean_changed)
         doc.analysisChanged.connect(self.update_status)
         doc.locked.connect(self._locked)
         self.update_status()
+
+    def _clean_changed(self, clean: bool) -> None:
+        self.update_title()
+
+    def _scene_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 6000)
 
     # -- document replacement ---------------------------------------------------------
     def set_project(self, project: Project) -> None:

@@ -1,24 +1,28 @@
 """The training dock: settings (stored in the project), run controls, progress, live plots,
-the decision boundary, a dataset preview and the results of a run."""
+the decision boundary, a dataset preview and the results of a run.
+
+The settings form asks core what each field means: a value core refuses is marked on its
+field (and Train says why it is off) and never reaches the document or the undo stack, so
+every file the window saves opens again.
+"""
 
 from __future__ import annotations
 
-import ast
-import copy
-import re
 import time
 from typing import Any
 
 import torch
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
+    QScrollArea,
     QSpinBox,
     QTabWidget,
     QToolButton,
@@ -29,13 +33,25 @@ from PySide6.QtWidgets import (
 from layerlab.app.commands import SetTraining
 from layerlab.app.document import Document
 from layerlab.app.plots import RunPlots
-from layerlab.app.training_worker import TrainingWorker
+from layerlab.app.training_controller import TrainingController
+from layerlab.app.training_form import (
+    ARGUMENTS,
+    FORM_STYLE,
+    IntSpin,
+    format_args,
+    mark,
+    owner,
+    parse_args,
+    with_field,
+)
 from layerlab.app.views import BoundaryView, DatasetPreview, ResultsView
 from layerlab.core.catalogue import CATALOGUE, OPTIMIZERS, REGULARISERS
 from layerlab.core.datasets import DATASETS
 from layerlab.core.insight import BoundaryRecord, PreviewRecord, ResultsRecord
-from layerlab.core.project import Project
-from layerlab.core.trainer import Control, EpochRecord, StepRecord
+from layerlab.core.trainer import EpochRecord, StepRecord
+from layerlab.core.validation import FIELDS, lookup, training_problems
+
+MESSAGE_HEIGHT = 96  # the message area scrolls beyond this; the form keeps its height
 
 
 def devices() -> list[str]:
@@ -45,113 +61,6 @@ def devices() -> list[str]:
     if torch.backends.mps.is_available():
         found.append("mps")
     return found
-
-
-class TrainingController(QObject):
-    """Owns the torch thread and its worker; turns button presses into requests."""
-
-    startRequested = Signal(object, object)
-    previewRequested = Signal(object)
-    exportRequested = Signal(object, str, str)
-    traceRequested = Signal(object, int)
-    sampleTraceRequested = Signal(object, int)
-    loadRequested = Signal(object, str)
-    stateChanged = Signal(str)  # idle, running, paused
-
-    def __init__(self, doc: Document) -> None:
-        super().__init__()
-        self.doc = doc
-        self.thread = QThread()
-        self.thread.setObjectName("torchThread")
-        self.worker = TrainingWorker()
-        self.worker.moveToThread(self.thread)
-        self.startRequested.connect(self.worker.start)
-        self.previewRequested.connect(self.worker.preview)
-        self.exportRequested.connect(self.worker.export)
-        self.traceRequested.connect(self.worker.trace)
-        self.sampleTraceRequested.connect(self.worker.trace_sample)
-        self.loadRequested.connect(self.worker.load)
-        self.worker.stopped.connect(self._ended)
-        self.worker.failed.connect(lambda message: self._ended("failed"))
-        self.thread.start()
-        self.control: Control | None = None
-        self.state = "idle"
-
-    def snapshot(self) -> Project:
-        return Project.from_dict(copy.deepcopy(self.doc.project.to_dict()))
-
-    def train(self, paused: bool = False) -> bool:
-        if self.state != "idle":
-            return False
-        self.control = Control()
-        if paused:
-            self.control.pause()
-        self.doc.set_locked(True)
-        self._set_state("paused" if paused else "running")
-        self.startRequested.emit(self.snapshot(), self.control)
-        return True
-
-    def pause(self) -> None:
-        if self.control is not None and self.state == "running":
-            self.control.pause()
-            self._set_state("paused")
-
-    def resume(self) -> None:
-        if self.control is not None and self.state == "paused":
-            self.control.resume()
-            self._set_state("running")
-
-    def step(self) -> None:
-        if self.state == "idle":
-            self.train(paused=True)
-        if self.control is not None and self.state == "paused":
-            self.control.step()
-
-    def stop(self) -> None:
-        if self.control is not None:
-            self.control.stop()
-
-    def reset(self) -> None:
-        if self.state == "idle":
-            self.worker.reset()
-
-    def preview(self) -> None:
-        self.previewRequested.emit(self.snapshot())
-
-    def export(self, fmt: str, path: str) -> None:
-        """In the torch thread: ONNX export and its onnxruntime check take seconds."""
-        self.exportRequested.emit(self.snapshot(), fmt, path)
-
-    def trace(self, keep: int) -> bool:
-        """Record the next training step (only between runs)."""
-        if self.state != "idle":
-            return False
-        self.traceRequested.emit(self.snapshot(), keep)
-        return True
-
-    def trace_sample(self, index: int) -> bool:
-        """Record one chosen sample of the dataset, without training on it."""
-        if self.state != "idle":
-            return False
-        self.sampleTraceRequested.emit(self.snapshot(), index)
-        return True
-
-    def load_weights(self, path: str) -> None:
-        self.loadRequested.emit(self.snapshot(), path)
-
-    def _ended(self, state: str) -> None:
-        self.doc.set_locked(False)
-        self._set_state("idle")
-
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        self.stateChanged.emit(state)
-
-    def shutdown(self) -> None:
-        """Stop any run and end the thread; the window does this when it closes."""
-        self.stop()
-        self.thread.quit()
-        self.thread.wait(10_000)
 
 
 class TrainingDock(QWidget):
@@ -165,9 +74,16 @@ class TrainingDock(QWidget):
         self.controller = TrainingController(doc)
         self.controller.worker.records.connect(self.receive)
         self.controller.worker.failed.connect(self.show_failure)
+        self.controller.refused.connect(self.show_failure)
         self.controller.stateChanged.connect(self._state_changed)
+        self.controller.started.connect(self._run_started)
+        self.controller.ended.connect(self._run_ended)
         self.actions: dict[str, QAction] = {}
+        self.fields: dict[str, QWidget] = {}
+        self.tips: dict[str, str] = {}  # each field's own tooltip, shown while it is valid
+        self.reasons: dict[str, str] = {}  # field (or file location) → why it cannot be used
         self._filling = False
+        self._new_run = False
         self._start_time = 0.0
         self._build()
         doc.reset.connect(self.clear_run_views)
@@ -179,36 +95,6 @@ class TrainingDock(QWidget):
 
     # -- layout -----------------------------------------------------------------------
     def _build(self) -> None:
-        form = QFormLayout()
-        self.dataset = self._combo("dataset", list(DATASETS))
-        self.split = self._line("validationSplit", "validation split")
-        self.optimizer = self._combo("optimizer", list(OPTIMIZERS))
-        self.rule = QLabel()
-        self.rule.setObjectName("optimizerRule")
-        self.rule.setWordWrap(True)
-        self.opt_args = self._line("optimizerArguments", "optimizer arguments")
-        self.opt_args.setToolTip("The optimizer's other arguments, by torch's names: "
-                                 "momentum=0.9, betas=(0.9, 0.999), eps=1e-08, weight_decay=0")
-        self.lr = self._line("learningRate", "learning rate")
-        self.batch = self._spin("batchSize", 1, 1_000_000)
-        self.epochs = self._spin("epochs", 1, 100_000)
-        self.l1 = self._line("l1", "L1 strength λ₁")
-        self.l1.setToolTip(REGULARISERS["l1"])
-        self.l2 = self._line("l2", "L2 strength λ₂")
-        self.l2.setToolTip(REGULARISERS["l2"])
-        self.seed = self._spin("seed", 0, 2**31 - 1)
-        self.device = self._combo("device", devices())
-        self.loss = QLabel()
-        self.loss.setObjectName("lossDescription")
-        self.loss.setWordWrap(True)
-        for text, widget in (("dataset", self.dataset), ("validation split", self.split),
-                             ("optimizer", self.optimizer), ("", self.rule),
-                             ("arguments", self.opt_args),
-                             ("learning rate", self.lr), ("batch size", self.batch),
-                             ("epochs", self.epochs), ("L1 λ", self.l1), ("L2 λ", self.l2),
-                             ("seed", self.seed), ("device", self.device),
-                             ("loss", self.loss)):
-            form.addRow(text, widget)
         buttons = QHBoxLayout()
         self.buttons: dict[str, QToolButton] = {}
         for name in ("train", "pause", "step", "stop", "reset"):
@@ -222,16 +108,11 @@ class TrainingDock(QWidget):
         self.progress.setAccessibleName("Training progress")
         self.progress.setFormat("ready")
         self.progress.setTextVisible(True)
-        self.error = QLabel()
-        self.error.setObjectName("trainingError")
-        self.error.setAccessibleName("Training error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #e0443e;")
         left = QVBoxLayout()
-        left.addLayout(form)
+        left.addLayout(self._form())
         left.addLayout(buttons)
         left.addWidget(self.progress)
-        left.addWidget(self.error)
+        left.addWidget(self._message_area())
         left.addStretch(1)
         self.plots = RunPlots()
         self.boundary = BoundaryView()
@@ -245,38 +126,106 @@ class TrainingDock(QWidget):
         self.tabs.addTab(self.results, "Results")
         panel = QWidget()
         panel.setLayout(left)
-        panel.setMaximumWidth(330)
+        panel.setStyleSheet(FORM_STYLE)
+        # a short dock scrolls the settings rather than squash their fields
+        settings = QScrollArea()
+        settings.setObjectName("trainingSettings")
+        settings.setAccessibleName("Training settings")
+        settings.setWidget(panel)
+        settings.setWidgetResizable(True)
+        settings.setFrameShape(QFrame.Shape.NoFrame)
+        settings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        settings.setMaximumWidth(345)
         layout = QHBoxLayout(self)
-        layout.addWidget(panel)
+        layout.addWidget(settings)
         layout.addWidget(self.tabs, 1)
 
-    def _combo(self, name: str, items: list[str]) -> QComboBox:
+    def _form(self) -> QFormLayout:
+        self.dataset = self._combo("dataset", "dataset.name", list(DATASETS))
+        self.split = self._line("validationSplit", "dataset.validation_split")
+        self.optimizer = self._combo("optimizer", "optimizer.name", list(OPTIMIZERS))
+        self.rule = self._note("optimizerRule")
+        self.opt_args = self._line("optimizerArguments", ARGUMENTS,
+                                   "The optimizer's other arguments, by torch's names: "
+                                   "momentum=0.9, betas=(0.9, 0.999), eps=1e-08, "
+                                   "weight_decay=0")
+        self.lr = self._line("learningRate", "optimizer.lr")
+        self.batch = self._spin("batchSize", "batch_size")
+        self.epochs = self._spin("epochs", "epochs")
+        self.l1 = self._line("l1", "l1", REGULARISERS["l1"])
+        self.l2 = self._line("l2", "l2", REGULARISERS["l2"])
+        self.seed = self._spin("seed", "seed")
+        self.device = self._combo("device", "device", devices())
+        self.loss = self._note("lossDescription")
+        form = QFormLayout()
+        for key, widget in self.fields.items():
+            form.addRow("arguments" if key == ARGUMENTS else _label(key), widget)
+            if key == "optimizer.name":
+                form.addRow("", self.rule)
+        form.addRow("loss", self.loss)
+        return form
+
+    def _message_area(self) -> QScrollArea:
+        """Why a run failed or cannot start: it wraps and scrolls, the form keeps its size."""
+        self.error = QLabel()
+        self.error.setObjectName("trainingError")
+        self.error.setAccessibleName("Training error")
+        self.error.setWordWrap(True)
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.error.setStyleSheet("color: #e0443e;")
+        self.message_area = QScrollArea()
+        self.message_area.setObjectName("trainingMessages")
+        self.message_area.setAccessibleName("Training messages")
+        self.message_area.setWidget(self.error)
+        self.message_area.setWidgetResizable(True)
+        self.message_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.message_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.message_area.setFixedHeight(MESSAGE_HEIGHT)
+        self.message_area.hide()
+        return self.message_area
+
+    def _note(self, name: str) -> QLabel:
+        label = QLabel()
+        label.setObjectName(name)
+        label.setWordWrap(True)
+        return label
+
+    def _field(self, widget: QWidget, name: str, key: str, tip: str) -> None:
+        widget.setProperty("field", key)
+        widget.setObjectName(name)
+        widget.setAccessibleName(_label(key))
+        widget.setToolTip(tip)
+        self.fields[key] = widget
+        self.tips[key] = tip
+
+    def _combo(self, name: str, key: str, items: list[str]) -> QComboBox:
         combo = QComboBox()
-        combo.setObjectName(name)
-        combo.setAccessibleName(name)
+        self._field(combo, name, key, "")
         combo.addItems(items)
         combo.currentTextChanged.connect(self._edited)
         return combo
 
-    def _line(self, name: str, title: str) -> QLineEdit:
+    def _line(self, name: str, key: str, tip: str = "") -> QLineEdit:
         edit = QLineEdit()
-        edit.setObjectName(name)
-        edit.setAccessibleName(title)
+        self._field(edit, name, key, tip)
+        edit.textChanged.connect(self._refresh)
         edit.editingFinished.connect(self._edited)
         return edit
 
-    def _spin(self, name: str, low: int, high: int) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setObjectName(name)
-        spin.setAccessibleName(name)
-        spin.setRange(low, high)
-        spin.setKeyboardTracking(False)
+    def _spin(self, name: str, key: str) -> QSpinBox:
+        spin = IntSpin()
+        self._field(spin, name, key, "")
+        spin.lineEdit().textChanged.connect(self._refresh)  # every keystroke, even "-"
+        spin.editingFinished.connect(self._refresh)  # left with letters: its number is back
         spin.valueChanged.connect(self._edited)
         return spin
 
     def bind(self, actions: dict[str, QAction]) -> None:
         """Give the buttons the window's Run actions, so menu, keys and buttons agree."""
         self.actions = actions
+        self._train_tip = actions["train"].toolTip()
         for name, button in self.buttons.items():
             button.setDefaultAction(actions[name])
         self._state_changed("idle")
@@ -289,27 +238,21 @@ class TrainingDock(QWidget):
         self.results.clear_results()
         self.progress.reset()
         self.progress.setFormat("ready")
-        self.error.setText("")
+        self.show_message("")
 
     # -- settings ---------------------------------------------------------------------
     def fill(self) -> None:
+        """Show the document's settings, as they are (a file may hold values to fix)."""
         t = self.doc.project.training
         self._filling = True
-        self.dataset.setCurrentText(t["dataset"].get("name", "spiral"))
-        self.split.setText(str(t["dataset"].get("validation_split", 0.1)))
-        self.optimizer.setCurrentText(t["optimizer"].get("name", "adam"))
+        for key, widget in self.fields.items():
+            _show(widget, key, format_args(t["optimizer"]) if key == ARGUMENTS
+                  else lookup(t, key)[1])
+        self.opt_args.setCursorPosition(0)
         spec = OPTIMIZERS.get(t["optimizer"].get("name", ""))
         self.rule.setText(f"<small>{spec.title}: {spec.rule}</small>" if spec else "")
-        self.lr.setText(str(t["optimizer"].get("lr", 0.001)))
-        self.opt_args.setText(format_args(t["optimizer"]))
-        self.opt_args.setCursorPosition(0)
-        self.batch.setValue(int(t.get("batch_size", 32)))
-        self.epochs.setValue(int(t.get("epochs", 10)))
-        self.l1.setText(str(t.get("l1", 0.0)))
-        self.l2.setText(str(t.get("l2", 0.0)))
-        self.seed.setValue(int(t.get("seed", 0)))
-        self.device.setCurrentText(t.get("device", "auto"))
         self._filling = False
+        self._refresh()
         self._show_loss()
 
     def _show_loss(self) -> None:
@@ -318,60 +261,83 @@ class TrainingDock(QWidget):
         self.loss.setText(f"<small>{spec.type}: {spec.formula}</small>" if spec else
                           "<small>no loss node: add one to train</small>")
 
-    def _edited(self) -> None:
+    def _value(self, key: str) -> Any:
+        """What field `key` holds, as the file stores it; ValueError says why not."""
+        widget = self.fields[key]
+        if isinstance(widget, QComboBox):
+            return widget.currentText() if widget.currentIndex() >= 0 else \
+                lookup(self.doc.project.training, key)[1]  # the file's value, marked
+        text = widget.text()  # type: ignore[attr-defined]
+        return parse_args(text) if key == ARGUMENTS else FIELDS[key].parse(text)
+
+    def _refresh(self) -> None:
+        """Mark every field core refuses, as typed; Train says why while any is marked."""
         if self._filling:
             return
-        old = self.doc.project.training
-        new = copy.deepcopy(old)
-        changed = self._read_form(new)
-        if changed and new != old:
-            self.doc.undo_stack.push(SetTraining(self.doc, old, new, f"Change {changed}"))
+        t = self.doc.project.training
+        reasons: dict[str, str] = {}
+        for key in self.fields:
+            try:
+                t = with_field(t, key, self._value(key))
+            except ValueError as exc:
+                reasons[key] = str(exc)
+        for where, message in training_problems(t):
+            reasons.setdefault(owner(where) or where, message)
+        self.reasons = reasons
+        for key, widget in self.fields.items():
+            mark(widget, reasons.get(key), self.tips[key])
+        self._update_actions()
 
-    def _read_form(self, t: dict[str, Any]) -> str:
-        """Copy the form into `t`; returns the name of the changed setting ('' if none)."""
-        fields: list[tuple[str, Any, Any]] = [
-            ("dataset", t["dataset"].get("name"), self.dataset.currentText()),
-            ("validation split", t["dataset"].get("validation_split"), _float(self.split)),
-            ("optimizer", t["optimizer"].get("name"), self.optimizer.currentText()),
-            ("learning rate", t["optimizer"].get("lr"), _float(self.lr)),
-            ("optimizer arguments", parse_args(format_args(t["optimizer"])),
-             parse_args(self.opt_args.text())),
-            ("batch size", t.get("batch_size"), self.batch.value()),
-            ("epochs", t.get("epochs"), self.epochs.value()),
-            ("L1", t.get("l1"), _float(self.l1)), ("L2", t.get("l2"), _float(self.l2)),
-            ("seed", t.get("seed"), self.seed.value()),
-            ("device", t.get("device"), self.device.currentText()),
-        ]
-        changed = next((name for name, old, new in fields if new is not None and old != new),
-                       "")
-        if not changed:
-            return ""
-        values = {name: new for name, _, new in fields if new is not None}
-        if values["dataset"] != t["dataset"].get("name"):
-            t["dataset"] = {"name": values["dataset"], "options": {},
-                            "validation_split": t["dataset"].get("validation_split", 0.1)}
-        t["dataset"]["validation_split"] = values.get("validation split",
-                                                      t["dataset"]["validation_split"])
-        if values["optimizer"] != t["optimizer"].get("name"):
-            t["optimizer"] = {"name": values["optimizer"], "lr": t["optimizer"].get("lr")}
-        t["optimizer"]["lr"] = values.get("learning rate", t["optimizer"]["lr"])
-        if changed == "optimizer arguments":
-            t["optimizer"] = {"name": t["optimizer"]["name"], "lr": t["optimizer"]["lr"],
-                              **values["optimizer arguments"]}
-        t["batch_size"], t["epochs"] = values["batch size"], values["epochs"]
-        t["l1"], t["l2"] = values.get("L1", t["l1"]), values.get("L2", t["l2"])
-        t["seed"], t["device"] = values["seed"], values["device"]
-        return changed
+    def _edited(self) -> None:
+        """A field's edit ended (a bound method: nothing arrives once the dock is gone)."""
+        self._commit(self.sender().property("field"))
+
+    def _commit(self, key: str) -> None:
+        """One field was edited: its value goes to the document (one undo step) only when
+        core accepts it."""
+        if self._filling:
+            return
+        self._refresh()
+        if key in self.reasons:
+            return
+        old = self.doc.project.training
+        value = self._value(key)
+        if key == ARGUMENTS and value == parse_args(format_args(old["optimizer"])):
+            return  # the defaults as shown, untouched
+        new = with_field(old, key, value)
+        if new != old:
+            self.doc.undo_stack.push(SetTraining(self.doc, old, new, f"Change {_label(key)}"))
+
+    def _update_actions(self) -> None:
+        if not self.actions:
+            return
+        idle = self.controller.state == "idle"
+        blocked = "; ".join(self.reasons.values())
+        train = self.actions["train"]
+        train.setEnabled(idle and not blocked)
+        train.setToolTip(f"Cannot train: {blocked}" if blocked else self._train_tip)
+        self.actions["step"].setEnabled(self.controller.state == "paused" or
+                                        (idle and not blocked))
 
     # -- runs -------------------------------------------------------------------------
     def start(self) -> None:
         if self.doc.analysis.errors:
             self.show_failure("the graph has problems; fix them first (see the inspector)")
             return
-        self.error.setText("")
-        if self.controller.train():
-            self.plots.new_run()
-            self._start_time = time.perf_counter()
+        self.controller.train()
+
+    def _run_started(self) -> None:
+        self.show_message("")
+        self._new_run = True  # the plots get a run once it sends its first step
+        self._start_time = time.perf_counter()
+
+    def _run_ended(self, outcome: str) -> None:
+        text = self.progress.format().split(" · ETA")[0]
+        if outcome == "failed":
+            self.progress.setFormat(f"{text} · failed" if text.startswith("epoch")
+                                    else "failed")
+        elif text.startswith("epoch"):
+            self.progress.setFormat(f"{text} · done")
 
     def receive(self, records: list[object]) -> None:
         steps = []
@@ -387,6 +353,9 @@ class TrainingDock(QWidget):
             elif isinstance(record, ResultsRecord):
                 self.results.show_results(record)
         if steps:
+            if self._new_run:
+                self.plots.new_run()
+                self._new_run = False
             self.plots.add(steps)
             self._progress(steps)
 
@@ -417,25 +386,28 @@ class TrainingDock(QWidget):
         else:
             self.preview.show_message(record.message)
 
+    def show_message(self, text: str) -> None:
+        """Show `text` below the controls (it wraps and scrolls), or hide the area."""
+        self.error.setText(text)
+        self.message_area.setVisible(bool(text))
+        self.message_area.verticalScrollBar().setValue(0)
+
     def show_failure(self, message: str) -> None:
-        self.error.setText(message)
+        self.show_message(message)
         self.window().statusBar().showMessage(f"Training stopped: {message}", 10_000)
 
     def _state_changed(self, state: str) -> None:
         if not self.actions:
             return
-        idle, running = state == "idle", state == "running"
-        self.actions["train"].setEnabled(idle)
+        idle = state == "idle"
         self.actions["pause"].setEnabled(not idle)
         self.actions["pause"].setText("Resume" if state == "paused" else "Pause")
-        self.actions["step"].setEnabled(not running)
         self.actions["stop"].setEnabled(not idle)
         self.actions["reset"].setEnabled(idle)
         for widget in (self.dataset, self.split, self.optimizer, self.batch, self.device,
                        self.seed):
             widget.setEnabled(idle)
-        if idle and self.progress.format().startswith("epoch"):
-            self.progress.setFormat(self.progress.format().split(" · ETA")[0] + " · done")
+        self._update_actions()
 
     def toggle_pause(self) -> None:
         if self.controller.state == "running":
@@ -444,33 +416,22 @@ class TrainingDock(QWidget):
             self.controller.resume()
 
 
-ARG = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|[^,]+)")
+def _label(key: str) -> str:
+    return "optimizer arguments" if key == ARGUMENTS else FIELDS[key].label
 
 
-def _args(optimizer: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in optimizer.items() if k not in ("name", "lr")}
-
-
-def format_args(optimizer: dict[str, Any]) -> str:
-    """The optimizer's arguments besides lr: the project's, else torch's defaults."""
-    spec = OPTIMIZERS.get(optimizer.get("name", ""))
-    defaults = {k: v for k, v in (spec.defaults if spec else {}).items() if k != "lr"}
-    merged = {**defaults, **_args(optimizer)}
-    return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
-                     for k, v in merged.items())
-
-
-def parse_args(text: str) -> dict[str, Any] | None:
-    """`momentum=0.9, betas=(0.9, 0.999)` as JSON values, or None when it does not parse."""
-    try:
-        values = {k: ast.literal_eval(v.strip()) for k, v in ARG.findall(text)}
-    except (ValueError, SyntaxError):
-        return None
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-
-
-def _float(edit: QLineEdit) -> float | None:
-    try:
-        return float(edit.text())
-    except ValueError:
-        return None
+def _show(widget: QWidget, key: str, value: Any) -> None:
+    """Put a value of the file into its field; one the field cannot hold is shown as text
+    (a spin box) or as no choice (a combo box), and marked."""
+    if isinstance(widget, QComboBox):
+        if value not in [widget.itemText(i) for i in range(widget.count())] and \
+                isinstance(value, str) and FIELDS[key].problem(value) is None:
+            widget.addItem(value)  # a valid device this machine lacks: show the truth
+        widget.setCurrentIndex(widget.findText(value) if isinstance(value, str) else -1)
+    elif isinstance(widget, QSpinBox):
+        if isinstance(value, int) and not isinstance(value, bool) and \
+                widget.minimum() <= value <= widget.maximum():
+            widget.setValue(value)
+        widget.lineEdit().setText(str(value))
+    elif isinstance(widget, QLineEdit):
+        widget.setText(str(value))

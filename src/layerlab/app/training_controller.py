@@ -1,0 +1,194 @@
+"""The torch thread and the run's state, as the window sees them.
+
+A run always ends idle. The graph is locked only once everything that can fail in the GUI
+thread (the snapshot of a project whose settings have problems) has passed; whatever the
+worker slot does, a marker queued behind it in the torch thread comes back once the slot
+has returned, so a slot that ended without a word still ends the run (as "failed").
+"""
+
+from __future__ import annotations
+
+import copy
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from layerlab.app.document import Document
+from layerlab.app.training_worker import TrainingWorker
+from layerlab.core.errors import GraphError
+from layerlab.core.project import Project
+from layerlab.core.trainer import Control
+from layerlab.core.validation import training_problems
+
+SILENT_END = "the run ended without a result (an internal error; see the log)"
+
+
+class _Echo(QObject):
+    """Lives in the torch thread and answers each marker once every request queued before
+    it has been handled: `begin` just before a run's slot starts, `end` once it returned."""
+
+    answered = Signal(str, int)
+
+    @Slot(str, int)
+    def answer(self, kind: str, run: int) -> None:
+        self.answered.emit(kind, run)
+
+
+class TrainingController(QObject):
+    """Owns the torch thread and its worker; turns button presses into requests."""
+
+    startRequested = Signal(object, object)
+    previewRequested = Signal(object)
+    exportRequested = Signal(object, str, str)
+    traceRequested = Signal(object, int)
+    sampleTraceRequested = Signal(object, int)
+    loadRequested = Signal(object, str)
+    echoRequested = Signal(str, int)
+    stateChanged = Signal(str)  # idle, running, paused
+    started = Signal()  # a run was sent to the torch thread
+    ended = Signal(str)  # how the run ended: finished, stopped, failed
+    refused = Signal(str)  # a request that was not sent, and why
+
+    def __init__(self, doc: Document) -> None:
+        super().__init__()
+        self.doc = doc
+        self.thread = QThread()
+        self.thread.setObjectName("torchThread")
+        self.worker = TrainingWorker()
+        self.echo = _Echo()
+        for obj in (self.worker, self.echo):
+            obj.moveToThread(self.thread)
+        self.startRequested.connect(self.worker.start)
+        self.previewRequested.connect(self.worker.preview)
+        self.exportRequested.connect(self.worker.export)
+        self.traceRequested.connect(self.worker.trace)
+        self.sampleTraceRequested.connect(self.worker.trace_sample)
+        self.loadRequested.connect(self.worker.load)
+        self.echoRequested.connect(self.echo.answer)
+        self.echo.answered.connect(self._answered)
+        self.worker.stopped.connect(self._ended)
+        self.worker.failed.connect(self._failed)
+        self.thread.start()
+        self.control: Control | None = None
+        self.state = "idle"
+        self._run = 0  # the number of the last run sent
+        self._live = 0  # the run whose slot is running in the torch thread (0: none)
+
+    def snapshot(self) -> Project:
+        """A copy of the project for the torch thread; GraphError when it cannot be used."""
+        return Project.from_dict(copy.deepcopy(self.doc.project.to_dict()))
+
+    def _usable(self) -> Project | None:
+        """The snapshot, or None after saying (`refused`) why the project cannot be used."""
+        try:
+            return self.snapshot()
+        except GraphError as exc:  # the settings' problems (each names its field)
+            self.refused.emit("; ".join(message for _, message in exc.errors))
+            return None
+
+    def train(self, paused: bool = False) -> bool:
+        if self.state != "idle":
+            return False
+        project = self._usable()
+        if project is None:
+            return False
+        self.control = Control()
+        if paused:
+            self.control.pause()
+        self._run += 1
+        self.echoRequested.emit("begin", self._run)
+        self.startRequested.emit(project, self.control)
+        self.echoRequested.emit("end", self._run)
+        self.doc.set_locked(True)
+        self._set_state("paused" if paused else "running")
+        self.started.emit()
+        return True
+
+    def pause(self) -> None:
+        if self.control is not None and self.state == "running":
+            self.control.pause()
+            self._set_state("paused")
+
+    def resume(self) -> None:
+        if self.control is not None and self.state == "paused":
+            self.control.resume()
+            self._set_state("running")
+
+    def step(self) -> None:
+        if self.state == "idle":
+            self.train(paused=True)
+        if self.control is not None and self.state == "paused":
+            self.control.step()
+
+    def stop(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+
+    def reset(self) -> None:
+        if self.state == "idle":
+            self.worker.reset()
+
+    def preview(self) -> None:
+        """The dataset preview; skipped while the dataset's own settings have problems
+        (the form marks them)."""
+        t = self.doc.project.training
+        if not any(where.startswith("training.dataset.") for where, _ in
+                   training_problems(t)):
+            project = Project(copy.deepcopy(self.doc.graph), training=copy.deepcopy(t))
+            self.previewRequested.emit(project)
+
+    def export(self, fmt: str, path: str) -> bool:
+        """In the torch thread: ONNX export and its onnxruntime check take seconds."""
+        project = self._usable()
+        if project is not None:
+            self.exportRequested.emit(project, fmt, path)
+        return project is not None
+
+    def trace(self, keep: int) -> bool:
+        """Record the next training step (only between runs)."""
+        project = self._usable() if self.state == "idle" else None
+        if project is not None:
+            self.traceRequested.emit(project, keep)
+        return project is not None
+
+    def trace_sample(self, index: int) -> bool:
+        """Record one chosen sample of the dataset, without training on it."""
+        project = self._usable() if self.state == "idle" else None
+        if project is not None:
+            self.sampleTraceRequested.emit(project, index)
+        return project is not None
+
+    def load_weights(self, path: str) -> bool:
+        project = self._usable()
+        if project is not None:
+            self.loadRequested.emit(project, path)
+        return project is not None
+
+    def _answered(self, kind: str, run: int) -> None:
+        if kind == "begin":
+            self._live = run
+            return
+        self._live = 0
+        if run == self._run and self.state != "idle":
+            self.refused.emit(SILENT_END)
+            self._ended("failed")
+
+    def _failed(self, message: str) -> None:
+        """A failure ends the run only when it is the run's, not a preview's or a trace's
+        (the window unlocks after a failed recording itself)."""
+        if self.state != "idle" and self._live == self._run:
+            self._ended("failed")
+
+    def _ended(self, outcome: str) -> None:
+        self.doc.set_locked(False)
+        self._set_state("idle")
+        self.ended.emit(outcome)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.stateChanged.emit(state)
+
+    def shutdown(self) -> None:
+        """Stop any run and end the thread; the window does this when it closes."""
+        self.stop()
+        self.thread.quit()
+        self.thread.wait()
