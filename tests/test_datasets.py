@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import http.server
+import os
 import struct
 import threading
 from functools import partial
@@ -157,8 +158,14 @@ def test_download_checks_sha256_and_falls_back_to_the_next_mirror(tmp_path, serv
         checksums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     root = tmp_path / "cache"
     seen = []
-    files = ensure_files("mnist", root, True, [url + "bad/", url + "good/"], checksums,
-                         progress=lambda name, done, total: seen.append((name, done, total)))
+    mask = os.umask(0o022)
+    try:
+        files = ensure_files("mnist", root, True, [url + "bad/", url + "good/"], checksums,
+                             progress=lambda name, done, total: seen.append((name, done,
+                                                                             total)))
+    finally:
+        os.umask(mask)
+    assert {oct(p.stat().st_mode & 0o777) for p in files.values()} == {"0o644"}
     assert sorted(p.name for p in files.values()) == sorted(checksums)
     for path in files.values():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == checksums[path.name]

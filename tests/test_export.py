@@ -262,3 +262,16 @@ def test_a_layer_a_format_cannot_express_is_refused_by_name(monkeypatch, tmp_pat
     assert str(info.value) == ("onnx cannot express node gelu (GELU): unsupported operator "
                                "aten::gelu")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_an_unwritable_place_is_not_blamed_on_the_format(tmp_path, fmt):
+    """A disk or folder problem while exporting is an OSError naming the path, not 'onnx
+    cannot express the model' (the window shows it as such)."""
+    project = PROJECTS["dense"]
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as info:
+        export(project, layerlab.build_model(project.graph), fmt, blocker / f"m.{fmt}")
+    assert not isinstance(info.value, ExportError)
+    assert str(blocker) in str(info.value)

@@ -124,9 +124,14 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")
 
 
+def cache_root(name: str, root: str | None) -> Path:
+    """Where a downloaded dataset's files live: option `root`, else the user's cache."""
+    return Path(root or Path.home() / ".cache" / "layerlab" / name).expanduser()
+
+
 def _idx_loader(name: str, classes: tuple[str, ...]):
     def load(opts: dict[str, Any], progress: Progress | None) -> Dataset:
-        root = Path(opts["root"] or Path.home() / ".cache" / "layerlab" / name).expanduser()
+        root = cache_root(name, opts["root"])
         mirrors = [m.strip() for m in opts["mirrors"].split(",") if m.strip()] or None
         try:
             files = ensure_files(name, root, opts["download"], mirrors, progress=progress)

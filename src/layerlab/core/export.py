@@ -158,8 +158,8 @@ def export(project: Project, model: torch.fx.GraphModule, fmt: str, out: Path) -
     try:
         with torch.no_grad():
             return ExportReport(out, fmt, exporter(model, analysis, out))
-    except ExportError:
-        raise
+    except (ExportError, OSError):
+        raise  # a full disk or an unwritable place is not the format's fault
     except Exception as exc:
         import tempfile
 

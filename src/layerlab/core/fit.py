@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from layerlab.core.compiler import build_loss
-from layerlab.core.datasets import Dataset, DatasetError, fit_to_input, load_dataset
+from layerlab.core.datasets import (
+    Dataset,
+    DatasetError,
+    cache_root,
+    fit_to_input,
+    load_dataset,
+)
 from layerlab.core.errors import GraphError
 from layerlab.core.idx import SOURCES, IdxError, ensure_files
 from layerlab.core.objective import make_objective
@@ -85,9 +91,9 @@ def not_here(name: str, options: dict[str, Any]) -> str | None:
             return (f"dataset csv: {path} is not on this machine, so its fit with the "
                     "network was not checked")
     if name in SOURCES:
-        root = Path(options.get("root") or Path.home() / ".cache" / "layerlab" / name)
+        root = cache_root(name, options.get("root"))
         try:
-            ensure_files(name, root.expanduser(), download=False)
+            ensure_files(name, root, download=False)
         except IdxError:
             later = "train downloads it" if options.get("download", True) else \
                 "its downloads are off"

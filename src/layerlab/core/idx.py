@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import struct
 import tempfile
 import urllib.error
@@ -14,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from layerlab.core.atomic import current_umask
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte")
@@ -140,7 +141,8 @@ def _download(filename: str, root: Path, mirrors: list[str], expected: str,
                 problems.append(f"{url} gave a file with SHA-256 {actual}, expected {expected}")
                 continue
             target = root / filename
-            shutil.move(tmp, target)
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 is not the user's
+            os.replace(tmp, target)
             return target
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
