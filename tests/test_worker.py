@@ -126,6 +126,17 @@ def test_a_run_ends_stopped_with_its_results(rig):
     assert "failed" not in rig.kinds()
 
 
+def test_a_run_stopped_while_it_waited_ends_at_once_without_building(rig, monkeypatch):
+    """Stop pressed while the request queued behind other work (a preview loading a
+    dataset): the run ends `stopped` without building a trainer or loading data."""
+    monkeypatch.setattr(training_worker, "Trainer", raise_key_error)
+    control = Control()
+    control.stop()
+    rig.ask.start.emit(project(), control)
+    assert rig.wait_for("stopped") == ("stopped",)
+    assert "failed" not in rig.kinds()
+
+
 def test_an_unexpected_error_before_training_fails_the_run_and_is_logged(rig, monkeypatch,
                                                                            caplog):
     monkeypatch.setattr(training_worker, "Trainer", raise_key_error)

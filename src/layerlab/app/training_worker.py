@@ -82,6 +82,10 @@ class TrainingWorker(QObject):
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same.
         Ends in `stopped` (finished or stopped) or `failed`, so the window always ends idle."""
+        if control.stopping:  # stopped while this request waited behind other work
+            self.stopped.emit("stopped")
+            return
+
         def run() -> str:
             if self.trainer is not None and self.trainer.epoch >= \
                     self.trainer.settings.epochs:
