@@ -209,6 +209,7 @@ def test_a_file_with_problems_opens_with_them_marked_and_listed(window, qtbot, t
     assert window.doc.project.training["dataset"]["validation_split"] == 0.25
     assert window.doc.project.training["optimizer"] == {"name": "sgd", "lr": 0.1}
     assert window.actions["actionTrain"].isEnabled()
+    assert not dock.message_area.isVisible()  # everything listed is fixed
 
 
 def test_a_file_that_cannot_be_read_is_refused_in_a_dialog(window, tmp_path):

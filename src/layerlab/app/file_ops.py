@@ -93,8 +93,7 @@ class FilesMixin:
         (each also marks its field)."""
         self._remember(path)
         if problems:
-            self.training.show_message(f"{path.name} has problems to fix before training:\n"
-                                       + "\n".join(f"• {message}" for _, message in problems))
+            self.training.show_file_problems(path.name, [message for _, message in problems])
             self.statusBar().showMessage(f"Opened {path.name} with {len(problems)} "
                                          "problem(s): see the training panel.", 10_000)
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import torch
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QComboBox,
@@ -52,6 +52,7 @@ from layerlab.core.trainer import EpochRecord, StepRecord
 from layerlab.core.validation import FIELDS, lookup, training_problems
 
 MESSAGE_HEIGHT = 96  # the message area scrolls beyond this; the form keeps its height
+SETTINGS_WIDTH = 345
 
 
 def devices() -> list[str]:
@@ -83,6 +84,7 @@ class TrainingDock(QWidget):
         self.tips: dict[str, str] = {}  # each field's own tooltip, shown while it is valid
         self.reasons: dict[str, str] = {}  # field (or file location) → why it cannot be used
         self._filling = False
+        self._file_problems = False  # the message area lists an opened file's problems
         self._new_run = False
         self._start_time = 0.0
         self._build()
@@ -128,14 +130,14 @@ class TrainingDock(QWidget):
         panel.setLayout(left)
         panel.setStyleSheet(FORM_STYLE)
         # a short dock scrolls the settings rather than squash their fields
-        settings = QScrollArea()
+        self.settings = settings = QScrollArea()
         settings.setObjectName("trainingSettings")
         settings.setAccessibleName("Training settings")
         settings.setWidget(panel)
         settings.setWidgetResizable(True)
         settings.setFrameShape(QFrame.Shape.NoFrame)
         settings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        settings.setMaximumWidth(345)
+        settings.setFixedWidth(SETTINGS_WIDTH)
         layout = QHBoxLayout(self)
         layout.addWidget(settings)
         layout.addWidget(self.tabs, 1)
@@ -286,6 +288,9 @@ class TrainingDock(QWidget):
         self.reasons = reasons
         for key, widget in self.fields.items():
             mark(widget, reasons.get(key), self.tips[key])
+        if self._file_problems and not reasons:
+            self._file_problems = False
+            self.show_message("")  # all fixed: the file's list no longer applies
         self._update_actions()
 
     def _edited(self) -> None:
@@ -333,6 +338,7 @@ class TrainingDock(QWidget):
 
     def _run_ended(self, outcome: str) -> None:
         text = self.progress.format().split(" · ETA")[0]
+        self.progress.setValue(max(self.progress.value(), 0))  # a bar never started shows no text
         if outcome == "failed":
             self.progress.setFormat(f"{text} · failed" if text.startswith("epoch")
                                     else "failed")
@@ -388,13 +394,26 @@ class TrainingDock(QWidget):
 
     def show_message(self, text: str) -> None:
         """Show `text` below the controls (it wraps and scrolls), or hide the area."""
+        self._file_problems = False
         self.error.setText(text)
         self.message_area.setVisible(bool(text))
         self.message_area.verticalScrollBar().setValue(0)
+        if text:
+            QTimer.singleShot(0, self._reveal_message)  # once the layout made room for it
+
+    def _reveal_message(self) -> None:
+        self.settings.ensureWidgetVisible(self.message_area, 0, 0)
+
+    def show_file_problems(self, name: str, problems: list[str]) -> None:
+        """List the problems of a file just opened, until the form has none left."""
+        self.show_message(f"{name} has problems to fix before training:\n"
+                          + "\n".join(f"• {problem}" for problem in problems))
+        self._file_problems = True
 
     def show_failure(self, message: str) -> None:
         self.show_message(message)
-        self.window().statusBar().showMessage(f"Training stopped: {message}", 10_000)
+        self.window().statusBar().showMessage("Training stopped: the reason is below the "
+                                              "training controls.", 10_000)
 
     def _state_changed(self, state: str) -> None:
         if not self.actions:

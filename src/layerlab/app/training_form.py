@@ -17,8 +17,16 @@ from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.validation import FIELDS
 
 ARGUMENTS = "optimizer.arguments"  # the field that edits the optimizer's other arguments
-FORM_STYLE = ('QLineEdit[invalid="true"], QAbstractSpinBox[invalid="true"], '
-              'QComboBox[invalid="true"] { border: 2px solid #e0443e; border-radius: 3px; }')
+_ARROW = "url(:/qt-project.org/styles/commonstyle/images/arrow-{}-16.png)"  # Qt's own
+FORM_STYLE = (  # a styled frame drops a spin box's native arrows: give them back
+    'QLineEdit[invalid="true"], QAbstractSpinBox[invalid="true"], QComboBox[invalid="true"] '
+    '{ border: 2px solid #e0443e; border-radius: 3px; } '
+    'QAbstractSpinBox[invalid="true"]::up-button, QAbstractSpinBox[invalid="true"]::down-button '
+    '{ width: 16px; border: none; } '
+    f'QAbstractSpinBox[invalid="true"]::up-arrow {{ image: {_ARROW.format("up")}; '
+    'width: 9px; height: 9px; } '
+    f'QAbstractSpinBox[invalid="true"]::down-arrow {{ image: {_ARROW.format("down")}; '
+    'width: 9px; height: 9px; }')
 INT32 = 2**31
 FORM_KEYS = ("dataset.name", "dataset.validation_split", "optimizer.name", ARGUMENTS,
              "optimizer.lr", "batch_size", "epochs", "l1", "l2", "seed", "device")
