@@ -66,14 +66,23 @@ def string_only(diff: str) -> bool:
 
 
 def _shape(code: str) -> list[tuple[int, str]] | None:
-    """The code's tokens with every string literal's text blanked (None: not tokenizable)."""
+    """The code's tokens with every plain string literal's text blanked (None: not
+    tokenizable). f-strings stay as they are: mutmut never mutates their text, only the code
+    inside their braces, and that is not a string mutant."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return None
-    return [(t.type, "" if t.type == tokenize.STRING else t.string) for t in tokens
+    return [(t.type, "" if _plain_string(t) else t.string) for t in tokens
             if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
                               tokenize.COMMENT, tokenize.ENDMARKER)]
+
+
+def _plain_string(token: tokenize.TokenInfo) -> bool:
+    if token.type != tokenize.STRING:
+        return False
+    prefix = token.string[:min(token.string.find(q) for q in "'\"" if q in token.string)]
+    return "f" not in prefix.lower()
 
 
 def sync_copy() -> None:
@@ -129,7 +138,8 @@ def candidates(module: str, cache: dict[str, bool]) -> tuple[list[str], int]:
     names, strings = [], 0
     for name in sorted(load_meta(module)):
         function = name.rpartition(".")[2].rpartition("__mutmut_")[0]
-        key = f"{name}@{hashes.get(function)}"  # a changed function renumbers its mutants
+        # a changed function renumbers its mutants; v2: f-strings are not string mutants
+        key = f"{name}@{hashes.get(function)}@v2"
         if key not in cache:
             cache[key] = string_only(get_diff_for_mutant(name, path=CORE / module))
         if cache[key]:
