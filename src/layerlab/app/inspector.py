@@ -4,6 +4,7 @@ declaration; with nothing selected, the model summary and every error."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -46,12 +47,23 @@ def parse_value(param: Param, text: str) -> Any:
     if param.kind == "padding" and text in ("same", "valid"):
         return text
     if param.kind == "float":
-        return float(text)
+        return _finite(float(text))
     if param.kind == "int":
         return int(text)
-    value = json.loads(text if text.startswith("[") else f"[{text}]")
+    value = _finite(json.loads(text if text.startswith("[") else f"[{text}]"))
     if param.kind in ("size", "padding", "dims") and len(value) == 1:
         return value[0]
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """`value` unless it holds inf or nan ("1e309", "nan", "[Infinity]"): the project file
+    is JSON, which has no such numbers, so they must never reach the document."""
+    if isinstance(value, list):
+        for item in value:
+            _finite(item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("not a finite number")
     return value
 
 
