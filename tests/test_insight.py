@@ -230,6 +230,23 @@ def test_a_dataset_that_cannot_load_previews_as_its_message():
     assert record.message.startswith("unknown dataset 'nope'; choose one of spiral")
 
 
+def test_a_preview_never_downloads(tmp_path, monkeypatch):
+    """Only a run downloads MNIST: a preview of a dataset not on this machine says so at
+    once, without trying the network."""
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a preview tried to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    record = preview_training({"dataset": {"name": "mnist",
+                                           "options": {"root": str(tmp_path)}}})
+    assert record.kind == "message"
+    assert record.message.startswith(f"mnist needs train-images-idx3-ubyte.gz, "
+                                     f"train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                                     f"t10k-labels-idx1-ubyte.gz in {tmp_path}")
+
+
 # -- one chosen sample ------------------------------------------------------------------
 def bn_trainer() -> Trainer:
     g = chain_graph([2], ("Linear", {"out_features": 6}), ("BatchNorm1d", {}), ("ReLU", {}),

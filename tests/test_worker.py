@@ -6,6 +6,7 @@ problem keeps its own sentence and anything else says "internal error" and is lo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from layerlab.app import training_worker
 from layerlab.app.training_worker import TrainingWorker
-from layerlab.core.insight import ResultsRecord
+from layerlab.core.insight import PreviewRecord, ResultsRecord
 from layerlab.core.project import Project
 from layerlab.core.trainer import Control, Trainer
 
@@ -27,7 +28,7 @@ class Requests(QObject):
     """The window's side: requests cross to the torch thread as queued signals."""
 
     start = Signal(object, object)
-    preview = Signal(object)
+    preview = Signal(object, int)
     trace = Signal(object, int)
     trace_sample = Signal(object, int)
     export = Signal(object, str, str)
@@ -164,14 +165,44 @@ def test_an_error_after_training_still_ends_the_run(rig, monkeypatch, caplog):
     assert_logged_with_traceback(caplog)
 
 
+def ask_preview(rig: Rig, p: Project) -> None:
+    """As the controller asks: each request a newer ticket."""
+    rig.worker.newest_preview += 1
+    rig.ask.preview.emit(p, rig.worker.newest_preview)
+
+
 def test_a_failed_preview_says_so(rig, monkeypatch, caplog):
-    rig.ask.preview.emit(project())
+    ask_preview(rig, project())
     (batch,) = rig.wait_for("records")
     assert [r.kind for r in batch] == ["points"]
     monkeypatch.setattr(training_worker, "preview_training", raise_key_error)
-    rig.ask.preview.emit(project())
+    ask_preview(rig, project())
     assert rig.wait_for("failed") == (INTERNAL,)
     assert_logged_with_traceback(caplog)
+
+
+def test_previews_queued_behind_a_slow_one_are_served_once_with_the_newest(rig,
+                                                                          monkeypatch):
+    """Each edit of the settings asks for a preview; those that pile up behind a slow one
+    (a dataset loading) are skipped but the newest, so Stop never waits behind them."""
+    seen = []
+
+    def slow(training):
+        seen.append(training["seed"])
+        time.sleep(0.3)
+        return PreviewRecord("message", message=str(training["seed"]))
+
+    monkeypatch.setattr(training_worker, "preview_training", slow)
+    ask_preview(rig, project(seed=0))
+    rig.qtbot.waitUntil(lambda: seen == [0], timeout=TIMEOUT)  # the slow one is running
+    for seed in range(1, 6):
+        ask_preview(rig, project(seed=seed))
+    rig.qtbot.waitUntil(lambda: 5 in seen, timeout=TIMEOUT)
+    rig.qtbot.wait(400)
+    assert seen == [0, 5]
+    messages = [r.message for kind, (batch, *_) in rig.ears.heard if kind == "records"
+                for r in batch]
+    assert messages == ["0", "5"]
 
 
 @pytest.mark.parametrize("slot", ["trace", "trace_sample"])

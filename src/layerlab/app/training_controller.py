@@ -37,7 +37,7 @@ class TrainingController(QObject):
     """Owns the torch thread and its worker; turns button presses into requests."""
 
     startRequested = Signal(object, object)
-    previewRequested = Signal(object)
+    previewRequested = Signal(object, int)
     exportRequested = Signal(object, str, str)
     traceRequested = Signal(object, int)
     sampleTraceRequested = Signal(object, int)
@@ -134,7 +134,8 @@ class TrainingController(QObject):
         if not any(where.startswith("training.dataset.") for where, _ in
                    training_problems(t)):
             project = Project(copy.deepcopy(self.doc.graph), training=copy.deepcopy(t))
-            self.previewRequested.emit(project)
+            self.worker.newest_preview += 1  # older requests still queued are skipped
+            self.previewRequested.emit(project, self.worker.newest_preview)
 
     def export(self, fmt: str, path: str) -> bool:
         """In the torch thread: ONNX export and its onnxruntime check take seconds."""

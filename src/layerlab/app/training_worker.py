@@ -77,6 +77,7 @@ class TrainingWorker(QObject):
         self._buffer: list[object] = []
         self._last_send = 0.0
         self._last_boundary = 0.0
+        self.newest_preview = 0  # the ticket of the last preview asked for (GUI thread)
 
     @Slot(object, object)
     def start(self, project: Project, control: Control) -> None:
@@ -106,8 +107,12 @@ class TrainingWorker(QObject):
         if state is not None:
             self.stopped.emit(state)
 
-    @Slot(object)
-    def preview(self, project: Project) -> None:
+    @Slot(object, int)
+    def preview(self, project: Project, ticket: int) -> None:
+        """Preview the dataset, unless a newer request waits behind this one: each edit of
+        the settings asks for a preview, and loading a dataset can take seconds."""
+        if ticket != self.newest_preview:
+            return
         record = self._attempt(lambda: preview_training(project.training))
         if record is not None:
             self.records.emit([record])

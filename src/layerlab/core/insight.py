@@ -21,6 +21,7 @@ import torch.fx
 
 from layerlab.core.compiler import NODE_META
 from layerlab.core.datasets import Dataset, DatasetError, load_dataset, split_indices
+from layerlab.core.idx import SOURCES
 from layerlab.core.objective import Objective
 from layerlab.core.tracer import StepTrace, trace_step
 
@@ -209,8 +210,11 @@ def preview_training(training: Mapping[str, Any]) -> PreviewRecord:
     """The preview of a project's training dataset; a dataset that cannot be loaded is a
     message in the preview's place."""
     dataset = training["dataset"]
+    name, options = dataset.get("name", ""), dict(dataset.get("options", {}))
+    if name in SOURCES:
+        options["download"] = False  # only a run downloads: a preview must stay quick
     try:
-        data = load_dataset(dataset.get("name", ""), dataset.get("options", {}))
+        data = load_dataset(name, options)
     except DatasetError as exc:
         return PreviewRecord("message", message=str(exc))
     return preview_dataset(data, dataset.get("validation_split", 0.1),
