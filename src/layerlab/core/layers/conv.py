@@ -52,9 +52,25 @@ def _conv_shape(ctx: Ctx, n: int) -> Shape:
     if p["padding"] == "same":
         if any(s != 1 for s in stride):
             raise ShapeError("padding='same' needs stride 1 (torch refuses it otherwise)")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+        _check_padding_mode(ctx, [(t // 2, t - t // 2) for t in totals])
         return (p["out_channels"], *ctx.shape[1:])
     padding = (0,) * n if p["padding"] == "valid" else ctx.size("padding", n)
+    _check_padding_mode(ctx, [(pad, pad) for pad in padding])
     return (p["out_channels"], *_spatial_out(ctx, n, kernel, stride, padding, dilation))
+
+
+def _check_padding_mode(ctx: Ctx, pads: list[tuple[int, int]]) -> None:
+    """Reflect padding mirrors the input, so it must be shorter than the input; circular
+    padding wraps it around, at most once. (torch refuses either only at the first batch.)"""
+    mode = ctx.params["padding_mode"]
+    if mode not in ("reflect", "circular"):
+        return
+    for length, (low, high) in zip(ctx.shape[1:], pads, strict=True):
+        if (max(low, high) >= length) if mode == "reflect" else (max(low, high) > length):
+            bound = "smaller than" if mode == "reflect" else "at most"
+            raise ShapeError(f"padding_mode={mode} needs padding {bound} each spatial size "
+                             f"of the input, but {ctx.src()} is padded by {max(low, high)}")
 
 
 def _conv_params(n: int) -> tuple[Param, ...]:

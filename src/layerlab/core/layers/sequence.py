@@ -71,7 +71,10 @@ def _rnn(cls: type[nn.Module]):
 
 def _mean_shape(ctx: Ctx) -> Shape:
     dims = ctx.params["dim"]
-    axes = {batch_dim(ctx, d) for d in (dims if isinstance(dims, list) else [dims])}
+    listed = [batch_dim(ctx, d) for d in (dims if isinstance(dims, list) else [dims])]
+    axes = set(listed)
+    if len(axes) < len(listed):
+        raise ShapeError(f"dim={dims} names one dimension twice; torch refuses that")
     if ctx.params["keepdim"]:
         return tuple(1 if i in axes else s for i, s in enumerate(ctx.shape))
     return tuple(s for i, s in enumerate(ctx.shape) if i not in axes)
