@@ -1,11 +1,13 @@
 """Mutation score of layerlab.core, per module, with mutmut (configured in pyproject.toml).
 
-    .venv/bin/python benchmarks/mutation.py                 # sample, run, report
+    .venv/bin/python benchmarks/mutation.py                 # sample, run, report (HEAD)
     .venv/bin/python benchmarks/mutation.py --report        # report the last results only
     .venv/bin/python benchmarks/mutation.py --group settings --survivors   # one group, diffs
 
-mutmut writes every mutant of the configured modules into mutants/ (a copy of src/; the
-source is never touched). This script then
+It measures the committed HEAD: `git archive HEAD` is unpacked into mutants/head/ (ignored
+by git), so edits in progress in the working tree, someone's deliberate break included, can
+neither fail the run nor skew it. mutmut writes every mutant of the configured modules into
+mutants/head/mutants/ (the source is never touched). This script then
 - leaves out string-literal mutants (mutmut 3 has no switch for them): a mutant whose diff
   differs from the original only inside string literals, compared token by token;
 - leaves out the equivalent mutants listed in EQUIVALENT, each with its reason;
@@ -28,6 +30,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tarfile
 import tokenize
 from pathlib import Path
 
@@ -85,9 +88,21 @@ def _plain_string(token: tokenize.TokenInfo) -> bool:
     return "f" not in prefix.lower()
 
 
+def export_head(work: Path) -> None:
+    """The committed tree in `work`, replacing the last one but keeping mutmut's cache."""
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    work.mkdir(parents=True, exist_ok=True)
+    for child in work.iterdir():
+        if child.name != "mutants":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(work, filter="data")
+
+
 def sync_copy() -> None:
     """mutmut copies src/ once and then keeps modules it does not mutate as they were:
-    bring those up to date with the working tree (other modules change too)."""
+    bring those up to date with the tree (other modules change too)."""
     if not (MUTANTS / SRC).exists():
         return
     for copy in (MUTANTS / SRC).rglob("*.py"):
@@ -214,7 +229,10 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="report, run nothing")
     parser.add_argument("--survivors", action="store_true", help="show survivors' diffs")
     args = parser.parse_args()
-    os.chdir(ROOT)
+    work = ROOT / "mutants" / "head"
+    if not args.report:
+        export_head(work)
+    os.chdir(work)
     groups = args.group or list(GROUPS)
     if not args.report:
         sync_copy()
