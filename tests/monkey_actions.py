@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
+from PySide6.QtGui import QContextMenuEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QGraphicsView,
@@ -203,6 +205,35 @@ def act_canvas_key(m: Monkey) -> str:
     return name
 
 
+def act_context_menu(m: Monkey) -> str | None:
+    """Right-click a node, then (once the menu is up, in its own event loop) Down a few
+    times and Return, or Escape."""
+    node = _node(m)
+    if node is None:
+        return None
+    point = _scene_point(m, m.win.scene.nodes[node].scenePos() + QPointF(60, 8))
+    if point is None:
+        return None
+    downs = m.rng.randrange(6)
+    chosen: list[str] = []
+
+    def answer() -> None:
+        menu = QApplication.activePopupWidget()
+        if menu is None:
+            return
+        for _ in range(downs):
+            key(menu, K.Key_Down)
+        active = menu.activeAction() if downs else None
+        chosen.append(active.text() if active is not None else "dismissed")
+        key(menu, K.Key_Return if active is not None else K.Key_Escape)
+
+    QTimer.singleShot(30, answer)
+    viewport = _view(m).viewport()
+    QApplication.sendEvent(viewport, QContextMenuEvent(
+        QContextMenuEvent.Reason.Mouse, point, viewport.mapToGlobal(point)))
+    return f"{node} → {chosen[0] if chosen else 'no menu'}"
+
+
 def act_wheel(m: Monkey) -> str:
     up = m.rng.random() < 0.5
     wheel(_view(m).viewport(), _viewport_point(m), up)
@@ -293,6 +324,50 @@ def act_training_field(m: Monkey) -> str | None:
     extra = ARG_GARBAGE if widget.objectName() == "optimizerArguments" else ()
     valid = TRAINING_VALID.get(widget.objectName(), ("1",))
     return _edit(m, widget, valid, extra) + raised
+
+
+def act_preview_sample(m: Monkey) -> str | None:
+    """Click a point or an image of the dataset preview: step through that sample."""
+    raised = _show_training(m)
+    training = m.win.training
+    tabs = training.tabs
+    click(tabs.tabBar(), tabs.tabBar().tabRect(tabs.indexOf(training.preview)).center())
+    preview = training.preview
+    if preview.currentWidget() is preview.scatter:
+        plot, points = preview.scatter, preview.points.points()
+        if not len(points):
+            return None
+        point = points[m.rng.randrange(len(points))].pos()
+    elif preview.currentWidget() is preview.images_plot:
+        plot, image = preview.images_plot, preview.images
+        if image.image is None:
+            return None
+        h, w = image.image.shape[:2]
+        point = image.mapToView(QPointF(m.rng.uniform(0, h), m.rng.uniform(0, w)))
+    else:
+        return None
+    where = plot.mapFromScene(plot.getPlotItem().vb.mapViewToScene(point))
+    click(plot.viewport(), where)
+    return f"at ({point.x():.2f}, {point.y():.2f}){raised}"
+
+
+def act_results(m: Monkey) -> str | None:
+    """Click a cell of the confusion matrix, or choose a layer's weight histogram."""
+    raised = _show_training(m)
+    training = m.win.training
+    results = training.results
+    tabs = training.tabs
+    click(tabs.tabBar(), tabs.tabBar().tabRect(tabs.indexOf(results)).center())
+    matrix = results.matrix
+    if m.rng.random() < 0.3:
+        return "histogram " + _edit(m, results.layer, ()) + raised
+    if not matrix.rowCount():
+        return None
+    row, column = m.rng.randrange(matrix.rowCount()), m.rng.randrange(matrix.columnCount())
+    matrix.scrollToItem(matrix.item(row, column))
+    rect = matrix.visualItemRect(matrix.item(row, column))
+    click(matrix.viewport(), rect.center())
+    return f"cell ({row}, {column}){raised}"
 
 
 def act_plots(m: Monkey) -> str | None:
@@ -480,9 +555,12 @@ ACTIONS = [
     Action("drag port", 6, act_drag_port), Action("click edge", 3, act_click_edge),
     Action("rubber band", 2, act_rubber_band), Action("canvas key", 7, act_canvas_key),
     Action("wheel", 1, act_wheel), Action("pan", 1, act_pan),
+    Action("context menu", 2, act_context_menu),
     Action("inspector field", 12, act_inspector_field),
     Action("inspector problem", 1, act_inspector_problem),
     Action("training field", 8, act_training_field), Action("plots", 1, act_plots),
+    Action("preview sample", 1, act_preview_sample, busy_weight=1),
+    Action("results", 1, act_results),
     Action("train", 4, _run("train"), busy_weight=1, broken_weight=1),
     Action("pause", 1, _run("pause"), 3),
     Action("step", 2, _run("step"), 3), Action("reset weights", 1, _run("reset"), 1),

@@ -86,3 +86,10 @@ def diff(expected: str, got: str) -> str:
     lines = difflib.unified_diff(expected.splitlines(), got.splitlines(), "at open",
                                  "after undo", lineterm="", n=2)
     return "\n".join(list(lines)[:60])
+
+
+def strict_json(text: str) -> object:
+    """JSON as the project file means it: Infinity and NaN are not numbers there."""
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
