@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from layerlab.core.datasets import Dataset, split_indices
-from layerlab.core.project import Project
+from layerlab.core.project import Project, load_project
 from layerlab.core.settings import make_optimizer, settings_from
 from layerlab.core.trainer import StepRecord, Trainer
 
@@ -120,12 +120,13 @@ def expected_group(args: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", list(CUSTOM_ARGS))
-def test_every_optimizer_argument_reaches_the_torch_optimizer(name):
+def test_every_optimizer_argument_reaches_the_torch_optimizer(tmp_path: Path, name):
     cls, args = CUSTOM_ARGS[name]
-    project = project_for({"name": name, "lr": 0.05, **args}, batch_size=16)
+    project_for({"name": name, "lr": 0.05, **args}, batch_size=16).save(tmp_path / "p.json")
+    project = load_project(tmp_path / "p.json")  # through the file, as a user's project
     settings = settings_from(project.training)
     made = make_optimizer(settings, [torch.nn.Parameter(torch.zeros(2))])
-    trainer = trainer_for(project)
+    trainer = Trainer(project, data=indexed_data())  # the project's own settings
     for optimizer in (made, trainer.optimizer):
         assert type(optimizer) is cls
         group = optimizer.param_groups[0]
