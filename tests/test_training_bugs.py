@@ -208,6 +208,24 @@ def test_accumulating_k_batches_of_b_is_one_step_on_a_batch_of_k_times_b(k, b):
     assert_same_weights(trainer.model, start, atol=1e-6)
 
 
+def test_a_short_last_group_steps_as_one_batch_of_its_own_samples():
+    """30 samples in batches of 8, accumulated in twos: the groups hold 16 and 14 samples,
+    and each makes the step that one batch of those samples would."""
+    data = indexed_data(30)
+    project = project_for({"name": "sgd", "lr": 0.5}, batch_size=8, accumulate=2)
+    trainer = trainer_for(project, data)
+    reference = copy.deepcopy(trainer.model)
+    trainer.run()
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(trainer.settings.seed
+                                                                       + 1))
+    by_hand = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for group in (order[:16], order[16:]):
+        by_hand.zero_grad()
+        torch.nn.functional.cross_entropy(reference(data.x[group]), data.y[group]).backward()
+        by_hand.step()
+    assert_same_weights(trainer.model, reference, atol=1e-6)
+
+
 # -- clipping -----------------------------------------------------------------------------
 def test_clipping_bounds_the_gradient_norm_and_steps_as_torch_clip_grad_norm():
     max_norm = 0.05

@@ -358,7 +358,7 @@ class Trainer:
         if recorder:
             recorder.watch(loss, yb)
         total = loss + self.penalty()
-        (total / s.accumulate if s.accumulate > 1 else total).backward()
+        (total * self._group_share(len(xb)) if s.accumulate > 1 else total).backward()
         if recorder:
             recorder.after_backward()
         if (self.batch + 1) % s.accumulate == 0 or last:
@@ -366,6 +366,15 @@ class Trainer:
         if recorder:
             self._emit(TraceRecord(self.epoch + 1, self.step + 1, recorder.finish(len(xb))))
         return value, samples
+
+    def _group_share(self, samples: int) -> float:
+        """This batch's share of the samples of its accumulation group, so that the group
+        makes exactly the step one batch of all its samples would (a short last group or
+        batch of the epoch included)."""
+        k = self.settings.accumulate
+        first = self.batch - self.batch % k
+        group = range(first, min(first + k, self.batches_per_epoch))
+        return samples / sum(len(self._shard(b)) for b in group)
 
     def _reduce(self, loss: torch.Tensor, samples: int) -> tuple[float, int]:
         """The mean loss over every process's shard, and whether any process was asked to
