@@ -9,7 +9,6 @@ that finished its last step. The same seed gives the same metrics, bit for bit, 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,6 +20,7 @@ import torch
 
 from layerlab.core.atomic import atomic_path
 from layerlab.core.compiler import build_loss, build_model, checked
+from layerlab.core.control import Control
 from layerlab.core.datasets import Dataset, fit_to_input, load_dataset, split_indices
 from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
 from layerlab.core.idx import Progress
@@ -95,64 +95,6 @@ class StateRecord:
 
 Record = StepRecord | EpochRecord | StateRecord | TraceRecord | HealthRecord
 Listener = Callable[[Record], None]
-
-
-class Control:
-    """Requests from another thread, obeyed by the loop between batches."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._paused = False
-        self._stopping = False
-        self._steps = 0
-        self._announced = False  # the loop has said it is paused
-
-    def pause(self) -> None:
-        with self._cond:
-            self._paused = True
-
-    def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
-
-    def step(self, batches: int = 1) -> None:
-        """While paused, let `batches` more batches run."""
-        with self._cond:
-            self._steps += batches
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def wait_turn(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> bool:
-        """Block while paused (saying so once per pause); False once a stop was asked for."""
-        with self._cond:
-            while True:
-                if self._stopping:
-                    return False
-                if not self._paused:
-                    if self._announced:
-                        self._announced = False
-                        on_resume()
-                    return True
-                if self._steps:
-                    self._steps -= 1
-                    return True
-                if not self._announced:
-                    self._announced = True
-                    on_pause()
-                self._cond.wait()
 
 
 class Trainer:
