@@ -14,7 +14,7 @@ import torch
 from layerlab.core.datasets import Dataset, split_indices
 from layerlab.core.project import Project, load_project
 from layerlab.core.settings import make_optimizer, settings_from
-from layerlab.core.trainer import StepRecord, Trainer
+from layerlab.core.trainer import StepRecord, Trainer, TrainingError
 
 from helpers import chain_graph
 
@@ -97,6 +97,17 @@ def test_the_trainer_validates_on_exactly_the_held_out_rows_and_never_trains_on_
         expected = torch.nn.functional.cross_entropy(trainer.model(data.x[val_idx]),
                                                      data.y[val_idx])
     assert trainer.history[-1].val_loss == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_refused_in_one_sentence():
+    project = project_for()
+    project.training["dataset"]["validation_split"] = 0.9
+    with pytest.raises(TrainingError) as info:
+        trainer_for(project, indexed_data(2))  # round(1.8): both samples held out
+    assert str(info.value) == ("dataset tiny has 2 samples; a validation split of 0.9 leaves "
+                               "0 to train on; lower the validation split or add samples")
+    trainer = trainer_for(project, indexed_data(10))  # one left: it trains
+    assert len(trainer.x_train) == 1 and trainer.run() == "finished"
 
 
 # -- optimizer arguments ------------------------------------------------------------------

@@ -138,6 +138,12 @@ class Trainer:
         self.scheduler = make_scheduler(s, self.optimizer)
         self.penalised = [p for p in self.trainable if p.dim() >= 2]
         train_idx, val_idx = split_indices(len(self.data), s.validation_split, s.seed)
+        if len(train_idx) < self.world:
+            raise TrainingError(f"dataset {self.data.name} has {len(self.data)} samples; a "
+                                f"validation split of {s.validation_split:g} leaves "
+                                f"{len(train_idx)} to train on"
+                                + (f" in {self.world} processes" if self.world > 1 else "")
+                                + "; lower the validation split or add samples")
         self.x_train, self.y_train = self._to_device(train_idx)
         self.x_val, self.y_val = self._to_device(val_idx)
         self.shuffle = torch.Generator().manual_seed(s.seed + 1)
