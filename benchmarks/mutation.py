@@ -10,13 +10,16 @@ neither fail the run nor skew it. mutmut writes every mutant of the configured m
 mutants/head/mutants/ (the source is never touched). This script then
 - leaves out string-literal mutants (mutmut 3 has no switch for them): a mutant whose diff
   differs from the original only inside string literals, compared token by token;
-- leaves out the equivalent mutants listed in EQUIVALENT, each with its reason;
+- leaves out the equivalent mutants listed in EQUIVALENT, each with its reason, and those
+  of functions that run only while their module is imported (mutmut 3 cannot switch them
+  on: see import_time_functions);
 - draws a seeded random sample of at most --per-group mutants from each group of
   modules (GROUPS: the figures the team tracks);
 - runs them with one worker (`mutmut run --max-children 1 NAMES`), each against only the
   tests that call the mutated function;
 - prints killed/total per module, per group and overall. A timeout counts as killed; a
-  mutant no selected test reaches ("no tests") counts as survived.
+  mutant no selected test reaches ("no tests") counts as survived; a sampled mutant not run
+  yet (an interrupted run) is not counted, and the report says how many there are.
 """
 
 from __future__ import annotations
@@ -139,6 +142,41 @@ def generate() -> None:
     set_mutant_under_test("")
 
 
+IMPORT_PROBE = """
+import importlib, json, sys
+seen = set()
+def note(frame, event, arg):
+    if event == "call" and "/layerlab/core/" in frame.f_code.co_filename:
+        seen.add(frame.f_code.co_filename.split("/layerlab/core/")[1] + ":"
+                 + frame.f_code.co_qualname)
+sys.setprofile(note)
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+sys.setprofile(None)
+print(json.dumps(sorted(seen)))
+"""
+
+
+def import_time_functions() -> set[str]:
+    """mutmut's names of the functions that run while their module is imported (catalogue
+    and option tables built by factories). mutmut 3 switches a mutant on per call, after
+    every module is imported, so a mutant of such a function can never be active: it is
+    neither killed nor survives, and is left out of the count."""
+    modules = [f"layerlab.core.{m.removesuffix('.py').replace('/', '.')}"
+               for names in GROUPS.values() for m in names]
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *modules], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "src"})
+    names = set()
+    for entry in json.loads(out.stdout):
+        module, _, qualname = entry.partition(":")
+        parts = qualname.split(".")
+        if "<" in qualname or len(parts) > 2:
+            continue  # module code, comprehensions, nested functions (part of their parent)
+        mangled = "x_" + parts[0] if len(parts) == 1 else f"xǁ{parts[0]}ǁ{parts[1]}"
+        names.add(f"layerlab.core.{module.removesuffix('.py').replace('/', '.')}.{mangled}")
+    return names
+
+
 def load_meta(module: str) -> dict[str, int | None]:
     meta = MUTANTS / CORE / f"{module}.meta"
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
@@ -159,7 +197,7 @@ def candidates(module: str, cache: dict[str, bool]) -> tuple[list[str], int]:
             cache[key] = string_only(get_diff_for_mutant(name, path=CORE / module))
         if cache[key]:
             strings += 1
-        elif name not in EQUIVALENT:
+        else:
             names.append(name)
     return names, strings
 
@@ -170,11 +208,15 @@ def sample(groups: list[str], per_group: int, seed: int) -> dict[str, tuple[list
     cache_path = MUTANTS / "string-mutants.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     chosen = {}
+    import_time = import_time_functions()
     for group in groups:
         pool = {module: candidates(module, cache) for module in GROUPS[group]}
         everyone = [n for names, _ in pool.values() for n in names]
         picked = set(random.Random(f"{seed}:{group}").sample(everyone,
                                                              min(per_group, len(everyone))))
+        # drawn first, left out after: the sample does not move when a list changes
+        picked = {n for n in picked if n not in EQUIVALENT
+                  and n.rpartition("__mutmut_")[0] not in import_time}
         for module, (names, strings) in pool.items():
             chosen[module] = ([n for n in names if n in picked], len(names), strings)
     cache_path.write_text(json.dumps(cache))
@@ -184,7 +226,8 @@ def sample(groups: list[str], per_group: int, seed: int) -> dict[str, tuple[list
 def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> None:
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    print(f"{'module':28} {'killed/sampled':>14} {'score':>6}   (of N, string mutants left out)")
+    print(f"{'module':28} {'killed/run':>14} {'score':>6}   (of N after the string filter; "
+          "string mutants)")
     total_k = total_n = 0
     for group, modules in GROUPS.items():
         group_k = group_n = 0
@@ -194,10 +237,10 @@ def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> No
             names, population, strings = chosen[module]
             codes = load_meta(module)
             killed = [n for n in names if codes.get(n) in KILLED]
-            unrun = [n for n in names if codes.get(n) is None]
-            group_k, group_n = group_k + len(killed), group_n + len(names)
-            note = f" ({len(unrun)} not run yet)" if unrun else ""
-            print(f"  {module:26} {len(killed):>6}/{len(names):<7} {_pct(len(killed), len(names))}"
+            tried = [n for n in names if codes.get(n) is not None]
+            group_k, group_n = group_k + len(killed), group_n + len(tried)
+            note = f" ({len(names) - len(tried)} not run yet)" if len(tried) < len(names) else ""
+            print(f"  {module:26} {len(killed):>6}/{len(tried):<7} {_pct(len(killed), len(tried))}"
                   f"   (of {population}, {strings} string){note}")
             if survivors:
                 for name in names:
@@ -208,8 +251,8 @@ def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> No
             print(f"{group:28} {group_k:>6}/{group_n:<7} {_pct(group_k, group_n)}")
         total_k, total_n = total_k + group_k, total_n + group_n
     print(f"{'overall':28} {total_k:>6}/{total_n:<7} {_pct(total_k, total_n)}")
-    if EQUIVALENT:
-        print(f"equivalent mutants left out: {len(EQUIVALENT)} (see EQUIVALENT)")
+    print("left out of the sample: string-literal mutants, EQUIVALENT ones, and mutants of "
+          "functions that run only at import (see import_time_functions)")
 
 
 def _pct(k: int, n: int) -> str:
