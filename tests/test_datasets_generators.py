@@ -73,7 +73,9 @@ def test_moons_are_the_upper_unit_half_circle_and_the_shifted_lower_one():
     torch.testing.assert_close((lower - centre).norm(dim=1),
                                torch.ones(150, dtype=torch.float64), atol=1e-6, rtol=0)
     assert float(lower[:, 1].max()) <= 0.5
-    assert float(upper[:, 0].min()) < -0.95 and float(lower[:, 0].max()) > 1.95
+    # the angle covers the whole [0, π]: both ends of each half circle are reached
+    assert float(upper[:, 0].min()) < -0.95 and float(upper[:, 0].max()) > 0.95
+    assert float(lower[:, 0].min()) < 0.05 and float(lower[:, 0].max()) > 1.95
 
 
 def test_points_are_shuffled_and_the_noise_is_gaussian_with_the_asked_spread():
