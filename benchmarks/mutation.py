@@ -71,6 +71,28 @@ def string_only(diff: str) -> bool:
     return _shape(removed) == _shape(added) is not None
 
 
+def string_lines_only(diff: str) -> bool:
+    """The same test line by line, for strings continued over several lines: each changed
+    line read on its own (indent dropped, an unclosed bracket tolerated)."""
+    removed = [line[1:].strip() for line in diff.splitlines()
+               if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:].strip() for line in diff.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return len(removed) == len(added) > 0 and all(
+        _tokens(a) == _tokens(b) for a, b in zip(removed, added, strict=True))
+
+
+def _tokens(line: str) -> list[tuple[int, str]]:
+    found = []
+    try:
+        for t in tokenize.generate_tokens(io.StringIO(line).readline):
+            if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER):
+                found.append((t.type, "" if _plain_string(t) else t.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # a bracket left open for the next line
+    return found
+
+
 def _shape(code: str) -> list[tuple[int, str]] | None:
     """The code's tokens with every plain string literal's text blanked (None: not
     tokenizable). f-strings stay as they are: mutmut never mutates their text, only the code
@@ -216,11 +238,20 @@ def sample(groups: list[str], per_group: int, seed: int) -> dict[str, tuple[list
                                                              min(per_group, len(everyone))))
         # drawn first, left out after: the sample does not move when a list changes
         picked = {n for n in picked if n not in EQUIVALENT
-                  and n.rpartition("__mutmut_")[0] not in import_time}
+                  and n.rpartition("__mutmut_")[0] not in import_time
+                  and not string_lines_only(_diff(n))}
         for module, (names, strings) in pool.items():
             chosen[module] = ([n for n in names if n in picked], len(names), strings)
     cache_path.write_text(json.dumps(cache))
     return chosen
+
+
+def _diff(name: str) -> str:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    module = next(m for names in GROUPS.values() for m in names
+                  if name.startswith(f"layerlab.core.{m.removesuffix('.py').replace('/', '.')}."))
+    return get_diff_for_mutant(name, path=CORE / module)
 
 
 def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> None:
