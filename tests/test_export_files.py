@@ -145,3 +145,22 @@ def test_a_pt2_file_reloads_and_matches_the_model(tmp_path):
     loaded = torch.export.load(tmp_path / "m.pt2").module()
     x = torch.randn(5, 3)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_an_onnx_file_reports_its_opset_and_matches_the_model_in_onnxruntime(tmp_path):
+    import onnx
+    import onnxruntime
+
+    project = mlp()
+    torch.manual_seed(0)
+    model = build_model(project.graph)
+    report = export(project, model, "onnx", tmp_path / "m.onnx")
+    opset = next(o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import
+                 if o.domain in ("", "ai.onnx"))
+    assert report.detail.startswith(f"ONNX opset {opset}; onnxruntime matches torch within ")
+    assert report.detail.endswith(" (batch 1 and 7)") and opset >= 17
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    x = torch.rand(4, 3)
+    (got,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), model(x).detach(), rtol=0, atol=1e-5)
