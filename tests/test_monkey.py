@@ -1,15 +1,20 @@
-"""A short monkey sequence on the real window (the long one: benchmarks/bench_monkey.py)."""
+"""A short monkey sequence on the real window (the long one: benchmarks/bench_monkey.py;
+the machinery and its three checks: tests/monkey.py)."""
 
 from monkey import Monkey
 from monkey_actions import ACTIONS
 
-SEED = 20261128
-COUNT = 200
+SEED = 4
+COUNT = 250
 
 
 def test_a_seeded_monkey_sequence_breaks_nothing(window, tmp_path):
     del window.confirm_discard  # the real question, answered by the monkey
     monkey = Monkey(window, SEED, tmp_path, ACTIONS)
-    result = monkey.run(COUNT)
+    try:
+        result = monkey.run(COUNT, checkpoint_every=20)
+    finally:
+        window.confirm_discard = lambda: True  # closing must not ask (F8, monkey_findings)
     print(result.summary())
-    assert result.actions == COUNT and result.checkpoints >= 1
+    assert result.actions == COUNT and result.checkpoints >= 6
+    assert result.events["run started"] >= 1 and result.events["step-through entered"] >= 1
