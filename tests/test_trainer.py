@@ -298,3 +298,21 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         pick_device("cuda")
+
+
+def test_nothing_to_train_is_refused_in_words_naming_the_frozen_layers():
+    """torch would say "optimizer got an empty parameter list" (monkey finding F7)."""
+    project = tiny_project()
+    for node in ("n0", "n2"):
+        project.graph.nodes[node]["frozen"] = True
+    with pytest.raises(TrainingError) as info:
+        make_trainer(project)
+    assert str(info.value) == "every layer with weights is frozen (n0, n2): unfreeze one to train"
+    project.graph.nodes["n2"]["frozen"] = False
+    trainer = make_trainer(project)
+    assert [p for group in trainer.optimizer.param_groups for p in group["params"]] == \
+        list(trainer.model.n2.parameters())
+    weightless = Project(graph=chain_graph([4], ("ReLU", {}), loss="CrossEntropyLoss"))
+    weightless.training = project.training
+    with pytest.raises(TrainingError, match=r"^the network has no weights to train"):
+        make_trainer(weightless)

@@ -166,12 +166,22 @@ class Trainer:
 
     # -- set-up -----------------------------------------------------------------------
     def _apply_frozen(self) -> list[torch.nn.Parameter]:
-        trainable = []
+        """The parameters to train; an optimizer with none is refused here in words, as
+        torch would refuse it with "optimizer got an empty parameter list"."""
+        trainable, frozen_nodes = [], []
         for name, param in self.model.named_parameters():
-            frozen = bool(self.project.graph.nodes[name.split(".", 1)[0]].get("frozen"))
+            node = name.split(".", 1)[0]
+            frozen = bool(self.project.graph.nodes[node].get("frozen"))
             param.requires_grad_(not frozen)
             if not frozen:
                 trainable.append(param)
+            elif node not in frozen_nodes:
+                frozen_nodes.append(node)
+        if not trainable:
+            raise TrainingError(
+                f"every layer with weights is frozen ({', '.join(frozen_nodes)}): unfreeze one "
+                "to train" if frozen_nodes else "the network has no weights to train: add a "
+                "layer with weights, such as Linear or Conv2d")
         return trainable
 
     def _wrap_ddp(self) -> torch.nn.Module:
