@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QPushButton
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from layerlab.app.application import ErrorReporter, error_dialog, run_window
 from layerlab.app.file_ops import recovery_path
@@ -420,3 +420,46 @@ def test_ctrl_q_quits(window, qtbot):
     qtbot.keyClick(window, Qt.Key.Key_Q, CTRL)
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
     assert not window.training.controller.thread.isRunning()
+
+
+# -- monkey findings: runs that must not start, an edit typed but not committed ---------
+def test_step_with_a_broken_graph_is_refused_as_train_is(window, qtbot):
+    """F10: Step used to start a run that then failed in the torch thread."""
+    node = next(n for n, d in window.doc.graph.nodes(data=True) if d["type"] == "Tanh")
+    window.select_node(node)
+    qtbot.keyClick(window.view.viewport(), Qt.Key.Key_Delete)
+    assert window.doc.analysis.errors
+    qtbot.keyClick(window, Qt.Key.Key_F10)
+    assert window.training.controller.state == "idle" and not window.doc.structure_locked
+    assert window.training.error.text() == ("the graph has problems; fix them first (see the "
+                                            "inspector)")
+
+
+def test_train_is_refused_while_step_through_shows_a_step(window, qtbot):
+    """F5: a run started from step-through ended it and unlocked the graph under it."""
+    qtbot.keyClick(window, Qt.Key.Key_F11)
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=20_000)
+    for key in (Qt.Key.Key_F5, Qt.Key.Key_F10):
+        window.training.show_message("")
+        qtbot.keyClick(window, key)
+        assert window.training.controller.state == "idle"
+        assert window.training.error.text() == "leave step-through first (F11), then train"
+        assert window.stepper.active and window.doc.structure_locked
+    qtbot.keyClick(window, Qt.Key.Key_F11)
+    assert not window.stepper.active and not window.doc.structure_locked
+
+
+def test_an_edit_typed_but_not_committed_is_asked_about_before_closing(window, qtbot,
+                                                                       monkeypatch):
+    """F8: the field committed its edit after the window had closed without asking."""
+    from layerlab.app.main_window import MainWindow
+
+    asked = []
+    monkeypatch.setattr(window, "ask_save_changes",
+                        lambda: asked.append(True) or QMessageBox.StandardButton.Cancel)
+    type_into(qtbot, window.training.lr, "0.05", end=None)
+    assert window.doc.undo_stack.isClean()
+    assert MainWindow.confirm_discard(window) is False  # the real one, not the fixture's
+    assert asked == [True]
+    assert window.doc.project.training["optimizer"]["lr"] == 0.05
+    assert window.doc.undo_stack.undoText() == "Change learning rate"

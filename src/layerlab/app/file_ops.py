@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from layerlab.app.document import Document
 from layerlab.app.training_dock import TrainingDock
@@ -44,7 +44,11 @@ class FilesMixin:
     training: TrainingDock
 
     def confirm_discard(self) -> bool:
-        """True when there are no unsaved changes, or the person saved or discarded them."""
+        """True when there are no unsaved changes, or the person saved or discarded them.
+        A field still being edited is committed first, so its edit is asked about too."""
+        focus = QApplication.focusWidget()
+        if focus is not None:
+            focus.clearFocus()  # a line edit commits (editingFinished) as it loses focus
         if self.doc.undo_stack.isClean():
             return True
         answer = self.ask_save_changes()

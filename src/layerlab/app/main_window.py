@@ -203,7 +203,7 @@ class MainWindow(FilesMixin, QMainWindow):
                                  "Train the network (continues a stopped run)"),
             "pause": self.action("actionPause", "&Pause", t.toggle_pause, "F6",
                                  "Pause or resume training"),
-            "step": self.action("actionStep", "&Step", t.controller.step, "F10",
+            "step": self.action("actionStep", "&Step", t.step, "F10",
                                 "Train on one batch, then pause"),
             "stop": self.action("actionStop", "St&op", t.controller.stop, "Shift+F5",
                                 "Stop after this batch"),

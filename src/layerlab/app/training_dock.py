@@ -326,10 +326,23 @@ class TrainingDock(QWidget):
 
     # -- runs -------------------------------------------------------------------------
     def start(self) -> None:
+        if self._can_start():
+            self.controller.train()
+
+    def step(self) -> None:
+        """Train on one batch: a run that cannot start is refused as Train refuses it."""
+        if self.controller.state != "idle" or self._can_start():
+            self.controller.step()
+
+    def _can_start(self) -> bool:
+        """Whether a run may start now; if not, the reason is shown."""
         if self.doc.analysis.errors:
             self.show_failure("the graph has problems; fix them first (see the inspector)")
-            return
-        self.controller.train()
+            return False
+        if self.doc.structure_locked:  # step-through shows a step, or one is being recorded
+            self.show_failure("leave step-through first (F11), then train")
+            return False
+        return True
 
     def _run_started(self) -> None:
         self.show_message("")
