@@ -66,7 +66,7 @@ BAD_FILES = {
                      "fc1: out_features must be at least 1, not 0"),
     "shape-mismatch": (with_graph(fc1={"type": "Conv2d",
                                        "params": {"out_channels": 3, "kernel_size": 3}}), 1,
-                       "fc1: fc1 expects a [C, H, W] input but receives [784] from input"),
+                       "fc1 expects a [C, H, W] input but receives [784] from input"),
 }
 
 

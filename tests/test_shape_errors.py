@@ -159,3 +159,16 @@ def test_a_thousand_node_graph_is_fast():
     shapes = layerlab.infer_shapes(g)
     assert time.perf_counter() - start < 1.0
     assert len(shapes) == 1001
+
+
+def test_a_message_names_its_node_once():
+    """The node id is put before a message only when the message does not start with it
+    (monkey finding F9: "tanh: tanh needs exactly 1 input but has none")."""
+    from layerlab.core.errors import format_error
+
+    assert format_error("n1", "n1 needs exactly 1 input but has none") == \
+        "n1 needs exactly 1 input but has none"
+    assert format_error("fc1", "out_features must be at least 1, not 0") == \
+        "fc1: out_features must be at least 1, not 0"
+    assert format_error("n1", "n10 has no input") == "n1: n10 has no input"
+    assert format_error(None, "the graph has no Input node") == "the graph has no Input node"

@@ -25,4 +25,8 @@ class ProjectFileError(Exception):
 
 
 def format_error(node: str | None, message: str) -> str:
-    return message if node is None else f"{node}: {message}"
+    """The message after the node or place it concerns, named once: "fc1: out_features must
+    be …", but "n1 needs exactly 1 input …" as it is, not "n1: n1 needs …"."""
+    if node is None or message.split(" ", 1)[0].rstrip(":") == node:
+        return message
+    return f"{node}: {message}"
