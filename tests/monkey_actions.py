@@ -428,16 +428,26 @@ def _run_key(m: Monkey, what: str) -> str:
     return f"{what} (key to {target.objectName() or type(target).__name__})"
 
 
-# KNOWN F7 (/work/notes/monkey_findings.md): with no trainable weights (every weighted layer
-# frozen, or none), a run or a recording ends in "internal error: ValueError: optimizer got
-# an empty parameter list". The monkey does not start one then; False re-enables it.
+# Known bugs of others (/work/notes/monkey_findings.md) that end a run or a recording in an
+# "internal error"; the monkey does not start one while they apply. False re-enables.
+# F7: no trainable weights (every weighted layer frozen, or none): "optimizer got an empty
+# parameter list". F11: an Embedding smaller than the token ids of `digits` (0–16):
+# "IndexError: index out of range in self".
 KNOWN_F7 = True
+KNOWN_F11 = True
+DIGITS_TOKENS = 17
 
 
 def _nothing_to_train(m: Monkey) -> bool:
+    """True when a run would meet a known bug (F7, F11)."""
     g, counts = m.win.doc.graph, m.win.doc.counts
-    return KNOWN_F7 and not any(count and node in g and not g.nodes[node].get("frozen")
-                                for node, count in counts.items())
+    if KNOWN_F7 and not any(count and node in g and not g.nodes[node].get("frozen")
+                            for node, count in counts.items()):
+        return True
+    small = [n for n, d in g.nodes(data=True) if d.get("type") == "Embedding" and
+             isinstance((d.get("params") or {}).get("num_embeddings"), int) and
+             d["params"]["num_embeddings"] < DIGITS_TOKENS]
+    return KNOWN_F11 and bool(small)
 
 
 def _run(what: str) -> Callable[[Monkey], str | None]:
