@@ -463,3 +463,33 @@ def test_an_edit_typed_but_not_committed_is_asked_about_before_closing(window, q
     assert asked == [True]
     assert window.doc.project.training["optimizer"]["lr"] == 0.05
     assert window.doc.undo_stack.undoText() == "Change learning rate"
+
+
+def test_stop_ends_a_run_at_once_that_waits_behind_other_torch_work(window, qtbot,
+                                                                    monkeypatch):
+    """F3: a run queued behind a slow job (a dataset loading for the preview) ends as soon as
+    Stop is pressed; its slot, when it comes, neither trains nor ends another run."""
+    from layerlab.app import training_worker
+    from layerlab.core.insight import PreviewRecord
+
+    busy = []
+
+    def slow_preview(training):
+        busy.append(True)
+        QThread.msleep(1500)
+        return PreviewRecord("message", message="slow")
+
+    monkeypatch.setattr(training_worker, "preview_training", slow_preview)
+    window.training.controller.preview()
+    qtbot.waitUntil(lambda: busy == [True], timeout=5000)
+    window.actions["actionTrain"].trigger()
+    assert window.training.controller.state == "running" and window.doc.structure_locked
+    window.actions["actionStop"].trigger()
+    assert window.training.controller.state == "idle" and not window.doc.structure_locked
+    qtbot.wait(2000)  # the slow job ends, then the stopped run's slot runs and says nothing
+    assert window.training.controller.state == "idle"
+    assert window.training.error.text() == "" and window.training.plots.run_list.count() == 0
+    window.actions["actionTrain"].trigger()  # the next run is not ended by the stale one
+    qtbot.waitUntil(lambda: window.training.plots.run_list.count() == 1, timeout=20_000)
+    window.actions["actionStop"].trigger()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=5000)

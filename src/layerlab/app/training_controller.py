@@ -65,7 +65,7 @@ class TrainingController(QObject):
         self.loadRequested.connect(self.worker.load)
         self.echoRequested.connect(self.echo.answer)
         self.echo.answered.connect(self._answered)
-        self.worker.stopped.connect(self._ended)
+        self.worker.stopped.connect(self._stopped)
         self.worker.failed.connect(self._failed)
         self.thread.start()
         self.control: Control | None = None
@@ -120,8 +120,12 @@ class TrainingController(QObject):
             self.control.step()
 
     def stop(self) -> None:
+        """Stop after this batch; a run whose slot has not begun (it waits behind other
+        torch work, such as a dataset loading) ends at once: its slot will find it stopped."""
         if self.control is not None:
             self.control.stop()
+            if self.state != "idle" and self._live != self._run:
+                self._ended("stopped")
 
     def reset(self) -> None:
         if self.state == "idle":
@@ -172,6 +176,12 @@ class TrainingController(QObject):
         if run == self._run and self.state != "idle":
             self.refused.emit(SILENT_END)
             self._ended("failed")
+
+    def _stopped(self, outcome: str) -> None:
+        """The run's slot ended (finished or stopped); a run ended before it began is not
+        ended twice."""
+        if self.state != "idle" and self._live == self._run:
+            self._ended(outcome)
 
     def _failed(self, message: str) -> None:
         """A failure ends the run only when it is the run's, not a preview's or a trace's
