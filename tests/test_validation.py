@@ -165,3 +165,15 @@ def test_every_accepted_optimizer_setting_builds_in_torch():
                     **{f"optimizer.{k}": v for k, v in args.items()})
         assert training_problems(t) == []
         make_optimizer(settings_from(t), [torch.nn.Parameter(torch.zeros(2))])
+
+
+def test_overrides_give_a_copy_that_shares_nothing():
+    from layerlab.core.settings import with_overrides
+
+    original = section(**{"dataset.options": {"noise": 0.1}, "optimizer.betas": [0.9, 0.99]})
+    before = copy.deepcopy(original)
+    t = with_overrides(original, lr=0.5, epochs=3)
+    t["dataset"]["options"]["noise"] = 0.3
+    t["optimizer"]["betas"][0] = 0.5
+    assert original == before
+    assert (t["optimizer"]["lr"], t["epochs"]) == (0.5, 3)

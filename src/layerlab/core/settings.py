@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,7 @@ class TrainSettings:
 def with_overrides(training: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """A copy of a training section with command-line overrides (None: not given) applied.
     A different dataset drops the old one's options; a different optimizer its arguments."""
-    t = {**training, "dataset": dict(training["dataset"]),
-         "optimizer": dict(training["optimizer"])}
+    t = copy.deepcopy(training)  # nothing of the caller's section is shared
     for key, value in overrides.items():
         if value is None:
             continue
