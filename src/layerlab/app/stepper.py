@@ -65,22 +65,9 @@ class Stepper(QObject):
         self.timer.timeout.connect(self._tick)
         self.animations: list[QVariantAnimation] = []
         self.pulses: list[QGraphicsEllipseItem] = []
-        scene.doc.locked.connect(self._locked)
 
     # -- the mode ---------------------------------------------------------------------
-    def _locked(self, locked: bool) -> None:
-        """The recorded step is shown on the graph it was recorded from: once the graph
-        can be edited again (a run started from step-through has ended), leave."""
-        if not locked and self.active:
-            self.leave()
-
     def load(self, trace: StepTrace, graph: nx.DiGraph) -> None:
-        """Show a recorded step; the graph stays locked while it is shown. A step recorded
-        from nodes the graph no longer has (edited while the recording was under way) is
-        not shown: its story would name nodes that are gone."""
-        if any(node not in graph for node, _ in trace.forward):
-            return
-        self.scene.doc.set_locked(True)
         self.trace, self.graph = trace, graph
         self.events = timeline(trace, graph)
         self.verdicts = diagnose(trace)
