@@ -52,6 +52,9 @@ MISFITS = {
     "token ids": (dict(example="tiny-transformer", dataset={"name": "spiral"}),
                   "input", "Input node input asks for int64 token ids, but dataset spiral "
                             "gives real values"),
+    "embedding too small": (dict(example="tiny-transformer", embed={"num_embeddings": 16}),
+                            "input", "Embedding embed has num_embeddings=16, but dataset digits "
+                                     "has token ids up to 16; set it to at least 17"),
 }
 
 

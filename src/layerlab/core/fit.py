@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+import torch
+
 from layerlab.core.compiler import build_loss
 from layerlab.core.datasets import (
     Dataset,
@@ -62,9 +65,25 @@ def dataset_fit(project: Project, analysis: Analysis | None = None) -> Fit:
         return Fit(problems=(("training.dataset", str(exc)),))
     try:
         data = fit_to_input(data, node, analysis.shapes[node], analysis.dtypes[node])
+        check_token_ids(project.graph, node, data)
     except DatasetError as exc:
         return Fit(problems=((node, str(exc)),))
     return Fit(problems=tuple(_objective_problems(project, analysis, data)))
+
+
+def check_token_ids(graph: nx.DiGraph, input_node: str, data: Dataset) -> None:
+    """An Embedding fed by the Input must have an entry for every token id of the dataset:
+    torch would stop the run with an IndexError at the first batch that has a larger one."""
+    if data.x.dtype != torch.int64 or not len(data.x):
+        return
+    largest = int(data.x.max())
+    for node in graph.successors(input_node):
+        attrs = graph.nodes[node]
+        size = attrs.get("params", {}).get("num_embeddings")
+        if attrs.get("type") == "Embedding" and isinstance(size, int) and largest >= size:
+            raise DatasetError(f"Embedding {node} has num_embeddings={size}, but dataset "
+                               f"{data.name} has token ids up to {largest}; set it to at "
+                               f"least {largest + 1}")
 
 
 def _objective_problems(project: Project, analysis: Analysis, data: Dataset) -> list[Problem]:

@@ -23,6 +23,7 @@ from layerlab.core.compiler import build_loss, build_model, checked
 from layerlab.core.control import Control
 from layerlab.core.datasets import Dataset, fit_to_input, load_dataset, split_indices
 from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
+from layerlab.core.fit import check_token_ids
 from layerlab.core.idx import Progress
 from layerlab.core.objective import make_objective
 from layerlab.core.project import Project
@@ -120,6 +121,7 @@ class Trainer:
         data = data or load_dataset(s.dataset, s.dataset_options, progress)
         self.data = fit_to_input(data, input_node, analysis.shapes[input_node],
                                  analysis.dtypes[input_node])
+        check_token_ids(graph, input_node, self.data)
         loss_type = graph.nodes[analysis.loss_node]["type"]
         loss_module = build_loss(graph)
         assert loss_module is not None
