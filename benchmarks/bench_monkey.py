@@ -30,8 +30,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--checkpoint-every", type=int, default=40)
     parser.add_argument("--verbose", action="store_true", help="print each action as done")
-    parser.add_argument("--offline-mnist", action="store_true",
-                        help="no local MNIST (WORKAROUND F2 off: see tests/monkey.py)")
+    parser.add_argument("--local-mnist", action="store_true",
+                        help="a small MNIST-format dataset in a temporary HOME, so that the "
+                             "mnist examples train offline")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="layerlab-monkey-"))
     QStandardPaths.setTestModeEnabled(True)  # never the user's settings or recovery file
@@ -43,7 +44,7 @@ def main() -> int:
     window = MainWindow(offer_recovery=False)
     window.show()
     monkey = Monkey(window, args.seed, folder, ACTIONS, echo=args.verbose,
-                    offline_mnist=args.offline_mnist)
+                    local_mnist=args.local_mnist)
     try:
         result = monkey.run(args.count, args.checkpoint_every)
     except MonkeyFailure as failure:

@@ -91,10 +91,10 @@ class Monkey:
     """Drives one MainWindow. `actions` is the table it draws from (monkey_actions.ACTIONS)."""
 
     def __init__(self, window: Any, seed: int, folder: Path, actions: list[Action],
-                 echo: bool = False, offline_mnist: bool = False) -> None:
+                 echo: bool = False, local_mnist: bool = False) -> None:
         self.win = window
         self.echo = echo
-        self.offline_mnist = offline_mnist
+        self.local_mnist = local_mnist
         self.seed = seed
         self.rng = random.Random(seed)
         self.folder = folder
@@ -324,16 +324,16 @@ class Monkey:
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._exceptions())
             stack.enter_context(self._dialogs())
-            if not self.offline_mnist:
+            if self.local_mnist:
                 stack.enter_context(self._mnist_at_home())
             yield
 
     @contextlib.contextmanager
     def _mnist_at_home(self) -> Iterator[None]:
-        """WORKAROUND F2 (/work/notes/monkey_findings.md): offline, every queued preview of
-        an MNIST project retries the download and Stop waits behind them. HOME points at a
-        folder with a small MNIST-format dataset, so mnist loads at once (fashion-mnist
-        stays missing). Off with offline_mnist=True."""
+        """MNIST on a machine without it (local_mnist=True): HOME points at a folder with a
+        small MNIST-format dataset, so the mnist examples train instead of failing to
+        download (fashion-mnist stays missing). It was the workaround for finding F2 (Stop
+        waited behind queued previews retrying the download) until Stop stopped waiting."""
         home = self.folder / "home"
         write_idx_dataset(home / ".cache" / "layerlab" / "mnist", 1200, 200)
         old = os.environ.get("HOME")
