@@ -348,8 +348,6 @@ def act_training_field(m: Monkey) -> str | None:
 
 def act_preview_sample(m: Monkey) -> str | None:
     """Click a point or an image of the dataset preview: step through that sample."""
-    if _nothing_to_train(m):
-        return None
     raised = _show_training(m)
     training = m.win.training
     tabs = training.tabs
@@ -428,32 +426,8 @@ def _run_key(m: Monkey, what: str) -> str:
     return f"{what} (key to {target.objectName() or type(target).__name__})"
 
 
-# Known bugs of others (/work/notes/monkey_findings.md) that end a run or a recording in an
-# "internal error"; the monkey does not start one while they apply. False re-enables.
-# F7: no trainable weights (every weighted layer frozen, or none): "optimizer got an empty
-# parameter list". F11: an Embedding smaller than the token ids of `digits` (0–16):
-# "IndexError: index out of range in self".
-KNOWN_F7 = True
-KNOWN_F11 = True
-DIGITS_TOKENS = 17
-
-
-def _nothing_to_train(m: Monkey) -> bool:
-    """True when a run would meet a known bug (F7, F11)."""
-    g, counts = m.win.doc.graph, m.win.doc.counts
-    if KNOWN_F7 and not any(count and node in g and not g.nodes[node].get("frozen")
-                            for node, count in counts.items()):
-        return True
-    small = [n for n, d in g.nodes(data=True) if d.get("type") == "Embedding" and
-             isinstance((d.get("params") or {}).get("num_embeddings"), int) and
-             d["params"]["num_embeddings"] < DIGITS_TOKENS]
-    return KNOWN_F11 and bool(small)
-
-
 def _run(what: str) -> Callable[[Monkey], str | None]:
     def act(m: Monkey) -> str | None:
-        if what in ("train", "step") and m.idle() and _nothing_to_train(m):
-            return None
         button = RUN_BUTTONS.get(what)
         if button and (what not in RUN_KEYS or m.rng.random() < 0.4):
             raised = _show_training(m)
@@ -469,9 +443,7 @@ def act_stop(m: Monkey) -> str:
     return "Shift+F5 / Done: " + m.stop_everything()
 
 
-def act_step_through(m: Monkey) -> str | None:
-    if not m.win.stepper.active and _nothing_to_train(m):
-        return None
+def act_step_through(m: Monkey) -> str:
     return _run_key(m, "step through")
 
 
