@@ -505,7 +505,7 @@ ACTIONS = [
     Action("step", 2, _run("step"), 3), Action("reset weights", 1, _run("reset"), 1),
     Action("stop", 1, act_stop, busy_weight=9),
     Action("step through", 3, act_step_through, busy_weight=3, broken_weight=1),
-    Action("step-through control", 0, act_stepper_control, busy_weight=10),
+    Action("step-through control", 0, act_stepper_control, busy_weight=30),
     Action("undo", 6, act_undo, broken_weight=14), Action("redo", 3, act_redo),
     Action("open example", 1, act_open_example, broken_weight=3), Action("new", 0.3, act_new),
     Action("save as", 1, act_save_as), Action("save", 1, act_save),
