@@ -124,20 +124,14 @@ def act_palette_search(m: Monkey) -> str:
     return repr(text)
 
 
-def _grab(m: Monkey) -> tuple[str, QPoint] | None:
-    """A random node and the viewport point of its title bar, when it is in view."""
+def act_click_node(m: Monkey) -> str | None:
     node = _node(m)
     if node is None:
         return None
-    point = _scene_point(m, m.win.scene.nodes[node].scenePos() + QPointF(60, 8))
-    return None if point is None else (node, point)
-
-
-def act_click_node(m: Monkey) -> str | None:
-    grabbed = _grab(m)
-    if grabbed is None:
+    item = m.win.scene.nodes[node]
+    point = _scene_point(m, item.scenePos() + QPointF(60, 8))
+    if point is None:
         return None
-    node, point = grabbed
     mod = CTRL if m.rng.random() < 0.25 else NO_MOD
     click(_view(m).viewport(), point, mod)
     return f"{node}{' with Ctrl' if mod == CTRL else ''}"
@@ -150,10 +144,13 @@ def act_click_empty(m: Monkey) -> str:
 
 
 def act_drag_node(m: Monkey) -> str | None:
-    grabbed = _grab(m)
-    if grabbed is None:
+    node = _node(m)
+    if node is None:
         return None
-    node, start = grabbed
+    item = m.win.scene.nodes[node]
+    start = _scene_point(m, item.scenePos() + QPointF(60, 8))
+    if start is None:
+        return None
     end = start + QPoint(m.rng.randint(-250, 250), m.rng.randint(-200, 200))
     drag(_view(m).viewport(), start, end)
     return f"{node} by ({end.x() - start.x()}, {end.y() - start.y()})"
