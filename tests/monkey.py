@@ -76,6 +76,7 @@ class Result:
     dialogs: int
     seconds: float
     events: Counter[str]
+    failures: list[str]  # the reasons the window gave for runs and recordings that failed
 
     def summary(self) -> str:
         mix = ", ".join(f"{name} {n}" for name, n in sorted(self.mix.items(),
@@ -84,7 +85,8 @@ class Result:
         return (f"seed {self.seed}: {self.actions} actions in {self.seconds:.0f} s, "
                 f"{self.checkpoints} undo checkpoints ({self.undone} edits undone and "
                 f"redone), {self.dialogs} dialogs answered; all checks passed\n"
-                f"action mix: {mix}\nwhat happened: {events}")
+                f"action mix: {mix}\nwhat happened: {events}"
+                + "".join(f"\n  failed: {reason}" for reason in self.failures))
 
 
 class Monkey:
@@ -109,6 +111,7 @@ class Monkey:
         self.checkpoints = self.undone = self.index = self.started_ns = 0
         self.baseline = window.doc.project.to_json()
         self.events: Counter[str] = Counter()  # runs started, step-throughs entered, …
+        self.failures: list[str] = []
         window.doc.reset.connect(self._project_replaced)
         controller = window.training.controller
         controller.stateChanged.connect(self._state_changed)
@@ -134,7 +137,8 @@ class Monkey:
             self.stop_everything()
             self.checkpoint()
         return Result(self.seed, count, self.mix, self.checkpoints, self.undone,
-                      len(self.dialogs), time.monotonic() - start, self.events)
+                      len(self.dialogs), time.monotonic() - start, self.events,
+                      self.failures)
 
     def step(self, i: int) -> None:
         if QApplication.activeWindow() is not self.win:  # after a popup, offscreen: a
@@ -185,6 +189,7 @@ class Monkey:
 
     def _failed(self, message: str) -> None:
         self.events["run or recording failed"] += 1
+        self.failures.append(message[:200])
         self.log(f"   ↳ failed: {message[:200]}")
 
     # -- the three checks -----------------------------------------------------------------
