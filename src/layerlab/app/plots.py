@@ -110,6 +110,14 @@ def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool,
         plot.setYRange(low - 0.1 * span, high + 0.1 * span, padding=0)
 
 
+def _first_step(records: list[object]) -> int | None:
+    return next((r.step for r in records if isinstance(r, StepRecord)), None)
+
+
+def _last_step(records: list[object]) -> int:
+    return next((r.step for r in reversed(records) if isinstance(r, StepRecord)), -1)
+
+
 class RunPlots(QWidget):
     """Training loss per step (raw and smoothed), validation loss and accuracy per epoch."""
 
@@ -144,6 +152,7 @@ class RunPlots(QWidget):
         for plot in (self.loss_plot, self.val_plot, self.acc_plot):
             layout.addWidget(plot, 2 if plot is self.loss_plot else 1)
         self.runs: list[Run] = []
+        self._held: list[object] = []  # traced steps waiting for the run they begin
         self._dirty = False
         self.timer = QTimer(self)
         self.timer.setObjectName("plotTimer")
@@ -173,9 +182,29 @@ class RunPlots(QWidget):
     def add(self, records: list[object]) -> None:
         if not self.runs:
             self.new_run()
+        run = self.runs[-1]
+        if self._held and run.loss.n == 0:  # the traced steps this run continues
+            if _first_step(records) == _last_step(self._held) + 1:
+                records = self._held + records
+            self._held = []
         for record in records:
-            self.runs[-1].add(record)
+            run.add(record)
         self._dirty = True
+
+    def add_between_runs(self, records: list[object]) -> None:
+        """Steps trained outside a run (a traced step): they extend the last run's curve
+        when they follow its last step, else they wait for the run that continues them, so
+        a traced step never shows as a run of one point."""
+        first = _first_step(records)
+        if first is None:
+            return
+        loss = self.runs[-1].loss if self.runs else None
+        if loss is not None and loss.n and loss.x[loss.n - 1] == first - 1:
+            self.add(records)
+            return
+        if self._held and _last_step(self._held) + 1 != first:
+            self._held = []
+        self._held += records
 
     def redraw(self) -> None:
         if not self._dirty:
@@ -197,6 +226,7 @@ class RunPlots(QWidget):
             plot.clear()
             plot.addLegend(offset=(-10, 10))
         self.runs.clear()
+        self._held = []
         self.run_list.clear()
 
     def _visibility(self, item: QListWidgetItem) -> None:

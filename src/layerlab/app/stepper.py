@@ -25,6 +25,11 @@ BACKWARD = (QColor("#efe6fb"), QColor("#7b3fc4"))  # small → large gradient no
 UPDATE = (QColor("#e3f6e8"), QColor("#1f9d55"))
 PULSE_FORWARD, PULSE_BACKWARD = QColor("#f08c1a"), QColor("#7b3fc4")
 SPEEDS_MS = {"slow": 900, "normal": 450, "fast": 150}
+# the phases whose numbers each kind of verdict is about: its badge shows only there
+VERDICT_PHASES = {"nonfinite": ("forward", "loss"), "dead": ("forward", "loss"),
+                  "saturated": ("forward", "loss"), "vanishing": ("backward",),
+                  "exploding": ("backward",), "update-large": ("update",),
+                  "update-small": ("update",)}
 
 
 def mix(pair: tuple[QColor, QColor], t: float) -> QColor:
@@ -136,7 +141,6 @@ class Stepper(QObject):
         phase = self.events[index].phase if index >= 0 else ""
         seen = {e.node: e for e in self.events[: index + 1]}
         grads = grad_norms_by_node(trace)
-        badge = {v.node: v.kind for v in self.verdicts}
         for node, item in self.scene.nodes.items():
             colour, caption = None, ""
             event = seen.get(node)
@@ -154,7 +158,7 @@ class Stepper(QObject):
                 ratio = update_ratio(trace, node)
                 colour = mix(UPDATE, log_scale(ratio, 1e-6, 1e-1))
                 caption = f"Δw/w {ratio:.1e}"
-            item.set_step_state(colour, caption, badge.get(node, ""))
+            item.set_step_state(colour, caption, self._badge(node, phase, index))
         for (source, target), edge in self.scene.edges.items():
             if phase == "backward" and self._reached(source, index) and source in grads:
                 width = 1.5 + 3.5 * log_scale(grads[source], 1e-6, 10)
@@ -163,6 +167,14 @@ class Stepper(QObject):
                 edge.set_style(PULSE_FORWARD, 2.5)
             else:
                 edge.set_style(QColor("#8a8f98"), 2.0)
+
+    def _badge(self, node: str, phase: str, index: int) -> str:
+        """The node's verdicts about this phase, once the node has been reached in it."""
+        seen = {e.phase for e in self.events[: index + 1] if e.node == node}
+        kinds = [v.kind for v in self.verdicts if v.node == node
+                 and phase in VERDICT_PHASES.get(v.kind, ("backward",))
+                 and seen & set(VERDICT_PHASES.get(v.kind, ("backward",)))]
+        return ", ".join(dict.fromkeys(kinds))
 
     def _reached(self, node: str, index: int) -> bool:
         return any(e.phase == "backward" and e.node == node for e in self.events[: index + 1])

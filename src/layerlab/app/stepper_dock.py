@@ -3,15 +3,12 @@ real numbers, a tensor inspector, and the gradient flow per layer."""
 
 from __future__ import annotations
 
-import numpy as np
-import pyqtgraph as pg
 import torch
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
     QPushButton,
     QSpinBox,
     QTabWidget,
@@ -19,8 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from layerlab.app.step_views import FlowView, TensorView
 from layerlab.app.stepper import SPEEDS_MS, Stepper
-from layerlab.core.diagnostics import trace_grad_norms
 from layerlab.core.timeline import PHASES, chain_rule, describe
 
 SHOWN = 8  # entries of a vector printed in the chain-rule view
@@ -69,8 +66,11 @@ class StepperDock(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setObjectName("stepTabs")
         self.tabs.addTab(self._chain_tab(), "Chain rule")
-        self.tabs.addTab(self._tensor_tab(), "Tensor")
-        self.tabs.addTab(self._flow_tab(), "Gradient flow")
+        self.tensor = TensorView()
+        self.tensor.sampleChosen.connect(self._sample_chosen)
+        self.flow = FlowView()
+        self.tabs.addTab(self.tensor, "Tensor")
+        self.tabs.addTab(self.flow, "Gradient flow")
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addLayout(phases)
@@ -107,43 +107,13 @@ class StepperDock(QWidget):
         layout.addWidget(self.chain, 1)
         return page
 
-    def _tensor_tab(self) -> QWidget:
-        page = QWidget()
-        layout = QHBoxLayout(page)
-        self.heatmaps: list[tuple[pg.PlotWidget, pg.ImageItem]] = []
-        for name in ("tensorA", "tensorB", "tensorC"):
-            plot = pg.PlotWidget()
-            plot.setObjectName(name)
-            plot.invertY(True)
-            image = pg.ImageItem()
-            image.setLookupTable(pg.colormap.get("CET-D1").getLookupTable())
-            plot.addItem(image)
-            layout.addWidget(plot)
-            self.heatmaps.append((plot, image))
-        self.histogram = pg.PlotWidget(title="histogram")
-        self.histogram.setObjectName("tensorHistogram")
-        layout.addWidget(self.histogram)
-        return page
-
-    def _flow_tab(self) -> QWidget:
-        page = QWidget()
-        self.flow = pg.PlotWidget(title="gradient norm per layer (log₁₀)")
-        self.flow.setObjectName("gradientFlow")
-        self.verdict_list = QListWidget()
-        self.verdict_list.setObjectName("verdicts")
-        self.verdict_list.setAccessibleName("Diagnostics")
-        layout = QHBoxLayout(page)
-        layout.addWidget(self.flow, 2)
-        layout.addWidget(self.verdict_list, 1)
-        return page
-
     # -- showing ----------------------------------------------------------------------
     def _mode(self, active: bool) -> None:
         for button in self.buttons.values():
             button.setEnabled(active)
         self.speed.setEnabled(active)
         if active:
-            self._show_flow()
+            self.flow.show(self.stepper.trace, self.stepper.verdicts)
             trace = self.stepper.trace
             self.sample.setRange(0, max(0, int(trace.kept["samples"]) - 1))
         else:
@@ -176,7 +146,7 @@ class StepperDock(QWidget):
         self.text.setText(f"<b>{event.phase}</b> ({index + 1}/{len(stepper.events)}) · "
                           + describe(event, stepper.trace, stepper.graph))
         self._show_chain(event.node)
-        self._show_tensor(event.phase, event.node)
+        self.tensor.show(stepper.trace, event.phase, event.node)
 
     def _show_chain(self, node: str) -> None:
         stepper = self.stepper
@@ -196,50 +166,6 @@ class StepperDock(QWidget):
             f"{check}")
         self.last_chain = rule
 
-    def _show_tensor(self, phase: str, node: str) -> None:
-        trace = self.stepper.trace
-        tensors: list[tuple[str, torch.Tensor]] = []
-        if phase == "update":
-            key = next((k for k in trace.updates if k.startswith(f"{node}.")), None)
-            if key is not None:
-                tensors = [(f"W {key}", trace.weights[key]), ("dL/dW", trace.param_grads[key]),
-                           ("Δw", trace.updates[key])]
-        elif phase == "backward" and node in dict(trace.backward):
-            tensors = [(f"dL/dy {node}", trace.grad(node))]
-        elif node in dict(trace.forward):
-            tensors = [(f"output {node}", trace.output(node))]
-        for i, (plot, image) in enumerate(self.heatmaps):
-            if i < len(tensors):
-                title, t = tensors[i]
-                array = t.detach().float().reshape(len(t) if t.dim() > 1 else 1, -1).numpy()
-                bound = float(np.abs(array).max()) or 1.0
-                image.setImage(array.T, levels=(-bound, bound))
-                plot.setTitle(title)
-                plot.show()
-            else:
-                plot.hide()
-        self.histogram.clear()
-        stats = (trace.stats.get(node) if phase != "backward" else trace.grad_stats.get(node))
-        if stats is not None and phase != "update":
-            edges = np.linspace(stats.min, stats.max if stats.max > stats.min else
-                                stats.min + 1, len(stats.hist) + 1)
-            self.histogram.plot(edges, stats.hist, stepMode="center", fillLevel=0,
-                                brush=pg.mkBrush("#4c9be880"))
-            self.histogram.setTitle(f"mean {stats.mean:.3g} · std {stats.std:.3g} · "
-                                    f"min {stats.min:.3g} · max {stats.max:.3g}")
-
-    def _show_flow(self) -> None:
-        trace = self.stepper.trace
-        norms = trace_grad_norms(trace)
-        self.flow.clear()
-        names = list(norms)
-        values = [np.log10(max(norms[n], 1e-30)) for n in names]
-        bars = pg.BarGraphItem(x=np.arange(len(names)), height=values, width=0.7,
-                               brush="#7b3fc4")
-        self.flow.addItem(bars)
-        self.flow.getAxis("bottom").setTicks([list(enumerate(names))])
-        self.verdict_list.clear()
-        for verdict in self.stepper.verdicts:
-            self.verdict_list.addItem(verdict.message)
-        if not self.stepper.verdicts:
-            self.verdict_list.addItem("No problems: gradients look healthy.")
+    def _sample_chosen(self, sample: int) -> None:
+        self.sample.setValue(sample)
+        self.tabs.setCurrentIndex(0)

@@ -375,7 +375,11 @@ class TrainingDock(QWidget):
             if self._new_run:
                 self.plots.new_run()
                 self._new_run = False
-            self.plots.add(steps)
+                self.plots.add(steps)
+            elif self.controller.state == "idle":  # a traced step
+                self.plots.add_between_runs(steps)
+            else:
+                self.plots.add(steps)
             self._progress(steps)
 
     def _progress(self, records: list[object]) -> None:

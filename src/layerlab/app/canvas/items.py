@@ -68,6 +68,14 @@ class NodeItem(QGraphicsItem):
         self.output: PortItem | None = None
         self.thumbnail = QGraphicsPixmapItem(self)
         self.thumbnail.setVisible(False)
+        self.thumbnail.setToolTip(f"{node}'s output over the input plane, the mean of all "
+                                  "its units (blue below zero, red above)")
+        unit = QGraphicsSimpleTextItem("mean of\nall units", self.thumbnail)
+        small = QFont()
+        small.setPixelSize(9)
+        unit.setFont(small)
+        unit.setBrush(QColor("#8a8f98"))
+        unit.setPos(-unit.boundingRect().width() - 3, THUMB - unit.boundingRect().height())
         self.height = 3 * LINE + 12
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
                       | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
@@ -130,7 +138,14 @@ class NodeItem(QGraphicsItem):
         return self.scenePos() + QPointF(NODE_WIDTH, self.height / 2)
 
     def boundingRect(self) -> QRectF:
-        return QRectF(-4, -4, NODE_WIDTH + 8, self.height + 8)
+        """The body, the value label above it and the verdict badge below it: what is
+        painted must be inside, or Fit and scrolling cut it off."""
+        return QRectF(-4, -LINE - 4, NODE_WIDTH + 8, self.height + 2 * LINE + 8)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()  # clicks and rubber bands select the body only
+        path.addRect(QRectF(-4, -4, NODE_WIDTH + 8, self.height + 8))
+        return path
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:

@@ -1,0 +1,87 @@
+"""A heatmap of one tensor with a colour bar, its axes named and ticked at whole indices,
+and a click on a cell reported as (row, column)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Signal
+
+CMAP = pg.colormap.get("CET-D1")  # diverging: blue negative, white zero, red positive
+MAX_TICKS = 6
+
+
+def index_ticks(n: int) -> list[tuple[float, str]]:
+    """At most MAX_TICKS whole indices (0, a round step, …), each at its cell's centre."""
+    step = 1
+    for candidate in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        step = candidate
+        if -(-n // candidate) <= MAX_TICKS:
+            break
+    return [(i + 0.5, str(i)) for i in range(0, n, step)]
+
+
+def as_matrix(t: np.ndarray) -> np.ndarray:
+    """A tensor as rows × columns: a scalar or vector is one row; more dimensions are
+    flattened after the first (row i is entry i of the first dimension)."""
+    array = np.asarray(t, dtype=np.float64)
+    if array.ndim <= 1:
+        return array.reshape(1, -1)
+    return array.reshape(array.shape[0], -1)
+
+
+class Heatmap(pg.GraphicsLayoutWidget):
+    """Values centred on zero (white), with the colour bar beside them."""
+
+    cellClicked = Signal(int, int)  # row, column of the shown matrix
+
+    def __init__(self, name: str, tooltip: str = "") -> None:
+        super().__init__()
+        self.setObjectName(name)
+        self.setAccessibleName(name)
+        if tooltip:
+            self.setToolTip(tooltip)
+        self.setMinimumSize(150, 120)
+        self.plot = self.addPlot()
+        self.plot.invertY(True)
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.plot.addItem(self.image)
+        self.bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=CMAP, interactive=False,
+                                   width=12)
+        self.bar.setImageItem(self.image, insert_in=self.plot)
+        self.values = np.zeros((0, 0))
+        self.scene().sigMouseClicked.connect(self._clicked)
+
+    def show_matrix(self, values: np.ndarray, title: str, rows: str = "",
+                    columns: str = "") -> None:
+        """Show a rows × columns array (see as_matrix for other shapes)."""
+        matrix = as_matrix(values)
+        self.values = matrix
+        finite = matrix[np.isfinite(matrix)]
+        bound = float(np.abs(finite).max()) if finite.size else 0.0
+        bound = bound or 1.0
+        self.image.setImage(np.nan_to_num(matrix, nan=0.0, posinf=bound, neginf=-bound),
+                            autoLevels=False)
+        self.bar.setLevels((-bound, bound))
+        self.plot.setTitle(title)
+        height, width = matrix.shape
+        self.plot.setLabel("left", rows)
+        self.plot.setLabel("bottom", columns)
+        self.plot.getAxis("left").setTicks([index_ticks(height)])
+        self.plot.getAxis("bottom").setTicks([index_ticks(width)])
+        self.plot.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+
+    def cell_centre(self, row: int, column: int) -> QPointF:
+        """Where cell (row, column) is drawn, in this widget's coordinates (for tests and
+        tooltips)."""
+        scene = self.image.mapToScene(QPointF(column + 0.5, row + 0.5))
+        return self.mapFromScene(scene).toPointF()
+
+    def _clicked(self, event: object) -> None:
+        point = self.image.mapFromScene(event.scenePos())  # type: ignore[attr-defined]
+        row, column = int(np.floor(point.y())), int(np.floor(point.x()))
+        height, width = self.values.shape
+        if 0 <= row < height and 0 <= column < width:
+            self.cellClicked.emit(row, column)

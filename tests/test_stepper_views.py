@@ -1,0 +1,156 @@
+"""What the step-through shows besides the chain rule: the tensors of the node in view,
+the gradient flow, the value labels and verdict badges on the canvas, the thumbnails, and
+the curves after a traced step."""
+
+import numpy as np
+from PySide6.QtCore import QRectF
+from PySide6.QtWidgets import QSpinBox
+
+from layerlab.app.canvas.items import LINE, NODE_WIDTH
+from layerlab.core.diagnostics import Verdict, trace_grad_norms
+
+
+def enter(window, qtbot):
+    window.actions["actionStepThrough"].trigger()
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=30_000)
+    return window.stepper
+
+
+def go_to(stepper, phase, node):
+    stepper.go(next(e.index for e in stepper.events if e.phase == phase and e.node == node))
+
+
+def label_rect(item):
+    """Where the node's value label is drawn (above the node), in scene coordinates."""
+    return item.mapRectToScene(QRectF(0, -LINE - 2, NODE_WIDTH, LINE))
+
+
+def visible(view):
+    return view.mapToScene(view.viewport().rect()).boundingRect()
+
+
+def test_value_labels_stay_on_the_canvas_after_fit_and_when_scrolled_to_the_top(window,
+                                                                                 qtbot):
+    stepper = enter(window, qtbot)
+    stepper.jump("loss")  # every node has its value label now
+    top = min(window.scene.nodes.values(), key=lambda item: item.scenePos().y())
+    assert top.caption
+    # what an item paints must lie in its bounding rect: the view repaints, scrolls and
+    # fits by it, and leaves a label outside it stale or cut off
+    badge = top.mapRectToScene(QRectF(0, top.height + 2, NODE_WIDTH, LINE))
+    assert top.sceneBoundingRect().contains(label_rect(top))
+    assert top.sceneBoundingRect().contains(badge)
+    window.actions["actionFit"].trigger()
+    assert visible(window.view).contains(label_rect(top))
+    window.view.resetTransform()
+    window.view.scale(3, 3)  # zoomed in: the canvas scrolls, up to its scene rect only
+    window.view.verticalScrollBar().setValue(window.view.verticalScrollBar().minimum())
+    view_top = visible(window.view).top()
+    assert window.view.sceneRect().contains(label_rect(top))
+    assert view_top <= label_rect(top).top()
+
+
+def test_a_verdict_badge_shows_only_at_the_phase_it_is_about(window, qtbot):
+    stepper = enter(window, qtbot)
+    stepper.verdicts = [Verdict("fc1", "vanishing", "fc1: vanishing"),
+                        Verdict("tanh1", "dead", "tanh1: dead"),
+                        Verdict("fc3", "update-large", "fc3: update too large")]
+    badges = {}
+    for event in stepper.events:
+        stepper.go(event.index)
+        badges[(event.phase, event.node)] = {n: i.verdict for n, i in
+                                             window.scene.nodes.items() if i.verdict}
+    forward = [e for e in stepper.events if e.phase == "forward"]
+    before = forward[[e.node for e in forward].index("tanh1") - 1]
+    assert badges[(before.phase, before.node)] == {}  # tanh1 not reached yet
+    assert badges[("forward", "tanh1")] == {"tanh1": "dead"}
+    assert badges[("loss", "loss")] == {"tanh1": "dead"}
+    backward = [e.node for e in stepper.events if e.phase == "backward"]
+    assert badges[("backward", backward[0])] == {}  # fc1 is reached last
+    assert badges[("backward", "fc1")] == {"fc1": "vanishing"}
+    updates = [e.node for e in stepper.events if e.phase == "update"]
+    assert updates.index("fc1") < updates.index("fc3")
+    assert badges[("update", "fc1")] == {}
+    assert badges[("update", "fc3")] == {"fc3": "update-large"}
+
+
+def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_change(window,
+                                                                                   qtbot):
+    stepper = enter(window, qtbot)
+    trace = stepper.trace
+    tensor = window.stepper_panel.tensor
+    go_to(stepper, "backward", "fc3")
+    go_to(stepper, "update", "fc2")
+    titles = [h.plot.titleLabel.text for h in tensor.heatmaps]
+    assert titles == ["W · fc2.weight", "dL/dW · fc2.weight", "Δw · fc2.weight"]
+    for heatmap, t in zip(tensor.heatmaps, (trace.weights, trace.param_grads, trace.updates),
+                          strict=True):
+        assert heatmap.isVisibleTo(tensor)
+        np.testing.assert_allclose(heatmap.values, t["fc2.weight"].numpy(), rtol=1e-6)
+        bound = float(t["fc2.weight"].abs().max())
+        np.testing.assert_allclose(heatmap.bar.levels(), (-bound, bound), rtol=1e-6)
+    assert tensor.histogram.plotItem.titleLabel.text.startswith("Δw · fc2.weight: mean")
+    stats = trace.param_stats["fc2.weight"]["update"]
+    curve = tensor.histogram.plotItem.listDataItems()[0]
+    assert tuple(curve.yData) == stats.hist
+    tensor.parameter.setCurrentText("fc2.bias")
+    assert tensor.heatmaps[2].plot.titleLabel.text == "Δw · fc2.bias"
+    np.testing.assert_allclose(tensor.heatmaps[2].values[0], trace.updates["fc2.bias"].numpy())
+    go_to(stepper, "forward", "tanh1")
+    assert not tensor.parameter.isVisibleTo(tensor)
+    assert tensor.heatmaps[0].plot.titleLabel.text.startswith("tanh1")
+    assert not tensor.heatmaps[1].isVisibleTo(tensor)
+    assert tensor.histogram.plotItem.titleLabel.text.startswith("tanh1: mean")
+
+
+def test_heatmap_ticks_are_whole_indices_at_cell_centres_with_named_axes(window, qtbot):
+    stepper = enter(window, qtbot)
+    go_to(stepper, "update", "fc1")
+    heatmap = window.stepper_panel.tensor.heatmaps[0]  # fc1.weight: 16 × 2
+    left, bottom = heatmap.plot.getAxis("left"), heatmap.plot.getAxis("bottom")
+    assert left.labelText == "output unit" and bottom.labelText == "input unit"
+    assert [label for _, label in bottom._tickLevels[0]] == ["0", "1"]
+    rows = left._tickLevels[0]
+    assert len(rows) <= 6 and all(pos == int(label) + 0.5 for pos, label in rows)
+
+
+def test_gradient_flow_bars_rise_from_the_axis_bottom_so_larger_is_longer(window, qtbot):
+    stepper = enter(window, qtbot)
+    flow = window.stepper_panel.flow
+    norms = trace_grad_norms(stepper.trace)
+    bars = flow.bars.opts
+    lengths = np.asarray(bars["y1"]) - bars["y0"]
+    assert (lengths > 0).all()
+    assert bars["y0"] == flow.plot.viewRange()[1][0]
+    np.testing.assert_allclose(lengths, np.log10(list(norms.values())) - bars["y0"])
+    order = np.argsort(list(norms.values()))
+    assert (np.diff(lengths[order]) > 0).all()
+
+
+def test_a_thumbnail_says_it_shows_the_mean_of_the_nodes_units(window, qtbot):
+    item = window.scene.nodes["fc2"]
+    window.scene.show_thumbnails({"fc2": np.linspace(-1, 1, 16).reshape(4, 4)})
+    assert item.thumbnail.isVisible()
+    caption = item.thumbnail.childItems()[0]
+    assert caption.isVisible() and caption.text() == "mean of\nall units"
+    assert "mean of all its units" in item.thumbnail.toolTip()
+
+
+def test_a_traced_step_joins_the_run_it_begins_or_continues(window, qtbot):
+    spin = window.training.findChild(QSpinBox, "epochs")
+    spin.setValue(1)
+    stepper = enter(window, qtbot)
+    loss = float(stepper.trace.loss)
+    qtbot.wait(300)  # the plots redraw on a timer
+    plots = window.training.plots
+    assert plots.runs == [] and plots.run_list.count() == 0
+    window.actions["actionStepThrough"].trigger()  # leave
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=30_000)
+    assert len(plots.runs) == 1
+    x, y = plots.runs[0].loss.data()
+    assert x[0] == 1 and (np.diff(x) == 1).all() and len(x) > 1
+    assert abs(y[0] - loss) < 1e-5
+    enter(window, qtbot)  # the next step continues the finished run's curve
+    qtbot.waitUntil(lambda: plots.runs[0].loss.n == len(x) + 1, timeout=5_000)
+    assert len(plots.runs) == 1 and plots.run_list.count() == 1
