@@ -18,6 +18,12 @@ import torch
 import torch.fx
 
 from layerlab.core.compiler import NODE_META
+from layerlab.core.optimizer_state import (
+    NO_REGULARISATION,
+    OptimizerState,
+    Regularisation,
+    capture,
+)
 
 HIST_BINS = 32
 HIST_SAMPLE = 4_096
@@ -110,6 +116,8 @@ class StepTrace:
     kept: dict[str, object] = field(default_factory=dict)
     # statistics of parameters whose values were not kept (computed during the step)
     summarised: dict[str, dict[str, Stats]] = field(default_factory=dict)
+    # the optimizer before the step, for the kept parameters (a step traced with one)
+    optimizer_state: OptimizerState | None = None
     _param_stats: dict[str, dict[str, Stats]] | None = None
 
     @property
@@ -140,8 +148,12 @@ class StepRecorder(torch.fx.Interpreter):
     before_update(), after_update(), then .trace."""
 
     def __init__(self, model: torch.fx.GraphModule, graph: nx.DiGraph,
-                 keep: int = DEFAULT_KEEP, param_budget: int = DEFAULT_PARAM_BUDGET) -> None:
+                 keep: int = DEFAULT_KEEP, param_budget: int = DEFAULT_PARAM_BUDGET,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 regularisation: Regularisation = NO_REGULARISATION) -> None:
         super().__init__(model)
+        self.optimizer = optimizer
+        self.regularisation = regularisation
         self.model = model
         self.keep = keep
         self.param_budget = param_budget
@@ -203,6 +215,9 @@ class StepRecorder(torch.fx.Interpreter):
         self._before = {k: params[k].detach().clone() for k in self._kept_params}
         self._summarised_before = {k: params[k].detach().clone() for k, s in
                                    self.trace.summarised.items() if "grad" in s}
+        if self.optimizer is not None:
+            self.trace.optimizer_state = capture(self.optimizer, params, self._kept_params,
+                                                 self.regularisation)
 
     def after_update(self) -> None:
         params = dict(self.model.named_parameters())
@@ -250,7 +265,8 @@ def trace_step(graph: nx.DiGraph, model: torch.fx.GraphModule, inputs: torch.Ten
         if module is None:
             raise ValueError("the graph has no loss node, so there is no step to trace")
         loss_fn = module
-    recorder = StepRecorder(model, graph, keep=keep, param_budget=param_budget)
+    recorder = StepRecorder(model, graph, keep=keep, param_budget=param_budget,
+                            optimizer=optimizer)
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
     output = recorder.forward(inputs)

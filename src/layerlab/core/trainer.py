@@ -26,6 +26,7 @@ from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
 from layerlab.core.fit import check_token_ids
 from layerlab.core.idx import Progress
 from layerlab.core.objective import make_objective
+from layerlab.core.optimizer_state import Regularisation
 from layerlab.core.project import Project
 from layerlab.core.runtime import pick_device, tune_allocator
 from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler, settings_from
@@ -306,7 +307,9 @@ class Trainer:
         recorder = None
         if self._trace_requested:
             self._trace_requested = False
-            recorder = StepRecorder(self.model, self.project.graph, keep=self.trace_keep)
+            recorder = StepRecorder(self.model, self.project.graph, keep=self.trace_keep,
+                                    optimizer=self.optimizer,
+                                    regularisation=Regularisation(s.l1, s.l2, s.clip_grad_norm))
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
             if s.precision == "bfloat16" else nullcontext()
         with autocast:
