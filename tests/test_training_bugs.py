@@ -13,7 +13,7 @@ import torch
 
 from layerlab.core.datasets import Dataset, split_indices
 from layerlab.core.project import Project, load_project
-from layerlab.core.settings import make_optimizer, settings_from
+from layerlab.core.settings import kernel_args, make_optimizer, settings_from
 from layerlab.core.trainer import StepRecord, Trainer, TrainingError
 
 from helpers import chain_graph
@@ -162,7 +162,8 @@ def test_optimizer_defaults_are_torchs_own_unless_the_catalogue_says_otherwise()
     for name, (cls, _) in CUSTOM_ARGS.items():
         trainer = trainer_for(project_for({"name": name, "lr": 0.05}))
         group = trainer.optimizer.param_groups[0]
-        defaults = cls([torch.nn.Parameter(torch.zeros(1))], lr=0.05).defaults
+        defaults = cls([torch.nn.Parameter(torch.zeros(1))], lr=0.05,  # fused on CPU, …
+                       **kernel_args(name, trainer.device)).defaults
         expected = {**defaults, "momentum": 0.9} if name == "momentum" else \
             {**defaults, "weight_decay": 0.01} if name == "adamw" else defaults
         assert {k: group[k] for k in expected} == expected, name

@@ -83,17 +83,44 @@ def settings_from(training: dict[str, Any], **overrides: Any) -> TrainSettings:
     )
 
 
-def make_optimizer(settings: TrainSettings,
-                   params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """torch's own optimizer class for the setting (momentum is SGD with momentum)."""
+# The fastest implementation torch has of each optimizer on each device type: "fused" (one
+# kernel updates every parameter), "foreach" (multi-tensor operations); absent: torch's own
+# choice. Same mathematics as the default per-parameter loop, equal to it within float
+# rounding. Measured on CPU (shared/measurements.md): Adam 314 → 117 µs per spiral step.
+FAST_KERNELS: dict[str, dict[str, str]] = {
+    "cpu": {"sgd": "fused", "momentum": "fused", "adagrad": "fused", "rmsprop": "foreach",
+            "adam": "fused", "adamw": "fused"},
+    "cuda": {"sgd": "fused", "momentum": "fused", "adagrad": "fused", "rmsprop": "foreach",
+             "adam": "fused", "adamw": "fused"},
+    "mps": {"sgd": "fused", "momentum": "fused", "adam": "fused", "adamw": "fused"},
+}
+OPTIMIZER_CLASSES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad",
+                     "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
+
+
+def kernel_args(optimizer: str, device: torch.device | None) -> dict[str, bool]:
+    """The keyword that picks the fast implementation for `device` ({} for torch's own)."""
+    kernel = FAST_KERNELS.get(device.type, {}).get(optimizer) if device else None
+    return {kernel: True} if kernel else {}
+
+
+def make_optimizer(settings: TrainSettings, params: Iterable[torch.nn.Parameter],
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """torch's own optimizer class for the setting (momentum is SGD with momentum); given
+    the parameters' device, its fused or multi-tensor implementation where torch has one."""
     args = dict(settings.optimizer_args)
     if "betas" in args:
         args["betas"] = tuple(args["betas"])
-    cls = {
-        "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
-        "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-    }[settings.optimizer]
-    return cls(list(params), **args)
+    cls = getattr(torch.optim, OPTIMIZER_CLASSES[settings.optimizer])
+    return cls(list(params), **args, **kernel_args(settings.optimizer, device))
+
+
+def with_kernels(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A saved optimizer state that keeps `optimizer`'s implementation (fused, foreach): a
+    checkpoint written by another version or on another device must not switch it."""
+    groups = [{**saved, **{k: now[k] for k in ("fused", "foreach") if k in now}}
+              for saved, now in zip(state["param_groups"], optimizer.param_groups, strict=True)]
+    return {**state, "param_groups": groups}
 
 
 def make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer
