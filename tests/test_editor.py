@@ -181,8 +181,8 @@ def test_copy_paste_renames_ids(window, qtbot):
 def test_auto_layout_orders_by_generation_and_undoes(window):
     before = window.doc.project.to_json()
     window.actions["actionAutoLayout"].trigger()
-    xs = [window.doc.graph.nodes[n]["pos"][0] for n in ("input", "fc1", "tanh1", "loss")]
-    assert xs == sorted(xs) and len(set(xs)) == 4
+    ys = [window.doc.graph.nodes[n]["pos"][1] for n in ("input", "fc1", "tanh1", "loss")]
+    assert ys == sorted(ys) and len(set(ys)) == 4  # top to bottom
     window.doc.undo_stack.undo()
     assert window.doc.project.to_json() == before
 

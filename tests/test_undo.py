@@ -8,7 +8,7 @@ from layerlab.app.application import make_application
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.commands import MoveNodes, RemoveItems, Rename, SetAttribute, set_param
 from layerlab.app.document import Document
-from layerlab.app.edit_ops import auto_layout
+from layerlab.app.layout_ops import auto_layout
 from layerlab.app.main_window import example_project
 from layerlab.core.catalogue import CATALOGUE
 

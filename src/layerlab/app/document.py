@@ -31,6 +31,8 @@ class Document(QObject):
     nodeRenamed = Signal(str, str)
     edgeAdded = Signal(str, str)
     edgeRemoved = Signal(str, str)
+    edgeChanged = Signal(str, str)  # how it is drawn (bend points)
+    directionChanged = Signal(str)  # the canvas's flow: "TB" or "LR"
     analysisChanged = Signal()
     trainingChanged = Signal()
     locked = Signal(bool)  # structure locked while a run is live
@@ -104,6 +106,21 @@ class Document(QObject):
         if self.graph.nodes[node].get("pos") != pos:
             self.graph.nodes[node]["pos"] = list(pos)
             self.nodeMoved.emit(node)  # a move changes no shape: no analysis
+
+    def set_bends(self, source: str, target: str, bends: list[list[float]] | None) -> None:
+        """Where the edge bends on the canvas (None: straight); a view change, no analysis."""
+        data = self.graph.edges[source, target]
+        if data.get("bends") != (bends or None):
+            if bends:
+                data["bends"] = copy.deepcopy(bends)
+            else:
+                data.pop("bends", None)
+            self.edgeChanged.emit(source, target)
+
+    def set_direction(self, direction: str) -> None:
+        if self.project.view.get("direction") != direction:
+            self.project.view["direction"] = direction
+            self.directionChanged.emit(direction)
 
     def set_attr(self, node: str, key: str, value: Any) -> None:
         """Set a node attribute (`type`, `frozen`, or `params` as a whole); None removes it."""

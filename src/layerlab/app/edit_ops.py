@@ -1,4 +1,4 @@
-"""Edit-menu operations on a document: clipboard, delete, auto-layout. Each is one command."""
+"""Edit-menu operations on a document: clipboard, delete. Each is one command."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import copy
 import json
 from typing import Any
 
-import networkx as nx
 from PySide6.QtWidgets import QApplication
 
 from layerlab.app.canvas.scene import GraphScene
-from layerlab.app.commands import AddNodes, MoveNodes, RemoveItems
-from layerlab.app.document import Document
+from layerlab.app.commands import AddNodes, RemoveItems
 
 CLIP_KEY = "layerlab-nodes"
-LAYER_SPACING = (230, 150)
 PASTE_OFFSET = 40
 
 
@@ -75,22 +72,3 @@ def delete_selection(scene: GraphScene) -> bool:
         return False
     doc.undo_stack.push(RemoveItems(doc, nodes, edges))
     return True
-
-
-def auto_layout(doc: Document) -> None:
-    """Layered by topological generation: inputs on the left, the loss on the right."""
-    g = doc.graph
-    try:
-        generations = list(nx.topological_generations(g))
-    except nx.NetworkXUnfeasible:  # a cycle: lay out what can be ordered, the rest after
-        generations = [list(g)]
-    moves = {}
-    for column, layer in enumerate(generations):
-        for row, node in enumerate(sorted(layer, key=str)):
-            old = list(g.nodes[node].get("pos", [0, 0]))
-            new = [column * LAYER_SPACING[0], round((row - (len(layer) - 1) / 2)
-                                                    * LAYER_SPACING[1])]
-            if old != new:
-                moves[node] = (old, new)
-    if moves:
-        doc.undo_stack.push(MoveNodes(doc, moves, "Auto-Layout"))

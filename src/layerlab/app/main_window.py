@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab import __version__
-from layerlab.app import edit_ops
+from layerlab.app import edit_ops, layout_ops, picture
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
 from layerlab.app.commands import SetAttribute
@@ -30,6 +30,7 @@ from layerlab.app.stepper import Stepper
 from layerlab.app.stepper_dock import StepperDock
 from layerlab.app.training_dock import TrainingDock
 from layerlab.core.examples import DEFAULT_EXAMPLE, example_names
+from layerlab.core.layout import place_if_unplaced
 from layerlab.core.project import Project
 from layerlab.core.runtime import pick_device
 
@@ -47,7 +48,9 @@ class MainWindow(FilesMixin, QMainWindow):
         self.setAccessibleName("LayerLab")
         self.settings = QSettings()
         self.actions: dict[str, QAction] = {}
-        self.doc = Document(project or example_project(DEFAULT_EXAMPLE), self)
+        project = project or example_project(DEFAULT_EXAMPLE)
+        place_if_unplaced(project)
+        self.doc = Document(project, self)
         self.scene = GraphScene(self.doc)
         self.view = GraphView(self.scene)
         self.setCentralWidget(self.view)
@@ -83,7 +86,7 @@ class MainWindow(FilesMixin, QMainWindow):
         else:
             QTimer.singleShot(0, self._default_layout)
         self.update_title()
-        QTimer.singleShot(0, self.view.fit)
+        QTimer.singleShot(0, self.view.show_opening)
         if offer_recovery:
             QTimer.singleShot(0, self.offer_recovery)
 
@@ -154,6 +157,9 @@ class MainWindow(FilesMixin, QMainWindow):
             export.addAction(self.action(f"actionExport_{fmt}", f"{title}…",
                                          lambda checked=False, f=fmt, s=suffix, t=title:
                                          self.export_dialog(f, s, t)))
+        file.addAction(self.action("actionExportPicture", "Export &Picture…",
+                                   lambda: picture.export_dialog(self),
+                                   tip="Save a picture of the graph (PNG, or SVG for papers)"))
         file.addSeparator()
         # k.Quit has no keys outside GNOME, KDE and macOS: Ctrl+Q (Cmd+Q on macOS) everywhere
         file.addAction(self.action("actionQuit", "&Quit", self.close, "Ctrl+Q"))
@@ -183,7 +189,14 @@ class MainWindow(FilesMixin, QMainWindow):
         view.addAction(self.action("actionZoomOut", "Zoom &Out", self.view.zoom_out, "Ctrl+-"))
         view.addAction(self.action("actionFit", "&Fit to Window", self.view.fit, "Ctrl+0"))
         view.addAction(self.action("actionAutoLayout", "&Auto-Layout",
-                                   lambda: edit_ops.auto_layout(self.doc), "Ctrl+Shift+L"))
+                                   lambda: layout_ops.auto_layout(self.doc), "Ctrl+Shift+L",
+                                   "Lay the graph out in layers, crossings kept few"))
+        flow = self.action("actionLeftToRight", "Flow &Left to Right",
+                           lambda on: layout_ops.auto_layout(self.doc, "LR" if on else "TB"),
+                           tip="Lay the graph out left to right instead of top to bottom")
+        flow.setCheckable(True)
+        flow.setChecked(self.doc.project.direction == "LR")
+        view.addAction(flow)
         self.thumbs = self.action("actionThumbnails", "Node &Thumbnails", self._thumbnails,
                                   "Ctrl+T", "Show each node's output over the input plane "
                                   "(2-D datasets, while training)")
@@ -361,7 +374,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.inspector.setEnabled(not locked)
         self.palette_widget.setEnabled(not locked)
         for name in ("actionCut", "actionPaste", "actionDuplicate", "actionDelete",
-                     "actionNew", "actionOpen", "actionAutoLayout"):
+                     "actionNew", "actionOpen", "actionAutoLayout", "actionLeftToRight"):
             self.actions[name].setEnabled(not locked)
         self.examples_menu.setEnabled(not locked)
         self.recent_menu.setEnabled(not locked and bool(self.recent_files()))
@@ -376,7 +389,11 @@ class MainWindow(FilesMixin, QMainWindow):
         doc.undo_stack.cleanChanged.connect(self._clean_changed)
         doc.analysisChanged.connect(self.update_status)
         doc.locked.connect(self._locked)
+        doc.directionChanged.connect(self._flow_changed)
         self.update_status()
+
+    def _flow_changed(self, direction: str) -> None:
+        self.actions["actionLeftToRight"].setChecked(direction == "LR")
 
     def _clean_changed(self, clean: bool) -> None:
         self.update_title()
@@ -387,9 +404,11 @@ class MainWindow(FilesMixin, QMainWindow):
     # -- document replacement ---------------------------------------------------------
     def set_project(self, project: Project) -> None:
         """Show another project; the document object stays, its undo history is cleared."""
+        place_if_unplaced(project)
         self.doc.replace_project(project)
+        self._flow_changed(project.direction)
         self.update_title()
-        QTimer.singleShot(0, self.view.fit)
+        QTimer.singleShot(0, self.view.show_opening)
 
     # -- status and title -------------------------------------------------------------
     def update_title(self) -> None:

@@ -26,6 +26,8 @@ COMMANDS = {
     "trace": "record one training step node by node, with gradient-health verdicts",
     "export": "export a trained model: onnx, pt2, python, safetensors",
     "datasets": "list the datasets, their shapes and classes",
+    "new": "write a starter project sized to your own table or image folder",
+    "render": "draw the graph as a picture: png or svg",
 }
 CLOSED_PIPE = 141
 

@@ -24,8 +24,9 @@ from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.validation import normalise_training, training_problems
 
 FORMAT = "layerlab-project"
-VERSION = 1
-KNOWN_KEYS = ("format", "version", "name", "graph", "training")
+VERSION = 2  # 2: "view" (how the canvas draws the graph: direction of flow)
+KNOWN_KEYS = ("format", "version", "name", "graph", "training", "view")
+DIRECTIONS = ("TB", "LR")  # top to bottom (the default), left to right
 
 DEFAULT_TRAINING: dict[str, Any] = {
     "dataset": {"name": "spiral", "options": {}, "validation_split": 0.1},
@@ -50,6 +51,12 @@ class Project:
     training: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TRAINING))
     extra: dict[str, Any] = field(default_factory=dict)  # unknown top-level keys, kept
     path: Path | None = None
+    view: dict[str, Any] = field(default_factory=lambda: {"direction": "TB"})
+
+    @property
+    def direction(self) -> str:
+        """How the graph flows on the canvas: "TB" (top to bottom) or "LR"."""
+        return str(self.view.get("direction", "TB"))
 
     def to_dict(self) -> dict[str, Any]:
         graph = nx.node_link_data(self.graph, edges="edges")
@@ -61,6 +68,7 @@ class Project:
             "name": self.name,
             "graph": graph,
             "training": copy.deepcopy(self.training),
+            "view": copy.deepcopy(self.view),
             **copy.deepcopy(self.extra),
         }
 
@@ -99,7 +107,9 @@ class Project:
         if graph_errors:
             raise GraphError(graph_errors + problems)
         extra = {k: v for k, v in data.items() if k not in KNOWN_KEYS}
-        return cls(graph=graph, name=name, training=training, extra=extra), problems
+        view = _read_view(data, graph, problems)
+        return cls(graph=graph, name=name, training=training, extra=extra,
+                   view=view), problems
 
 
 def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
@@ -216,10 +226,7 @@ def _check_nodes(nodes: list[Any], errors: list[Error]) -> None:
             errors.append((node_id, f"{node_id} has no layer type"))
         if "params" in node and not isinstance(node["params"], dict):
             errors.append((node_id, f"params of {node_id} must be an object"))
-        pos = node.get("pos", [0, 0])
-        if not (isinstance(pos, list) and len(pos) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in pos)):
+        if not _is_point(node.get("pos", [0, 0])):
             errors.append((node_id, f"pos of {node_id} must be two numbers [x, y]"))
         if not isinstance(node.get("frozen", False), bool):
             errors.append((node_id, f"frozen of {node_id} must be true or false"))
@@ -238,6 +245,34 @@ def _check_edges(edges: list[Any], errors: list[Error]) -> None:
             errors.append((edge["target"], f"the edge from {pair[0]} into {pair[1]} appears "
                                            "twice"))
         seen.add(pair)
+        bends = edge.get("bends", [])
+        if not (isinstance(bends, list) and all(_is_point(p) for p in bends)):
+            errors.append((edge["target"], f"bends of the edge from {pair[0]} into {pair[1]} "
+                                           "must be a list of points [x, y]"))
+
+
+def _is_point(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in value)
+
+
+def _read_view(data: dict[str, Any], graph: nx.DiGraph, errors: list[Error]) -> dict[str, Any]:
+    """The canvas settings. Version 1 files had none and were drawn left to right; one
+    whose nodes were never placed (all at one spot) is laid out top to bottom."""
+    if data["version"] < 2:
+        spots = {tuple(pos) for _, pos in graph.nodes(data="pos", default=[0, 0])}
+        return {"direction": "LR" if len(spots) > 1 else "TB"}
+    view = data.get("view", {})
+    if not isinstance(view, dict):
+        errors.append(("view", "view must be an object"))
+        return {"direction": "TB"}
+    view = copy.deepcopy(view)
+    if view.setdefault("direction", "TB") not in DIRECTIONS:
+        errors.append(("view.direction", f"view.direction must be TB or LR, not "
+                                         f"{view['direction']!r}"))
+        view["direction"] = "TB"
+    return view
 
 
 def _read_training(training: Any, errors: list[Error]) -> dict[str, Any]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QImage,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsItem,
@@ -22,6 +33,8 @@ from layerlab.app.style import ERROR_COLOUR, group_colour, is_dark
 NODE_WIDTH = 168
 LINE = 16
 PORT_RADIUS = 6
+TEXT_PX = 11  # the node's smallest text (its id, parameters, shape); the type is 12 bold
+COMPACT_BELOW_PX = 7.0  # zoomed out so far that this text would be smaller: draw a block
 
 
 class PortItem(QGraphicsEllipseItem):
@@ -77,6 +90,7 @@ class NodeItem(QGraphicsItem):
         unit.setBrush(QColor("#8a8f98"))
         unit.setPos(-unit.boundingRect().width() - 3, THUMB - unit.boundingRect().height())
         self.height = 3 * LINE + 12
+        self.flow = "LR"  # inputs left and output right; "TB": inputs on top, output below
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
                       | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
                       | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
@@ -101,7 +115,9 @@ class NodeItem(QGraphicsItem):
                     port.scene().removeItem(port)
             self.inputs = [PortItem(self.node, i, self) for i in range(n_inputs)]
         for i, port in enumerate(self.inputs):
-            port.setPos(0, self.height * (i + 1) / (n_inputs + 1))
+            along = (i + 1) / (n_inputs + 1)
+            port.setPos(*((NODE_WIDTH * along, 0) if self.flow == "TB"
+                          else (0, self.height * along)))
         if has_output and self.output is None:
             self.output = PortItem(self.node, -1, self)
         elif not has_output and self.output is not None:
@@ -110,7 +126,14 @@ class NodeItem(QGraphicsItem):
                 self.output.scene().removeItem(self.output)
             self.output = None
         if self.output is not None:
-            self.output.setPos(NODE_WIDTH, self.height / 2)
+            self.output.setPos(self.output_pos() - self.scenePos())
+
+    def set_flow(self, flow: str) -> None:
+        """Where the ports sit: "TB" (top and bottom) or "LR" (left and right)."""
+        if flow != self.flow:
+            self.flow = flow
+            self._make_ports(len(self.inputs), self.output is not None)
+
 
     def set_step_state(self, colour: QColor | None, caption: str, verdict: str) -> None:
         if (self.highlight, self.caption, self.verdict) != (colour, caption, verdict):
@@ -131,11 +154,13 @@ class NodeItem(QGraphicsItem):
 
     def input_pos(self, port: int) -> QPointF:
         if not self.inputs:
-            return self.scenePos() + QPointF(0, self.height / 2)
+            return self.scenePos() + (QPointF(NODE_WIDTH / 2, 0) if self.flow == "TB"
+                                      else QPointF(0, self.height / 2))
         return self.inputs[min(port, len(self.inputs) - 1)].scenePos()
 
     def output_pos(self) -> QPointF:
-        return self.scenePos() + QPointF(NODE_WIDTH, self.height / 2)
+        return self.scenePos() + (QPointF(NODE_WIDTH / 2, self.height) if self.flow == "TB"
+                                  else QPointF(NODE_WIDTH, self.height / 2))
 
     def boundingRect(self) -> QRectF:
         """The body, the value label above it and the verdict badge below it: what is
@@ -150,6 +175,10 @@ class NodeItem(QGraphicsItem):
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(painter.worldTransform())
+        if lod * TEXT_PX < COMPACT_BELOW_PX:
+            self._paint_compact(painter)
+            return
         dark = is_dark()
         body = QColor("#2b2d31") if dark else QColor("#ffffff")
         if self.highlight is not None:
@@ -207,6 +236,24 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(NODE_WIDTH - 22, 0, 20, LINE + 6),
                              Qt.AlignmentFlag.AlignCenter, "🔒")
 
+    def _paint_compact(self, painter: QPainter) -> None:
+        """Zoomed out: a block in the layer's colour with its type large (errors in red)."""
+        colour = ERROR_COLOUR if self.errors else group_colour(self.group)
+        if self.highlight is not None:
+            colour = self.highlight
+        rect = QRectF(0, 0, NODE_WIDTH, self.height)
+        painter.setPen(QPen(colour.darker(150), 6.0 if self.isSelected() else 2.0))
+        painter.setBrush(colour)
+        painter.drawRoundedRect(rect, 7, 7)
+        font = QFont()
+        font.setBold(True)
+        font.setPixelSize(30)
+        width = QFontMetricsF(font).horizontalAdvance(self.type_name) or 1.0
+        font.setPixelSize(max(12, min(30, int(30 * (NODE_WIDTH - 12) / width))))
+        painter.setFont(font)
+        painter.setPen(QColor("white"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.type_name)
+
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
                    value: object) -> object:
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
@@ -257,16 +304,30 @@ class EdgeItem(QGraphicsPathItem):
         self.colour, self.width = colour, width
         self._apply_pen()
 
-    def route(self, start: QPointF, end: QPointF, text: str) -> None:
+    def route(self, start: QPointF, end: QPointF, text: str, bends: list[QPointF] | None = None,
+              flow: str = "LR") -> None:
+        """Curves leave and enter along the flow; through `bends` the edge runs straight
+        across a layer (between its nodes) and curves only between layers."""
+        points = [start, *(bends or []), end]
         path = QPainterPath(start)
-        dx = max(40.0, abs(end.x() - start.x()) / 2)
-        path.cubicTo(start + QPointF(dx, 0), end - QPointF(dx, 0), end)
+        for i, (a, b) in enumerate(itertools.pairwise(points)):
+            if i % 2 and bends:  # across a layer's band, from entry to exit
+                path.lineTo(b)
+                continue
+            if flow == "TB":
+                d = QPointF(0, max(40.0, abs(b.y() - a.y()) / 2))
+            else:
+                d = QPointF(max(40.0, abs(b.x() - a.x()) / 2), 0)
+            path.cubicTo(a + d, b - d, b)
         self.setPath(path)
         self.label.setText(text)
         self.label.setBrush(QColor("#c8ccd4") if is_dark() else QColor("#50555e"))
-        mid = path.pointAtPercent(0.5)
         rect = self.label.boundingRect()
-        self.label.setPos(mid.x() - rect.width() / 2, mid.y() - rect.height() - 2)
+        if flow == "TB":  # beside the edge, just below the node it leaves
+            self.label.setPos(start.x() + 6, start.y() + 4)
+        else:
+            mid = path.pointAtPercent(0.5) if not bends else (start + points[1]) / 2
+            self.label.setPos(mid.x() - rect.width() / 2, mid.y() - rect.height() - 2)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
                    value: object) -> object:

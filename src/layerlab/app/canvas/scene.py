@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Signal
@@ -15,6 +16,12 @@ from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.spec import fmt_output
+
+
+def _along_flow(points: list[QPointF], flow: str) -> bool:
+    """True when the points advance down (TB) or rightwards (LR) the whole way."""
+    axis = [p.y() if flow == "TB" else p.x() for p in points]
+    return all(a <= b for a, b in itertools.pairwise(axis))
 
 
 def new_node_data(type_name: str, pos: QPointF) -> dict[str, Any]:
@@ -43,6 +50,8 @@ class GraphScene(QGraphicsScene):
         doc.nodeRenamed.connect(lambda old, new: self.rebuild())
         doc.edgeAdded.connect(self._add_edge)
         doc.edgeRemoved.connect(self._remove_edge)
+        doc.edgeChanged.connect(self._route)
+        doc.directionChanged.connect(self._set_flow)
         doc.analysisChanged.connect(self.refresh)
         doc.reset.connect(self.rebuild)
 
@@ -61,8 +70,19 @@ class GraphScene(QGraphicsScene):
             self._add_edge(source, target, refresh=False)
         self.refresh()
 
+    @property
+    def flow(self) -> str:
+        return self.doc.project.direction
+
+    def _set_flow(self, flow: str) -> None:
+        for item in self.nodes.values():
+            item.set_flow(flow)
+        for source, target in self.edges:
+            self._route(source, target)
+
     def _add_node(self, node: str, refresh: bool = True) -> None:
         item = NodeItem(node, self._node_moved)
+        item.set_flow(self.flow)
         self.nodes[node] = item
         self.addItem(item)
         item.setPos(QPointF(*self.doc.graph.nodes[node].get("pos", [0, 0])))
@@ -136,19 +156,25 @@ class GraphScene(QGraphicsScene):
         return 1
 
     def _route(self, source: str, target: str) -> None:
-        edge = self.edges[(source, target)]
+        edge = self.edges.get((source, target))
         src, dst = self.nodes.get(source), self.nodes.get(target)
-        if src is None or dst is None:
+        if edge is None or src is None or dst is None:
             return
-        port = self.doc.graph.edges[source, target].get("port", 0)
+        data = self.doc.graph.edges[source, target]
+        port = data.get("port", 0)
         port = port if isinstance(port, int) and not isinstance(port, bool) else 0
-        edge.route(src.output_pos(), dst.input_pos(port),
-                   fmt_output(self.doc.analysis.shapes.get(source)))
+        start, end = src.output_pos(), dst.input_pos(port)
+        bends = [QPointF(x, y) for x, y in data.get("bends", [])]
+        if not _along_flow([start, *bends, end], self.flow):
+            bends = []  # the nodes moved since the layout: the bends no longer lead there
+        edge.route(start, end, fmt_output(self.doc.analysis.shapes.get(source)), bends,
+                   self.flow)
         self._routed.add((source, target))
 
     def _node_moved(self, node: str) -> None:
-        for (source, target) in self.edges:
-            if node in (source, target):
+        g = self.doc.graph
+        if node in g:
+            for source, target in [*g.in_edges(node), *g.out_edges(node)]:
                 self._route(source, target)
 
     # -- gestures ---------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The canvas view: zoom (wheel, Ctrl +/−), pan (middle drag or Space drag), fit, and drops
-from the palette."""
+"""The canvas view: zoom (wheel, Ctrl +/−), pan (middle drag, Space drag or the overview),
+fit, the opening view, and drops from the palette.
+
+The view keeps its own scene rectangle, the graph plus what is on screen: Fit leaves no
+scrollbars, and a graph that was moved or laid out again leaves no stale room behind.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QMimeData, QPointF, Qt
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt
 from PySide6.QtGui import (
     QAction,
     QContextMenuEvent,
@@ -13,15 +17,20 @@ from PySide6.QtGui import (
     QKeyEvent,
     QMouseEvent,
     QPainter,
+    QResizeEvent,
     QWheelEvent,
 )
 from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
 
-from layerlab.app.canvas.items import NodeItem
+from layerlab.app.canvas.items import TEXT_PX, NodeItem
+from layerlab.app.canvas.minimap import MARGIN, Minimap
 from layerlab.app.canvas.scene import GraphScene
 
 LAYER_MIME = "application/x-layerlab-layer"
 ZOOM_STEP = 1.15
+FIT_MARGIN = 40.0
+MAX_FIT_SCALE = 1.5
+READABLE_PX = 10.0  # the opening view never shows node text smaller than this
 
 
 def layer_mime(type_name: str) -> QMimeData:
@@ -46,12 +55,18 @@ class GraphView(QGraphicsView):
         self.setAcceptDrops(True)
         self._panning: QPointF | None = None
         self.context_actions: list[QAction] = []  # the node menu, given by the window
+        self.minimap = Minimap(self, self)
+        self.minimap.hide()
+        scene.changed.connect(self._follow)
+        self.horizontalScrollBar().valueChanged.connect(self._follow_view)
+        self.verticalScrollBar().valueChanged.connect(self._follow_view)
 
     # -- zoom -------------------------------------------------------------------------
     def zoom(self, factor: float) -> None:
         current = self.transform().m11()
         factor = max(0.1 / current, min(4.0 / current, factor))
         self.scale(factor, factor)
+        self._follow()
 
     def zoom_in(self) -> None:
         self.zoom(ZOOM_STEP)
@@ -59,14 +74,74 @@ class GraphView(QGraphicsView):
     def zoom_out(self) -> None:
         self.zoom(1 / ZOOM_STEP)
 
+    def graph_rect(self) -> QRectF:
+        m = FIT_MARGIN
+        return self.scene().itemsBoundingRect().adjusted(-m, -m, m, m)
+
+    def fit_scale(self) -> float:
+        """The scale at which the whole graph fits the viewport (at most 1.5)."""
+        rect, port = self.graph_rect(), self.viewport().rect()
+        if not rect.isValid() or rect.isEmpty():
+            return 1.0
+        return min(MAX_FIT_SCALE, port.width() / rect.width(), port.height() / rect.height())
+
     def fit(self) -> None:
-        rect = self.scene().itemsBoundingRect().adjusted(-40, -40, 40, 40)
-        if rect.isValid():
-            self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-            if self.transform().m11() > 1.5:
-                self.resetTransform()
-                self.scale(1.5, 1.5)
-                self.centerOn(rect.center())
+        """The whole graph, centred, without scrollbars (Ctrl+0)."""
+        self._show_at(self.fit_scale(), self.graph_rect().center())
+
+    def show_opening(self) -> None:
+        """How a project opens: the whole graph if its node text is readable so, else at a
+        readable size, centred across the flow and from the graph's start (its inputs)."""
+        scale = self.fit_scale()
+        readable = READABLE_PX / TEXT_PX
+        if scale * TEXT_PX >= READABLE_PX:
+            self.fit()
+            return
+        rect = self.graph_rect()
+        port = self.viewport().rect()
+        half_w, half_h = port.width() / readable / 2, port.height() / readable / 2
+        if self.graph_scene.flow == "TB":
+            centre = QPointF(rect.center().x(), rect.top() + half_h)
+        else:
+            centre = QPointF(rect.left() + half_w, rect.center().y())
+        self._show_at(readable, centre)
+
+    def _show_at(self, scale: float, centre: QPointF) -> None:
+        self.resetTransform()
+        self.scale(scale, scale)
+        port = self.viewport().rect()
+        w, h = port.width() / scale, port.height() / scale
+        visible = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
+        self.setSceneRect(visible.adjusted(1, 1, -1, -1).united(
+            self.scene().itemsBoundingRect()))
+        self.centerOn(centre)
+        self._follow()
+
+    def visible_rect(self) -> QRectF:
+        return self.mapToScene(self.viewport().rect()).boundingRect()
+
+    def _follow(self) -> None:
+        """Keep room for the graph and what is on screen; show the overview when part of
+        the graph is off screen."""
+        items, visible = self.scene().itemsBoundingRect(), self.visible_rect()
+        wanted = visible.adjusted(1, 1, -1, -1).united(items)
+        if wanted != self.sceneRect():
+            self.setSceneRect(wanted)
+        self._follow_view()
+
+    def _follow_view(self) -> None:
+        items, visible = self.scene().itemsBoundingRect(), self.visible_rect()
+        outside = not visible.contains(items) and not items.isEmpty()
+        self.minimap.setVisible(outside)
+        if outside:
+            self.minimap.follow(items, visible)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        port = self.viewport().geometry()
+        self.minimap.move(port.right() - self.minimap.width() - MARGIN,
+                          port.bottom() - self.minimap.height() - MARGIN)
+        self._follow()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         delta = event.angleDelta().y()
