@@ -167,7 +167,8 @@ def idx_project(tmp_path: Path, root: Path) -> Path:
     (b"x,y,label\n" + b"1" * 200_000 + b",0,1\n", "cannot be read as CSV: field larger than "
                                                    "field limit"),
     (b"x,y,label\n", "needs a header row and at least one data row"),
-    (b"x,y,label\n1,two,0\n", "line 2: 'two' in column y is not a number"),
+    (b"x,y,label\n" + b"1,2,0\n" * 10 + b"1,two,0\n",
+     "row 12, column y: 'two' is not a number"),
     (None, "Is a directory"),
 ])
 def test_a_csv_that_is_not_a_table_is_named(tmp_path, capsys, content, words):

@@ -206,21 +206,23 @@ def test_csv_numeric_features_with_text_or_number_targets(tmp_path):
     assert d.task == "regression" and d.y.shape == (3, 1)
 
 
-def test_csv_bad_rows_are_reported_by_line(tmp_path):
+def test_csv_bad_rows_are_reported_by_row_and_column(tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_text("a,b,label\n1,2,0\n3,abc,1\n")
-    with pytest.raises(DatasetError, match=r"bad.csv line 3: 'abc' in column b is not a "
+    path.write_text("a,b,label\n" + "1,2,0\n" * 10 + "3,abc,1\n")
+    with pytest.raises(DatasetError, match=r"bad.csv row 12, column b: 'abc' is not a "
                                            "number"):
         load_dataset("csv", {"path": str(path)})
     path.write_text("a,b,label\n1,2\n")
-    with pytest.raises(DatasetError, match="line 2 has 2 values, the header 3"):
+    with pytest.raises(DatasetError, match="row 2 has 2 values where the header has 3: "
+                                           "column label is missing"):
         load_dataset("csv", {"path": str(path)})
+    path.write_text("a,b,label\n1,2,0\n")
     with pytest.raises(DatasetError, match="has no column 'z'; its columns are a, b, label"):
         load_dataset("csv", {"path": str(path), "target": "z"})
 
 
 def test_every_dataset_is_listed_with_shapes_and_classes():
     assert list(DATASETS) == ["spiral", "circles", "xor", "gaussian", "moons", "digits",
-                              "mnist", "fashion-mnist", "csv"]
+                              "mnist", "fashion-mnist", "csv", "imagefolder"]
     for info in DATASETS.values():
         assert info.sample_shape and info.classes and info.description

@@ -124,10 +124,10 @@ def test_csv_target_column_in_the_middle_and_the_task_asked_for(tmp_path):
     assert classes.classes == ("0.5", "1.5") and classes.y.tolist() == [0, 1]
 
 
-def test_csv_whole_numbers_are_classes_up_to_fifty_distinct_values(tmp_path):
-    rows = "".join(f"{i},{i % 50}\n" for i in range(100))
+def test_csv_whole_numbers_are_classes_up_to_twenty_distinct_values(tmp_path):
+    rows = "".join(f"{i},{i % 20}\n" for i in range(100))
     assert load_dataset("csv", write(tmp_path, "a,t\n" + rows)).task == "classification"
-    rows = "".join(f"{i},{i % 51}\n" for i in range(102))
+    rows = "".join(f"{i},{i % 21}\n" for i in range(102))
     assert load_dataset("csv", write(tmp_path, "a,t\n" + rows)).task == "regression"
 
 
@@ -141,8 +141,8 @@ def test_csv_refusals_name_the_file_and_the_problem(tmp_path):
     opts = write(tmp_path, "a,label\n1,cat\n2,dog\n")
     with pytest.raises(DatasetError) as info:
         load_dataset("csv", {**opts, "task": "regression"})
-    assert str(info.value) == (f"{opts['path']}: the target column holds text, so it cannot "
-                               "be a regression target")
+    assert str(info.value) == (f"{opts['path']}: target column label holds text, so it "
+                               "cannot be a regression target")
     (tmp_path / "bin.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
     with pytest.raises(DatasetError, match=r"bin\.csv is not a UTF-8 text file"):
         load_dataset("csv", {"path": str(tmp_path / "bin.csv")})

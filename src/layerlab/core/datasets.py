@@ -8,7 +8,6 @@ DataLoader: 4.75× faster for the data (shared/measurements.md).
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from layerlab.core import imagefolder, tables
 from layerlab.core.idx import IdxError, Progress, ensure_files, read_idx
+from layerlab.core.imagefolder import ImageFolderError
 from layerlab.core.spec import Param, Shape, fmt_shape
+from layerlab.core.tables import TableError, encode, fill_missing, read_table
 
 
 class DatasetError(Exception):
@@ -36,6 +38,11 @@ class Dataset:
     test_x: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
     shapes: tuple[Shape, ...] = field(default=())  # other sample shapes it can be seen as
+    features: tuple[str, ...] = ()  # a table's feature names, one-hot columns as `col=value`
+    categories: dict[str, list[str]] = field(default_factory=dict)  # a table's text columns
+    targets: tuple[str, ...] = ()  # a table's target columns
+    missing: torch.Tensor | None = None  # (N, F) bool: cells filled from the training rows
+    blocks: tuple[tuple[int, int], ...] = ()  # a table's one-hot column ranges
 
     @property
     def sample_shape(self) -> Shape:
@@ -111,11 +118,16 @@ def _moons(rng: np.random.Generator, n: int, noise: float) -> tuple[np.ndarray, 
 
 
 def _digits(opts: dict[str, Any], progress: Progress | None) -> Dataset:
-    from sklearn.datasets import load_digits
+    """scikit-learn's digits, read from the file it ships: what load_digits() reads, in
+    35 ms instead of the second or more that importing scikit-learn takes."""
+    import importlib.util
 
-    bunch = load_digits()
-    levels = torch.tensor(bunch.data, dtype=torch.float32)
-    return Dataset("digits", levels / 16.0, torch.tensor(bunch.target, dtype=torch.int64),
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    assert spec is not None and spec.submodule_search_locations
+    table = np.loadtxt(Path(spec.submodule_search_locations[0]) / "datasets" / "data" /
+                       "digits.csv.gz", delimiter=",")  # 64 pixel levels 0–16, then the digit
+    levels = torch.tensor(table[:, :-1], dtype=torch.float32)
+    return Dataset("digits", levels / 16.0, torch.tensor(table[:, -1], dtype=torch.int64),
                    "classification", tuple(str(d) for d in range(10)), shapes=((1, 8, 8),))
 
 
@@ -157,72 +169,25 @@ def _idx_loader(name: str, classes: tuple[str, ...]):
 
 
 def _csv(opts: dict[str, Any], progress: Progress | None) -> Dataset:
-    path = Path(opts["path"]).expanduser()
     if not opts["path"]:
         raise DatasetError("the csv dataset needs option path (the CSV file to read)")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path} is not a UTF-8 text file") from None
-    except csv.Error as exc:  # e.g. a field beyond the reader's size limit
-        raise DatasetError(f"{path} cannot be read as CSV: {exc}") from None
-    if len(rows) < 2:
-        raise DatasetError(f"{path} needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    target = opts["target"] or header[-1]
-    if target not in header:
-        raise DatasetError(f"{path} has no column {target!r}; its columns are "
-                           f"{', '.join(header)}")
-    t = header.index(target)
-    features, labels = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise DatasetError(f"{path} line {line} has {len(row)} values, the header "
-                               f"{len(header)}")
-        values = []
-        for col, cell in enumerate(row):
-            if col == t:
-                continue
-            try:
-                values.append(float(cell))
-            except ValueError:
-                raise DatasetError(f"{path} line {line}: {cell.strip()!r} in column "
-                                   f"{header[col]} is not a number") from None
-        features.append(values)
-        labels.append(row[t].strip())
-    return _csv_dataset(path, features, labels, opts["task"])
+        table = read_table(Path(opts["path"]).expanduser(), opts["header"])
+        enc = encode(table, opts)
+    except TableError as exc:
+        raise DatasetError(str(exc)) from None
+    return Dataset("csv", enc.x, enc.y, enc.task, enc.classes, features=enc.features,
+                   categories=enc.categories, targets=enc.targets, missing=enc.missing,
+                   blocks=enc.blocks)
 
 
-def _csv_dataset(path: Path, features: list[list[float]], labels: list[str],
-                 task: str) -> Dataset:
-    x = torch.tensor(features, dtype=torch.float32)
-    numbers = _as_numbers(labels)
-    if task == "auto":
-        few = len(set(labels)) <= 50
-        task = "classification" if numbers is None or (
-            few and all(v.is_integer() for v in numbers)) else "regression"
-    if task == "regression":
-        if numbers is None:
-            raise DatasetError(f"{path}: the target column holds text, so it cannot be a "
-                               "regression target")
-        return Dataset("csv", x, torch.tensor(numbers, dtype=torch.float32).unsqueeze(1),
-                       "regression")
-    names = sorted(set(labels), key=lambda v: (float(v), v) if numbers else (0, v))
-    ids = {name: i for i, name in enumerate(names)}
-    return Dataset("csv", x, torch.tensor([ids[v] for v in labels], dtype=torch.int64),
-                   "classification", tuple(names))
-
-
-def _as_numbers(values: list[str]) -> list[float] | None:
+def _imagefolder(opts: dict[str, Any], progress: Progress | None) -> Dataset:
     try:
-        return [float(v) for v in values]
-    except ValueError:
-        return None
+        x, y, classes = imagefolder.load(opts, None)
+    except ImageFolderError as exc:
+        raise DatasetError(str(exc)) from None
+    return Dataset("imagefolder", x, y, "classification", classes,
+                   shapes=((x[0].numel(),),))
 
 
 def _generated_options(noise: float, n_samples: int = 1000) -> tuple[Param, ...]:
@@ -263,16 +228,12 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("fashion-mnist", "28×28 clothing images, 60,000 + 10,000 test",
                 "[1, 28, 28] or [784]", "10 (T-shirt/top … Ankle boot)", IDX_OPTIONS,
                 _idx_loader("fashion-mnist", FASHION_CLASSES)),
-    DatasetInfo("csv", "a CSV file with a header: numeric feature columns and a target",
-                "[number of feature columns]", "from the target column", (
-                    Param("path", "text", "", help="The CSV file."),
-                    Param("target", "text", "", help="The label column; empty means the "
-                          "last column."),
-                    Param("task", "choice", "auto", choices=("auto", "classification",
-                                                             "regression"),
-                          help="auto: classes when the target is text or a few whole "
-                               "numbers."),
-                ), _csv),
+    DatasetInfo("csv", "a table (CSV, TSV, …): number and text feature columns and a "
+                "target", "[features; a text column counts once per category]",
+                "from the target column (or regression)", tables.OPTIONS, _csv),
+    DatasetInfo("imagefolder", "a folder with one sub-folder of PNG/JPEG images per class",
+                "[1 or 3, height, width] or flat", "the sub-folders' names",
+                imagefolder.OPTIONS, _imagefolder),
 )}
 
 
@@ -294,9 +255,66 @@ def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_dataset(name: str, options: dict[str, Any] | None = None,
-                 progress: Progress | None = None) -> Dataset:
+                 progress: Progress | None = None, base: Path | None = None) -> Dataset:
+    """Dataset `name` with `options`; a relative option `path` is read from folder `base`
+    (the project file's), else from the working folder."""
     opts = resolve_options(name, options or {})
+    opts = {**opts, "path": str(data_path(opts["path"], base))} if opts.get("path") else opts
     return DATASETS[name].load(opts, progress)
+
+
+def data_path(path: str, base: Path | None) -> Path:
+    """Option `path` as a place on this machine: relative to `base` when given."""
+    p = Path(path).expanduser()
+    return base / p if base is not None and not p.is_absolute() else p
+
+
+def project_folder(path: Path | None) -> Path | None:
+    """The folder a project's relative data paths start from: its file's (None: unsaved)."""
+    return None if path is None else Path(path).resolve().parent
+
+
+FILE_DATASETS = ("csv", "imagefolder")
+
+
+def with_data(training: dict[str, Any], path: str | None, target: str | None = None,
+              task: str | None = None) -> dict[str, Any]:
+    """A copy of a training section reading the user's data at `path` (a folder: the
+    imagefolder dataset; a file: csv), with the csv target column and task if given. The
+    same dataset keeps its other options; another starts from its defaults."""
+    dataset = dict(training["dataset"])
+    options = dict(dataset.get("options", {}))
+    if path is not None:
+        name = "imagefolder" if Path(path).expanduser().is_dir() else "csv"
+        if name != dataset.get("name"):
+            options = {}
+        dataset["name"] = name
+        options["path"] = str(path)
+    if target is not None:
+        options["target"] = target
+    if task is not None:
+        options["task"] = task
+    dataset["options"] = options
+    return {**training, "dataset": dataset}
+
+
+def absolute_data(training: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """A copy whose relative data path is made absolute from `base`: for a copy of the
+    project saved elsewhere (a run's snapshot), which must still find the data."""
+    options = training["dataset"].get("options", {})
+    if training["dataset"].get("name") not in FILE_DATASETS or not options.get("path"):
+        return training
+    path = data_path(options["path"], base).resolve()
+    return {**training, "dataset": {**training["dataset"],
+                                    "options": {**options, "path": str(path)}}}
+
+
+def prepare_split(data: Dataset, train_idx: torch.Tensor) -> Dataset:
+    """The dataset once its training rows are known: missing cells filled from them."""
+    if data.missing is None:
+        return data
+    return _replace(data, x=fill_missing(data.x, data.missing, data.blocks, train_idx),
+                    missing=None)
 
 
 def fit_to_input(data: Dataset, node: str, shape: Shape, dtype: str) -> Dataset:

@@ -22,8 +22,10 @@ from layerlab.core.datasets import (
     Dataset,
     DatasetError,
     cache_root,
+    data_path,
     fit_to_input,
     load_dataset,
+    project_folder,
 )
 from layerlab.core.errors import GraphError
 from layerlab.core.idx import SOURCES, IdxError, ensure_files
@@ -55,12 +57,13 @@ def dataset_fit(project: Project, analysis: Analysis | None = None) -> Fit:
         settings = settings_from(project.training)
     except GraphError:
         return Fit()
-    absent = not_here(settings.dataset, settings.dataset_options)
+    base = project_folder(project.path)
+    absent = not_here(settings.dataset, settings.dataset_options, base)
     if absent:
         return Fit(notes=(absent,))
     try:
         data = load_dataset(settings.dataset, _offline(settings.dataset,
-                                                       settings.dataset_options))
+                                                       settings.dataset_options), base=base)
     except DatasetError as exc:
         return Fit(problems=(("training.dataset", str(exc)),))
     try:
@@ -101,13 +104,13 @@ def _objective_problems(project: Project, analysis: Analysis, data: Dataset) -> 
     return []
 
 
-def not_here(name: str, options: dict[str, Any]) -> str | None:
+def not_here(name: str, options: dict[str, Any], base: Path | None = None) -> str | None:
     """A note when the dataset's files are not on this machine; None when they are (or
-    when the dataset needs no files)."""
-    if name == "csv" and options.get("path"):
-        path = Path(options["path"]).expanduser()
+    when the dataset needs no files). A relative path is read from `base`."""
+    if name in ("csv", "imagefolder") and options.get("path"):
+        path = data_path(options["path"], base)
         if not path.exists():
-            return (f"dataset csv: {path} is not on this machine, so its fit with the "
+            return (f"dataset {name}: {path} is not on this machine, so its fit with the "
                     "network was not checked")
     if name in SOURCES:
         root = cache_root(name, options.get("root"))

@@ -6,6 +6,7 @@ and the forward from the compiled fx graph, one line per node, named by node id.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import textwrap
 from typing import Any
@@ -25,17 +26,23 @@ OPTIMIZER_CLASSES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad",
 
 def python_source(project: Project, model: torch.fx.GraphModule, analysis: Analysis) -> str:
     graph = project.graph
-    lines = []
+    lines, classes = [], {}
     for node in analysis.order:
         spec = CATALOGUE[graph.nodes[node]["type"]]
         if spec.build is None or spec.is_loss or spec.type == "Input":
             continue
-        lines.append(f"self.{node} = {spec.build(analysis.contexts[node]).source()}")
+        ctor = spec.build(analysis.contexts[node])
+        source = ctor.source()
+        if not ctor.cls.__module__.startswith("torch."):  # LayerLab's own (Standardize)
+            classes[ctor.cls] = inspect.getsource(ctor.cls)
+            source = source.removeprefix("nn.")
+        lines.append(f"self.{node} = {source}")
     assert analysis.input_node is not None
     input_shape = analysis.shapes[analysis.input_node]
     dtype = analysis.dtypes[analysis.input_node]
     return TEMPLATE.format(
         name=project.name, input_shape=input_shape, dtype=dtype,
+        layers="".join(f"{code}\n\n" for code in classes.values()),
         init="\n".join(textwrap.indent(line, " " * 8) for line in lines) or "        pass",
         forward=textwrap.indent(forward_source(model), " " * 8),
         train=train_source(project, analysis),
@@ -172,7 +179,7 @@ INPUT_SHAPE = {input_shape!r}
 INPUT_DTYPE = torch.{dtype}
 
 
-class Model(nn.Module):
+{layers}class Model(nn.Module):
     def __init__(self) -> None:
         super().__init__()
 {init}

@@ -1,7 +1,8 @@
-"""Normalisation layers: BatchNorm1d, BatchNorm2d, LayerNorm."""
+"""Normalisation layers: BatchNorm1d, BatchNorm2d, LayerNorm, Standardize."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ctor, need_rank
@@ -33,6 +34,27 @@ def _bn(cls: type[nn.Module]):
     return lambda c: ctor(cls, c.shape[0], **c.params)
 
 
+class Standardize(nn.Module):
+    """Scales each feature (or channel) by fixed statistics of the training data, held as
+    buffers so that they travel with the weights and every export: like Keras's
+    Normalization layer after adapt()."""
+
+    def __init__(self, num_features: int, rank: int = 1) -> None:
+        super().__init__()
+        shape = (num_features, *(1,) * (rank - 1))
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.int64))  # 0: not adapted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _standardize_shape(ctx: Ctx) -> Shape:
+    need_rank(ctx, (1, 2, 3, 4), "[F] or [C, ...]")
+    return ctx.shape
+
+
 BN_FORMULA = "y = γ·(x - mean_batch) / √(var_batch + ε) + β"
 
 SPECS = [
@@ -57,5 +79,14 @@ SPECS = [
         ),
         infer=_ln_shape,
         build=lambda c: ctor(nn.LayerNorm, c.shape[-1], **c.params),
+    ),
+    LayerSpec(
+        "Standardize", "normalization", "Subtracts each feature's mean and divides by its "
+        "standard deviation, both measured on the training rows when a run starts on fresh "
+        "weights (or with Adapt to data); they are kept with the weights and exports.",
+        "y = (x - mean_train) / std_train",
+        params=(), infer=_standardize_shape,
+        build=lambda c: ctor(Standardize, c.shape[0], len(c.shape)) if len(c.shape) > 1
+        else ctor(Standardize, c.shape[0]),
     ),
 ]
