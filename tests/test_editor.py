@@ -298,8 +298,8 @@ def test_double_click_in_the_palette_adds_after_the_selected_node(window, qtbot)
     qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert window.doc.graph.has_edge("tanh2", "dropout")
     assert window.scene.selected_nodes() == ["dropout"]
-    x_new = window.doc.graph.nodes["dropout"]["pos"][0]
-    assert x_new > window.doc.graph.nodes["tanh2"]["pos"][0]
+    assert window.doc.graph.has_edge("dropout", "fc3")  # spliced in (tests/test_editing.py)
+    assert not window.doc.graph.has_edge("tanh2", "fc3")
 
 
 def test_wheel_zooms_and_middle_drag_pans(window, qtbot):

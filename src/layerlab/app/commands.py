@@ -8,22 +8,28 @@ from typing import Any
 from PySide6.QtGui import QUndoCommand
 
 from layerlab.app.document import Document
+from layerlab.core.groups import KEY as GROUP_KEY
+from layerlab.core.groups import GroupData
 
 Edge = tuple[str, str, dict[str, Any]]
 
 
 class AddNodes(QUndoCommand):
-    """Add nodes and the edges among them (a palette drop, a paste)."""
+    """Add nodes and the edges among them (a palette drop, a paste), and the groups that
+    came with them (a pasted group)."""
 
     def __init__(self, doc: Document, nodes: dict[str, dict[str, Any]], edges: list[Edge],
-                 text: str) -> None:
+                 text: str, groups: dict[str, GroupData] | None = None) -> None:
         super().__init__(text)
         self.doc, self.nodes, self.edges = doc, copy.deepcopy(nodes), copy.deepcopy(edges)
+        self.groups = copy.deepcopy(groups or {})
         self.order: tuple[list[str], list[tuple[str, str]]] | None = None
 
     def redo(self) -> None:
         self.order = (list(self.doc.graph), self.doc.edge_order())
         with self.doc.changes():
+            for group, data in self.groups.items():
+                self.doc.set_group(group, data)
             for node, data in self.nodes.items():
                 self.doc.add_node(node, data)
             for src, dst, data in self.edges:
@@ -33,6 +39,8 @@ class AddNodes(QUndoCommand):
         with self.doc.changes():
             for node in self.nodes:
                 self.doc.remove_node(node)
+            for group in self.groups:
+                self.doc.set_group(group, None)
             assert self.order is not None
             self.doc.restore_order(*self.order)
 
@@ -97,32 +105,19 @@ class MoveNodes(QUndoCommand):
 
 class SetAttribute(QUndoCommand):
     """Change one node attribute: a parameter (params with one key changed), frozen, …
-    Consecutive edits of the same field merge into one undo step."""
-
-    MERGE_ID = 7001
+    Each committed value is its own undo step (5 → 16 → 7 undoes in two steps to 5)."""
 
     def __init__(self, doc: Document, node: str, key: str, old: Any, new: Any,
                  text: str) -> None:
         super().__init__(text)
         self.doc, self.node, self.key = doc, node, key
         self.old, self.new = copy.deepcopy(old), copy.deepcopy(new)
-        self.field = text
 
     def redo(self) -> None:
         self.doc.set_attr(self.node, self.key, self.new)
 
     def undo(self) -> None:
         self.doc.set_attr(self.node, self.key, self.old)
-
-    def id(self) -> int:
-        return self.MERGE_ID
-
-    def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, SetAttribute) or (other.node, other.key, other.field) != (
-                self.node, self.key, self.field):
-            return False
-        self.new = other.new
-        return True
 
 
 def set_param(doc: Document, node: str, name: str, value: Any) -> SetAttribute | None:
@@ -161,3 +156,45 @@ class SetTraining(QUndoCommand):
 
     def undo(self) -> None:
         self.doc.set_training(self.old)
+
+
+class EditGroups(QUndoCommand):
+    """Group, ungroup, collapse, expand or rename: the nodes' memberships and the groups'
+    own data change together; undo restores both, in their order, so the file comes back
+    byte for byte."""
+
+    def __init__(self, doc: Document, members: dict[str, str | None],
+                 groups: dict[str, GroupData | None], text: str) -> None:
+        super().__init__(text)
+        self.doc = doc
+        g, known = doc.graph, doc.project.groups
+        self.members = {n: (g.nodes[n].get(GROUP_KEY), new) for n, new in members.items()}
+        self.groups = {k: (copy.deepcopy(known.get(k)), copy.deepcopy(v))
+                       for k, v in groups.items()}
+        self.key_order = {n: list(g.nodes[n]) for n in members}
+        self.group_order = list(known)
+
+    def redo(self) -> None:
+        self._apply(1)
+
+    def undo(self) -> None:
+        self._apply(0)
+        # the same keys as before redo, put back in their order (not an observable change)
+        project = self.doc.project
+        project.groups = {k: project.groups[k] for k in self.group_order}
+        for node, order in self.key_order.items():
+            data = self.doc.graph.nodes[node]
+            items = [(k, data[k]) for k in order]
+            data.clear()
+            data.update(items)
+
+    def _apply(self, which: int) -> None:
+        with self.doc.changes():
+            for group, pair in self.groups.items():
+                if pair[which] is not None:
+                    self.doc.set_group(group, pair[which])
+            for node, pair in self.members.items():
+                self.doc.set_attr(node, GROUP_KEY, pair[which])
+            for group, pair in self.groups.items():
+                if pair[which] is None:
+                    self.doc.set_group(group, None)

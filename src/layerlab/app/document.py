@@ -31,6 +31,7 @@ class Document(QObject):
     nodeRenamed = Signal(str, str)
     edgeAdded = Signal(str, str)
     edgeRemoved = Signal(str, str)
+    groupChanged = Signal(str)  # a group's name or collapsed state; core/groups.py
     edgeChanged = Signal(str, str)  # how it is drawn (bend points)
     directionChanged = Signal(str)  # the canvas's flow: "TB" or "LR"
     analysisChanged = Signal()
@@ -133,6 +134,17 @@ class Document(QObject):
             else:
                 data[key] = copy.deepcopy(value)
             self._notify(self.nodeChanged, node)
+
+    def set_group(self, group: str, data: dict[str, Any] | None) -> None:
+        """Define, change or (None) forget a group's own data; membership is on the nodes."""
+        if self.project.groups.get(group) == data:
+            return
+        with self.changes():
+            if data is None:
+                self.project.groups.pop(group, None)
+            else:
+                self.project.groups[group] = copy.deepcopy(data)
+            self._notify(self.groupChanged, group)
 
     def rename(self, old: str, new: str) -> None:
         with self.changes():

@@ -33,6 +33,7 @@ from layerlab.core.spec import Param
 INT_LIMIT = 2**31 - 1
 SUMMARY_DELAY_MS = 250
 BAD_STYLE = "border: 1px solid #e0443e;"
+COMBO_CHARS = 8  # a choice box asks for this much room, not for its longest choice
 
 
 def parse_value(param: Param, text: str) -> Any:
@@ -176,6 +177,9 @@ class Inspector(QStackedWidget):
     def _build_node_form(self, node: str) -> None:
         page = QWidget()
         form = QFormLayout(page)
+        # at the dock's default width every field fits: a long row puts its field under
+        # its label rather than asking for a horizontal scrollbar
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         data = self.doc.graph.nodes[node]
         spec = CATALOGUE.get(data.get("type", ""))
         self.editors = {}
@@ -202,8 +206,9 @@ class Inspector(QStackedWidget):
         self.frozen = QCheckBox("frozen (kept out of training)")
         self.frozen.setObjectName("nodeFrozen")
         self.frozen.setAccessibleName("Frozen")
+        self.frozen.setToolTip("A frozen layer keeps its weights: the optimizer skips it")
         self.frozen.toggled.connect(self._set_frozen)
-        form.addRow("", self.frozen)
+        form.addRow(self.frozen)
         self.shapes = label(name="nodeShapes")
         form.addRow("shapes", self.shapes)
         self.count = label(name="nodeParameters")
@@ -222,6 +227,8 @@ class Inspector(QStackedWidget):
             return box
         if param.kind == "choice":
             combo = QComboBox()
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(COMBO_CHARS)
             combo.addItems(list(param.choices))
             if param.name == "init":  # each initialiser with its formula, where it is chosen
                 for i, scheme in enumerate(param.choices):

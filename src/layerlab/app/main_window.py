@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QPointF, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -183,6 +183,13 @@ class MainWindow(FilesMixin, QMainWindow):
                                    k.SelectAll))
         edit.addAction(self.action("actionFreeze", "&Freeze / Unfreeze", self.toggle_freeze,
                                    "Ctrl+L", "Keep the selected layers out of training"))
+        edit.addSeparator()
+        edit.addAction(self.action(
+            "actionGroup", "&Group", lambda: edit_ops.group_selection(self.scene), "Ctrl+G",
+            "Collapse the selected layers into one named block (double-click to expand)"))
+        edit.addAction(self.action(
+            "actionUngroup", "U&ngroup", lambda: edit_ops.ungroup_selection(self.scene),
+            "Ctrl+Shift+G", "Dissolve the selected groups; their layers stay"))
         view = bar.addMenu("&View")
         view.setObjectName("viewMenu")
         view.addAction(self.action("actionZoomIn", "Zoom &In", self.view.zoom_in, "Ctrl++"))
@@ -437,12 +444,11 @@ class MainWindow(FilesMixin, QMainWindow):
     # -- edit -------------------------------------------------------------------------
     def add_from_palette(self, type_name: str) -> None:
         selected = self.scene.selected_nodes()
-        after = selected[0] if len(selected) == 1 else None
-        if after is not None:
-            pos = self.scene.nodes[after].pos() + QPointF(230, 0)
+        if len(selected) == 1:  # spliced into its outgoing edges
+            node = edit_ops.insert_after(self.scene, type_name, selected[0])
         else:
-            pos = self.view.mapToScene(self.view.viewport().rect().center())
-        node = self.scene.add_layer(type_name, pos, after)
+            node = self.scene.add_layer(
+                type_name, self.view.mapToScene(self.view.viewport().rect().center()))
         if node:
             self.scene.select_only([node])
 

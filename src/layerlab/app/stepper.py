@@ -86,6 +86,7 @@ class Stepper(QObject):
         self._stop_animations()
         for item in self.scene.nodes.values():
             item.set_step_state(None, "", "")
+        self.scene.groups.light(None, None)
         for edge in self.scene.edges.values():
             edge.set_style(QColor("#8a8f98"), 2.0)
         self.active = False
@@ -159,6 +160,9 @@ class Stepper(QObject):
                 colour = mix(UPDATE, log_scale(ratio, 1e-6, 1e-1))
                 caption = f"Δw/w {ratio:.1e}"
             item.set_step_state(colour, caption, self._badge(node, phase, index))
+        current = self.events[index].node if index >= 0 else None
+        lit = self.scene.nodes.get(current or "")  # a collapsed group lights up as one
+        self.scene.groups.light(current, (lit.highlight or PULSE_FORWARD) if lit else None)
         for (source, target), edge in self.scene.edges.items():
             if phase == "backward" and self._reached(source, index) and source in grads:
                 width = 1.5 + 3.5 * log_scale(grads[source], 1e-6, 10)
@@ -189,7 +193,7 @@ class Stepper(QObject):
         paths = []
         for u, v in edges:
             edge = self.scene.edges.get((u, v))
-            if edge is None:
+            if edge is None or not edge.isVisible():  # inside a collapsed group
                 continue
             dot = QGraphicsEllipseItem(-5, -5, 10, 10)
             colour = PULSE_BACKWARD if event.phase == "backward" else PULSE_FORWARD

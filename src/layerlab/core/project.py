@@ -19,12 +19,13 @@ from typing import Any
 
 import networkx as nx
 
+from layerlab.core import groups as groups_io
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.validation import normalise_training, training_problems
 
 FORMAT = "layerlab-project"
-VERSION = 2  # 2: "view" (how the canvas draws the graph: direction of flow)
+VERSION = 2  # 2: "view" (how the canvas draws the graph: direction of flow, groups)
 KNOWN_KEYS = ("format", "version", "name", "graph", "training", "view")
 DIRECTIONS = ("TB", "LR")  # top to bottom (the default), left to right
 
@@ -52,6 +53,7 @@ class Project:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown top-level keys, kept
     path: Path | None = None
     view: dict[str, Any] = field(default_factory=lambda: {"direction": "TB"})
+    groups: dict[str, groups_io.GroupData] = field(default_factory=dict)  # core/groups.py
 
     @property
     def direction(self) -> str:
@@ -68,9 +70,13 @@ class Project:
             "name": self.name,
             "graph": graph,
             "training": copy.deepcopy(self.training),
-            "view": copy.deepcopy(self.view),
+            "view": self._view_dict(),
             **copy.deepcopy(self.extra),
         }
+
+    def _view_dict(self) -> dict[str, Any]:
+        groups = groups_io.to_file(self.groups, self.graph)
+        return {**copy.deepcopy(self.view), **({"groups": groups} if groups else {})}
 
     def to_json(self) -> str:
         return dumps_readable(self.to_dict()) + "\n"
@@ -104,12 +110,14 @@ class Project:
         if not isinstance(name, str):
             problems.append(("name", f"name must be text, not {name!r}"))
             name = "Untitled"
+        groups = _read_groups(data, graph, graph_errors)
         if graph_errors:
             raise GraphError(graph_errors + problems)
         extra = {k: v for k, v in data.items() if k not in KNOWN_KEYS}
         view = _read_view(data, graph, problems)
+        view.pop("groups", None)  # read above, kept in `groups`
         return cls(graph=graph, name=name, training=training, extra=extra,
-                   view=view), problems
+                   view=view, groups=groups), problems
 
 
 def dumps_readable(value: Any, indent: str = "", width: int = 100) -> str:
@@ -273,6 +281,15 @@ def _read_view(data: dict[str, Any], graph: nx.DiGraph, errors: list[Error]) -> 
                                          f"{view['direction']!r}"))
         view["direction"] = "TB"
     return view
+
+
+def _read_groups(data: dict[str, Any], graph: nx.DiGraph,
+                 errors: list[Error]) -> dict[str, groups_io.GroupData]:
+    """Version 2 keeps the groups in view.groups; version 1 had none."""
+    view = data.get("view")
+    if data["version"] < 2 or not isinstance(view, dict):
+        return {}
+    return groups_io.read(view.get("groups", []), graph, errors)
 
 
 def _read_training(training: Any, errors: list[Error]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from PySide6.QtGui import (
     QImage,
     QPainter,
     QPainterPath,
+    QPainterPathStroker,
     QPen,
     QPixmap,
 )
@@ -24,11 +25,21 @@ from PySide6.QtWidgets import (
     QGraphicsPathItem,
     QGraphicsPixmapItem,
     QGraphicsSimpleTextItem,
+    QStyle,
     QStyleOptionGraphicsItem,
     QWidget,
 )
 
-from layerlab.app.style import ERROR_COLOUR, group_colour, is_dark
+from layerlab.app.style import (
+    ERROR_COLOUR,
+    SELECTION_COLOUR,
+    WARNING_COLOUR,
+    draw_error_badge,
+    draw_padlock,
+    draw_warning_badge,
+    group_colour,
+    is_dark,
+)
 
 NODE_WIDTH = 168
 LINE = 16
@@ -103,7 +114,7 @@ class NodeItem(QGraphicsItem):
         self.shape_text, self.errors, self.frozen = shape_text, errors, frozen
         self.height = (3 + len(lines)) * LINE + 10
         self._make_ports(n_inputs, has_output)
-        tip = [f"{self.node} · {type_name}"] + [f"⚠ {e}" for e in errors]
+        tip = [f"{self.node} · {type_name}"] + [f"problem: {e}" for e in errors]
         self.setToolTip("\n".join(tip))
         self.update()
 
@@ -133,7 +144,6 @@ class NodeItem(QGraphicsItem):
         if flow != self.flow:
             self.flow = flow
             self._make_ports(len(self.inputs), self.output is not None)
-
 
     def set_step_state(self, colour: QColor | None, caption: str, verdict: str) -> None:
         if (self.highlight, self.caption, self.verdict) != (colour, caption, verdict):
@@ -219,22 +229,17 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(0, -LINE - 2, NODE_WIDTH, LINE),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                              self.caption)
-        if self.verdict:  # below the node
-            painter.setPen(ERROR_COLOUR)
+        if self.verdict:  # below the node: a drawn badge, then the verdict
+            draw_warning_badge(painter, QRectF(1, self.height + 3, 14, 13))
+            painter.setPen(WARNING_COLOUR.darker(115))
             painter.setFont(bold)
-            painter.drawText(QRectF(0, self.height + 2, NODE_WIDTH, LINE),
+            painter.drawText(QRectF(19, self.height + 2, NODE_WIDTH - 19, LINE),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                             f"⚠ {self.verdict}")
+                             self.verdict)
         if self.errors:
-            painter.setBrush(ERROR_COLOUR)
-            painter.setPen(QPen(QColor("white"), 1.5))
-            painter.drawEllipse(QRectF(NODE_WIDTH - 18, 3, 15, 15))
-            painter.drawText(QRectF(NODE_WIDTH - 18, 3, 15, 15), Qt.AlignmentFlag.AlignCenter,
-                             "!")
+            draw_error_badge(painter, QRectF(NODE_WIDTH - 18, 3, 15, 15))
         elif self.frozen:
-            painter.setPen(QColor("white"))
-            painter.drawText(QRectF(NODE_WIDTH - 22, 0, 20, LINE + 6),
-                             Qt.AlignmentFlag.AlignCenter, "🔒")
+            draw_padlock(painter, QRectF(NODE_WIDTH - 19, 3, 14, 16), QColor("white"))
 
     def _paint_compact(self, painter: QPainter) -> None:
         """Zoomed out: a block in the layer's colour with its type large (errors in red)."""
@@ -303,6 +308,26 @@ class EdgeItem(QGraphicsPathItem):
     def set_style(self, colour: QColor, width: float) -> None:
         self.colour, self.width = colour, width
         self._apply_pen()
+
+    def shape(self) -> QPainterPath:
+        """A band along the curve: clicks near the line select it, not the area it bounds."""
+        stroker = QPainterPathStroker()
+        stroker.setWidth(max(10.0, self.width + 8))
+        return stroker.createStroke(self.path())
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
+              widget: QWidget | None = None) -> None:
+        """Selected: a glow along the edge's own path (not Qt's dashed bounding box)."""
+        if self.isSelected():
+            glow = QColor(SELECTION_COLOUR)
+            glow.setAlpha(110)
+            pen = QPen(glow, self.width + 8)
+            pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.strokePath(self.path(), pen)
+        plain = QStyleOptionGraphicsItem(option)
+        plain.state &= ~QStyle.StateFlag.State_Selected
+        super().paint(painter, plain, widget)
 
     def route(self, start: QPointF, end: QPointF, text: str, bends: list[QPointF] | None = None,
               flow: str = "LR") -> None:

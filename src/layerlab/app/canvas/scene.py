@@ -11,6 +11,7 @@ from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsSceneMouseEvent
 from shiboken6 import isValid
 
+from layerlab.app.canvas.group_item import GroupLayer
 from layerlab.app.canvas.items import EdgeItem, NodeItem, PortItem
 from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
@@ -54,6 +55,7 @@ class GraphScene(QGraphicsScene):
         doc.directionChanged.connect(self._set_flow)
         doc.analysisChanged.connect(self.refresh)
         doc.reset.connect(self.rebuild)
+        self.groups = GroupLayer(self)  # after the scene's own slots: it draws on top of them
 
     # -- filling from the document ----------------------------------------------------
     def rebuild(self) -> None:
@@ -264,6 +266,7 @@ class GraphScene(QGraphicsScene):
             new = [round(item.pos().x()), round(item.pos().y())]
             if item.isSelected() and old != new:
                 moves[node] = (old, new)
+        moves.update(self.groups.member_moves())
         if moves:
             self.doc.undo_stack.push(MoveNodes(self.doc, moves))
 
@@ -280,7 +283,10 @@ class GraphScene(QGraphicsScene):
             item.show_thumbnail(None if means is None else means.get(node))  # type: ignore
 
     def selected_nodes(self) -> list[str]:
-        return [n for n, item in self.nodes.items() if isValid(item) and item.isSelected()]
+        """Selected nodes, and the members of selected collapsed groups, in graph order."""
+        chosen = {n for n, item in self.nodes.items() if isValid(item) and item.isSelected()}
+        chosen |= self.groups.selected_members()
+        return [n for n in self.nodes if n in chosen]
 
     def selected_edges(self) -> list[tuple[str, str]]:
         return [key for key, item in self.edges.items() if isValid(item) and item.isSelected()]
