@@ -8,14 +8,18 @@ import pytest
 import torch
 
 from layerlab.core.diagnostics import (
+    HealthMonitor,
     Verdict,
     activation_verdicts,
     diagnose,
     gradient_verdicts,
+    judged_weights,
     layer_grad_norms,
     update_verdicts,
 )
+from layerlab.core.optimizer_state import OptimizerState
 from layerlab.core.tracer import Stats, StepTrace
+from layerlab.core.trainer import HealthRecord
 
 
 def kinds(verdicts):
@@ -95,3 +99,57 @@ def test_diagnose_names_the_first_non_finite_output_first():
     assert verdicts[0] == Verdict("relu", "nonfinite",
                                   "relu: the first output that holds inf or NaN")
     assert kinds(verdicts) == [("relu", "nonfinite")]
+
+
+def record(step, norms, ratios):
+    return HealthRecord(step, norms, ratios)
+
+
+def test_a_health_verdict_stands_only_after_three_records_in_a_row():
+    monitor = HealthMonitor({"a.weight", "b.weight"})
+    low = {"a": 1e-5, "b": 1.0}
+    seen = [kinds(monitor.add(record(i, norms, {})))
+            for i, norms in enumerate([low, low, {"a": 1.0, "b": 1.0}, low, low, low, low])]
+    # two, then a healthy record that breaks the run, then three in a row: shown, and kept
+    assert seen == [[], [], [], [], [], [("a", "vanishing")], [("a", "vanishing")]]
+
+
+def test_a_non_finite_gradient_in_a_health_record_is_shown_at_once():
+    monitor = HealthMonitor(set())
+    assert kinds(monitor.add(record(1, {"a": math.nan, "b": 1.0}, {}))) == [("a", "nonfinite")]
+
+
+def test_health_update_ratios_are_judged_only_for_the_weights_given():
+    """Biases and weights that started at zero are not in judged_weights, so their large
+    ratios never become a verdict."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()
+    judged = judged_weights(model)
+    assert judged == {"0.weight"}
+    monitor = HealthMonitor(judged)
+    ratios = {"0.weight": 0.5, "0.bias": 0.9, "1.weight": 1.0, "1.bias": 0.9}
+    for step in range(3):
+        verdicts = monitor.add(record(step, {"0": 1.0, "1": 1.0}, ratios))
+    assert kinds(verdicts) == [("0", "update-large")]
+
+
+def trace_with_update(ratio, optimizer, step):
+    weight = torch.ones(10, 10)
+    return StepTrace(weights={"fc.weight": weight}, updates={"fc.weight": ratio * weight},
+                     param_grads={"fc.weight": weight},
+                     optimizer_state=OptimizerState(optimizer, {"fc.weight": {}},
+                                                    {"fc.weight": {"step": step}}))
+
+
+@pytest.mark.parametrize(("optimizer", "step", "ratio", "flagged"), [
+    ("adam", 0.0, 0.9, False),  # a first Adam step: about lr per weight, whatever g
+    ("adam", 0.0, 1.1, True),  # … larger than the weights themselves
+    ("adamw", 0.0, 0.9, False), ("rmsprop", 0.0, 0.9, False), ("adagrad", 0.0, 0.9, False),
+    ("adam", 1.0, 0.11, True),  # a later Adam step by the usual rule
+    ("sgd", 0.0, 0.11, True), ("momentum", 0.0, 0.11, True),
+])
+def test_an_adaptive_optimizers_first_step_is_too_large_only_beyond_the_weights_size(
+        optimizer, step, ratio, flagged):
+    verdicts = diagnose(trace_with_update(ratio, optimizer, step))
+    assert (("fc", "update-large") in kinds(verdicts)) == flagged
