@@ -148,10 +148,16 @@ def _ragged(path: Path, number: int, row: list[str], names: tuple[str, ...]) -> 
 
 
 def _number(cell: str) -> float | None:
+    """A number, also with a decimal comma ("1,5" in a table delimited by semicolons)."""
     try:
         value = float(cell)
     except ValueError:
-        return None
+        if cell.count(",") != 1 or "." in cell:
+            return None
+        try:
+            value = float(cell.replace(",", "."))
+        except ValueError:
+            return None
     return value if math.isfinite(value) else None
 
 
