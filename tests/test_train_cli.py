@@ -29,8 +29,14 @@ def test_train_writes_weights_metrics_snapshot_and_checkpoint(tmp_path, capsys):
         "checkpoint.pt", "metrics.csv", "project.layerlab.json", "weights.safetensors"]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "step", "train_loss", "val_loss", "val_accuracy"]
+    assert list(rows[0]) == ["epoch", "step", "train_loss", "val_loss", "val_accuracy",
+                             "val_r2", "seconds", "samples_per_s"]
     assert float(rows[1]["val_accuracy"]) > 0.8
+    trained = 1797 - round(0.2 * 1797)  # digits, less the validation split
+    for row in rows:  # the speed of the epoch's training, evaluation excluded
+        assert 0 < float(row["seconds"]) < 30
+        assert float(row["samples_per_s"]) == pytest.approx(trained / float(row["seconds"]),
+                                                            rel=1e-3)
     weights = load_file(out / "weights.safetensors")
     assert set(weights) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     snapshot = layerlab.load_project(out / "project.layerlab.json")

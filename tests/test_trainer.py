@@ -9,7 +9,7 @@ import torch
 import layerlab
 from layerlab.core.datasets import Dataset
 from layerlab.core.project import Project
-from layerlab.core.settings import settings_from
+from layerlab.core.settings import kernel_args, settings_from
 from layerlab.core.trainer import EpochRecord, StateRecord, StepRecord, Trainer, TrainingError
 
 from conftest import EXAMPLES
@@ -75,7 +75,9 @@ def test_each_optimizer_steps_exactly_like_torch_driven_by_hand(optimizer):
     if optimizer == "momentum":
         assert trainer.optimizer.param_groups[0]["momentum"] == 0.9
     extra = {"momentum": 0.9} if optimizer == "momentum" else {}
-    opt = expected_cls(reference.parameters(), lr=0.05, **extra)  # torch's defaults
+    # torch's defaults, in the implementation the trainer picks for the device (fused, …)
+    opt = expected_cls(reference.parameters(), lr=0.05, **extra,
+                       **kernel_args(optimizer, trainer.device))
     data = tiny_data()
     trainer.run()  # one batch per epoch: the whole set, in the trainer's shuffled order
     shuffle = torch.Generator().manual_seed(trainer.settings.seed + 1)

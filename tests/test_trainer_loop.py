@@ -87,9 +87,9 @@ def test_each_step_reports_the_batch_loss_and_the_epoch_the_sample_weighted_mean
 
 
 def test_throughput_is_a_running_average_of_samples_per_second(monkeypatch):
-    # run() starts the clock, the epoch notes its start, then one reading per step and
-    # one at the end of the epoch
-    clock = iter([100.0, 100.0, 100.5, 101.5, 101.75, 102.0])
+    # run() starts the clock, then one reading per step, and one after the epoch's
+    # evaluation (which is not training time)
+    clock = iter([100.0, 100.5, 101.5, 101.75, 103.0])
 
     class Clock:
         @staticmethod
@@ -105,6 +105,8 @@ def test_throughput_is_a_running_average_of_samples_per_second(monkeypatch):
     assert rates[0] == pytest.approx(8.0)
     assert rates[1] == pytest.approx(0.9 * 8 + 0.1 * 4)
     assert rates[2] == pytest.approx(0.9 * rates[1] + 0.1 * 16)
+    assert t.history[0].seconds == pytest.approx(1.75)  # the steps, not the evaluation
+    assert t.history[0].samples_per_s == pytest.approx(12 / 1.75)
 
 
 def test_a_batch_outside_run_measures_from_a_millisecond_before():
@@ -277,13 +279,15 @@ def test_a_checkpoint_holds_the_position_and_restores_it(tmp_path):
         t.train_one_batch()
     state = t.checkpoint()
     assert state["position"] == {"epoch": 1, "batch": 1, "step": 4,
-                                 "epoch_loss": t._epoch_loss, "epoch_samples": 4}
+                                 "epoch_loss": t._epoch_loss, "epoch_samples": 4,
+                                 "epoch_seconds": t._epoch_seconds}
     assert state["scheduler"] == {} and len(state["history"]) == 1
     t.save_checkpoint(tmp_path / "c.pt")
     other = make(n=10, batch_size=4, epochs=3)
     other.load_checkpoint(tmp_path / "c.pt")
     assert (other.epoch, other.batch, other.step) == (1, 1, 4)
     assert other._epoch_samples == 4 and other._epoch_loss == t._epoch_loss
+    assert other._epoch_seconds == t._epoch_seconds > 0
     assert other.history == t.history
     t.run()
     other.run()

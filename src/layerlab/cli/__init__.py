@@ -40,17 +40,20 @@ class CliError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; only `command`'s module is imported, for its arguments (most
+    import torch, which takes a second or more: `layerlab --help` imports none of them)."""
     parser = argparse.ArgumentParser(
         prog="layerlab", usage="layerlab [FILE] | layerlab COMMAND …",
         description="Design, train and understand neural networks. Without a command, "
                     "opens the window (on FILE, or the default example).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
-        module = import_module(f"layerlab.cli.{name}")
-        command = sub.add_parser(name, help=summary, description=summary)
-        module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        sub_parser = sub.add_parser(name, help=summary, description=summary)
+        if name == command:
+            module = import_module(f"layerlab.cli.{name}")
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(run=module.run)
     return parser
 
 
@@ -69,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         return _window(argv[0] if argv else None)
     try:
-        args = build_parser().parse_args(argv)
+        command = next((a for a in argv if not a.startswith("-")), None)
+        args = build_parser(command).parse_args(argv)
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code

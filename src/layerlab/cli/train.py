@@ -22,7 +22,13 @@ from layerlab.cli import CliError
 from layerlab.cli.common import check_folder, graph_problems, read_project, write_failed
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.catalogue import OPTIMIZERS
-from layerlab.core.datasets import DATASETS, DatasetError
+from layerlab.core.datasets import (
+    DATASETS,
+    DatasetError,
+    absolute_data,
+    project_folder,
+    with_data,
+)
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.settings import settings_from, with_overrides
@@ -51,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"{', '.join(OPTIMIZERS)} (any case)")
     parser.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (any case)")
     parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--data", metavar="PATH", help="train on this table (csv) or "
+                        "folder of class sub-folders of images (imagefolder)")
+    parser.add_argument("--target", metavar="COLUMN", help="the table's target column(s)")
     parser.add_argument("--out", metavar="DIR", help="where to write results (default "
                         "runs/<project file name>)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
@@ -65,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def prepare(project: Project, args: argparse.Namespace) -> Trainer:
     """Everything that can refuse the run, before any file is written."""
     overrides = {k: getattr(args, k) for k in OVERRIDES}
+    if args.data is not None or args.target is not None:
+        data = None if args.data is None else str(Path(args.data).resolve())
+        project.training = with_data(project.training, data, args.target)
+    project.training = absolute_data(project.training, project_folder(project.path))
     try:
         settings = settings_from(project.training, **overrides)
         trainer = Trainer(project, settings, progress=_download_progress())
@@ -206,11 +219,14 @@ def save_results(trainer: Trainer, project: Project, out: Path) -> None:
 def metrics_csv(history: list[EpochRecord]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", "step", "train_loss", "val_loss", "val_accuracy"])
+    writer.writerow(["epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_r2",
+                     "seconds", "samples_per_s"])
     for r in history:
         writer.writerow([r.epoch, r.step, repr(r.train_loss),
                          "" if r.val_loss is None else repr(r.val_loss),
-                         "" if r.val_accuracy is None else repr(r.val_accuracy)])
+                         "" if r.val_accuracy is None else repr(r.val_accuracy),
+                         "" if r.val_r2 is None else repr(r.val_r2),
+                         f"{r.seconds:.4f}", f"{r.samples_per_s:.1f}"])
     return buffer.getvalue()
 
 
@@ -221,6 +237,9 @@ def summary(trainer: Trainer, state: str, seconds: float, out: Path) -> str:
         parts.append(f"val loss {last.val_loss:.4f}")
     if last and last.val_accuracy is not None:
         parts.append(f"val accuracy {100 * last.val_accuracy:.2f}%")
+    scores = trainer.regression_scores(trainer.x_val, trainer.y_val)
+    if scores is not None:
+        parts.append(f"val R² {scores[0]:.4f}, val MSE {scores[1]:.4g}")
     data = trainer.data
     if data.test_x is not None and data.test_y is not None:
         _, acc = trainer.evaluate(data.test_x.to(trainer.device), data.test_y.to(trainer.device))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,14 @@ import torch
 from layerlab.core.atomic import atomic_path
 from layerlab.core.compiler import build_loss, build_model, checked
 from layerlab.core.control import Control
-from layerlab.core.datasets import Dataset, fit_to_input, load_dataset, split_indices
+from layerlab.core.datasets import (
+    Dataset,
+    fit_to_input,
+    load_dataset,
+    prepare_split,
+    project_folder,
+    split_indices,
+)
 from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
 from layerlab.core.fit import check_token_ids
 from layerlab.core.idx import Progress
@@ -29,7 +36,14 @@ from layerlab.core.objective import make_objective
 from layerlab.core.optimizer_state import Regularisation
 from layerlab.core.project import Project
 from layerlab.core.runtime import pick_device, tune_allocator
-from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler, settings_from
+from layerlab.core.settings import (
+    TrainSettings,
+    make_optimizer,
+    make_scheduler,
+    settings_from,
+    with_kernels,
+)
+from layerlab.core.standardize import adapt
 from layerlab.core.tracer import DEFAULT_KEEP, StepRecorder, StepTrace
 from layerlab.core.weights import WeightsError, match_state, read_torch_file
 
@@ -43,6 +57,19 @@ def distributed_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def draws_random(model: torch.nn.Module) -> bool:
+    """Whether training `model` draws random numbers (Dropout and its kin, RReLU, the dropout
+    of a recurrent or attention layer): only then is a step's random state kept, to replay a
+    failed step exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd | torch.nn.RReLU):
+            return True
+        p = getattr(module, "dropout", 0.0)
+        if isinstance(p, float) and p > 0:
+            return True
+    return False
 
 
 class TrainingError(Exception):
@@ -67,7 +94,13 @@ class EpochRecord:
     train_loss: float
     val_loss: float | None
     val_accuracy: float | None
-    seconds: float
+    seconds: float  # training time of the epoch: without evaluation, saving or pauses
+    val_r2: float | None = None  # regression: the coefficient of determination
+    samples: int = 0  # trained on in the epoch, over all processes
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +152,8 @@ class Trainer:
             tune_allocator()
         input_node = analysis.input_node
         assert input_node is not None and analysis.output_node is not None
-        data = data or load_dataset(s.dataset, s.dataset_options, progress)
+        data = data or load_dataset(s.dataset, s.dataset_options, progress,
+                                    project_folder(project.path))
         self.data = fit_to_input(data, input_node, analysis.shapes[input_node],
                                  analysis.dtypes[input_node])
         check_token_ids(graph, input_node, self.data)
@@ -135,9 +169,11 @@ class Trainer:
         torch.manual_seed(s.seed)
         self.model = build_model(graph).to(self.device)
         self._rng = torch.get_rng_state()  # this run's own random stream (Dropout)
+        self._rng_live = False  # the stream is the process's while the loop runs
+        self._draws_random = draws_random(self.model)
         self.trainable = self._apply_frozen()
         self.ddp = self._wrap_ddp() if self.world > 1 else None
-        self.optimizer = make_optimizer(s, self.trainable)
+        self.optimizer = make_optimizer(s, self.trainable, self.device)
         self.scheduler = make_scheduler(s, self.optimizer)
         self.penalised = [p for p in self.trainable if p.dim() >= 2]
         train_idx, val_idx = split_indices(len(self.data), s.validation_split, s.seed)
@@ -147,7 +183,9 @@ class Trainer:
                                 f"{len(train_idx)} to train on"
                                 + (f" in {self.world} processes" if self.world > 1 else "")
                                 + "; lower the validation split or add samples")
+        self.data = prepare_split(self.data, train_idx)  # missing cells from training rows
         self.x_train, self.y_train = self._to_device(train_idx)
+        self._adapted = False  # Standardize nodes get their statistics at the first step
         self.x_val, self.y_val = self._to_device(val_idx)
         self.shuffle = torch.Generator().manual_seed(s.seed + 1)
         self.control = Control()
@@ -158,7 +196,8 @@ class Trainer:
         self.step = 0
         self._epoch_shuffle_state = self.shuffle.get_state()
         self._order: torch.Tensor | None = None
-        self._epoch_start = time.perf_counter()
+        self._epoch_seconds = 0.0  # training time so far in this epoch
+        self._mark = time.perf_counter()  # since when training time is being counted
         self._epoch_loss = 0.0
         self._epoch_samples = 0
         self._last_time = 0.0
@@ -227,48 +266,84 @@ class Trainer:
         """Train until the last epoch or a stop; returns 'finished' or 'stopped'.
         Raises TrainingError (after a 'failed' record) when the run cannot go on."""
         self._emit(StateRecord("running"))
-        self._last_time = time.perf_counter()
+        self._last_time = self._mark = time.perf_counter()
         try:
-            while self.epoch < self.settings.epochs:
-                if not self.control.wait_turn(lambda: self._emit(StateRecord("paused")),
-                                              lambda: self._emit(StateRecord("running"))):
-                    self._emit(StateRecord("stopped"))
-                    return "stopped"
-                self.train_one_batch()
+            with self._own_rng():
+                while self.epoch < self.settings.epochs:
+                    if not self.control.wait_turn(lambda: self._emit(StateRecord("paused")),
+                                                  self._resumed):
+                        self._emit(StateRecord("stopped"))
+                        return "stopped"
+                    if self.control.paused:  # one step while paused: the wait is no training
+                        self._mark = time.perf_counter()
+                    self._next_batch()
         except TrainingError as exc:
             self._emit(StateRecord("failed", str(exc)))
             raise
         self._emit(StateRecord("finished"))
         return "finished"
 
+    def _resumed(self) -> None:
+        self._mark = time.perf_counter()
+        self._emit(StateRecord("running"))
+
+    @contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """This run's random stream is the process's while the loop runs: other runs in
+        this process must not shift ours (swapped once per run, not per step)."""
+        if self._rng_live:
+            yield
+            return
+        torch.set_rng_state(self._rng)
+        self._rng_live = True
+        try:
+            yield
+        finally:
+            self._rng_live = False
+            self._rng = torch.get_rng_state()
+
+    @property
+    def rng_state(self) -> torch.Tensor:
+        """The run's random stream where it stands now."""
+        return torch.get_rng_state() if self._rng_live else self._rng
+
     def train_one_batch(self) -> None:
         """Take the next batch of the epoch and train on it (finishing the epoch after its
         last batch). run() is this in a loop; step-through calls it directly."""
-        torch.set_rng_state(self._rng)  # other runs in this process must not shift ours
-        self.model.train()
-        try:
-            if self.batch == 0:
-                self._epoch_shuffle_state = self.shuffle.get_state()
-                self._epoch_start = time.perf_counter()
-                self._order = None
-            if self._order is None:  # a new epoch, or resumed mid-epoch from a checkpoint
-                self.shuffle.set_state(self._epoch_shuffle_state)
-                self._order = torch.randperm(len(self.x_train), generator=self.shuffle).to(
-                    self.device)
-            batches = self.batches_per_epoch
-            idx = self._shard(self.batch)
-            loss, samples = self._train_step(self.x_train[idx], self.y_train[idx],
-                                             last=self.batch == batches - 1)
-            self.batch += 1
-            self.step += 1
-            self._epoch_loss += loss * samples
-            self._epoch_samples += samples
+        self._mark = time.perf_counter()
+        with self._own_rng():
+            self._next_batch()
+
+    def _next_batch(self) -> None:
+        if not self._adapted:  # after any weights were loaded: only fresh nodes adapt
+            adapt(self.model, self.project.graph, self.x_train)
+            self._adapted = True
+        if not self.model.training:
+            self.model.train()
+        if self.batch == 0:
+            self._epoch_shuffle_state = self.shuffle.get_state()
+            self._order = None
+        if self._order is None:  # a new epoch, or resumed mid-epoch from a checkpoint
+            self.shuffle.set_state(self._epoch_shuffle_state)
+            self._order = torch.randperm(len(self.x_train), generator=self.shuffle).to(
+                self.device)
+        batches = self.batches_per_epoch
+        idx = self._shard(self.batch)
+        loss, samples = self._train_step(self.x_train[idx], self.y_train[idx],
+                                         last=self.batch == batches - 1)
+        self.batch += 1
+        self.step += 1
+        self._epoch_loss += loss * samples
+        self._epoch_samples += samples
+        now = time.perf_counter()
+        if self.listeners:
             self._emit(StepRecord(self.epoch + 1, self.step, self.batch, batches, loss,
-                                  self._throughput(samples), self.current_lr))
-            if self.batch == batches:
-                self._finish_epoch()
-        finally:
-            self._rng = torch.get_rng_state()
+                                  self._throughput(samples, now), self.current_lr))
+        self._epoch_seconds += now - self._mark
+        self._mark = now
+        if self.batch == batches:
+            self._finish_epoch()
+            self._mark = time.perf_counter()  # evaluation and saving are not training
 
     def trace_next_batch(self, keep: int = DEFAULT_KEEP) -> StepTrace:
         """Train on the next batch and return that step recorded node by node."""
@@ -286,8 +361,7 @@ class Trainer:
             self.listeners.remove(catch)
         return traces[0]
 
-    def _throughput(self, samples: int) -> float:
-        now = time.perf_counter()
+    def _throughput(self, samples: int, now: float) -> float:
         if not self._last_time:  # a batch outside run(): no earlier step to measure from
             self._last_time = now - 1e-3
         rate = samples / max(now - self._last_time, 1e-9)
@@ -303,16 +377,17 @@ class Trainer:
                     last: bool) -> tuple[float, int]:
         """One step; returns the batch's mean loss and sample count (over all processes)."""
         s = self.settings
-        rng = torch.get_rng_state()
+        rng = torch.get_rng_state() if self._draws_random else None
         recorder = None
         if self._trace_requested:
             self._trace_requested = False
             recorder = StepRecorder(self.model, self.project.graph, keep=self.trace_keep,
                                     optimizer=self.optimizer,
                                     regularisation=Regularisation(s.l1, s.l2, s.clip_grad_norm))
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
-            if s.precision == "bfloat16" else nullcontext()
-        with autocast:
+        if s.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                output = recorder.forward(xb) if recorder else (self.ddp or self.model)(xb)
+        else:
             output = recorder.forward(xb) if recorder else (self.ddp or self.model)(xb)
         loss = self.objective.loss(output.float(), self.objective.target(yb))
         value, samples = self._reduce(loss.detach(), len(xb))
@@ -320,7 +395,7 @@ class Trainer:
             raise TrainingError(self._nonfinite_message(xb, rng, value))
         if recorder:
             recorder.watch(loss, yb)
-        total = loss + self.penalty()
+        total = loss + self.penalty() if s.l1 or s.l2 else loss
         (total * self._group_share(len(xb)) if s.accumulate > 1 else total).backward()
         if recorder:
             recorder.after_backward()
@@ -369,7 +444,8 @@ class Trainer:
         self.optimizer.step()
         if recorder:
             recorder.after_update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for param in self.trainable:  # optimizer.zero_grad(set_to_none=True), minus its wrappers
+            param.grad = None
         if health:
             ratios = {k: float((params[k].detach() - w).norm() / w.norm())
                       for k, w in before.items() if bool(w.any())}
@@ -384,7 +460,8 @@ class Trainer:
             total = total + s.l2 * sum(p.pow(2).sum() for p in self.penalised)
         return total
 
-    def _nonfinite_message(self, xb: torch.Tensor, rng: torch.Tensor, value: float) -> str:
+    def _nonfinite_message(self, xb: torch.Tensor, rng: torch.Tensor | None,
+                           value: float) -> str:
         where = f"epoch {self.epoch + 1}, step {self.step + 1}"
         if xb.is_floating_point() and not bool(torch.isfinite(xb).all()):
             return f"training stopped at {where}: the input data contain NaN or infinity"
@@ -401,13 +478,15 @@ class Trainer:
     def _finish_epoch(self) -> None:
         train_loss = self._epoch_loss / max(self._epoch_samples, 1)
         val_loss, val_acc = self.evaluate(self.x_val, self.y_val)
+        scores = self.regression_scores(self.x_val, self.y_val)
+        val_r2 = None if scores is None else scores[0]
+        record = EpochRecord(self.epoch + 1, self.step, train_loss, val_loss, val_acc,
+                             self._epoch_seconds, val_r2, self._epoch_samples)
         self.epoch += 1
         self.batch = 0
-        self._epoch_loss, self._epoch_samples = 0.0, 0
+        self._epoch_loss, self._epoch_samples, self._epoch_seconds = 0.0, 0, 0.0
         if self.scheduler is not None:
             self.scheduler.step()
-        record = EpochRecord(self.epoch, self.step, train_loss, val_loss, val_acc,
-                             time.perf_counter() - self._epoch_start)
         self.history.append(record)
         self._emit(record)
 
@@ -429,6 +508,25 @@ class Trainer:
             self.model.train()
         return total / len(x), (correct / len(x) if correct >= 0 else None)
 
+    @torch.no_grad()
+    def regression_scores(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float] | None:
+        """(R², mean squared error) of a regression, R² the mean over target columns as in
+        scikit-learn's r2_score; None for classification or fewer than two samples."""
+        if self.objective.encoding != "values" or len(x) < 2:
+            return None
+        self.model.eval()
+        try:
+            out = torch.cat([self.model(x[i:i + EVAL_CHUNK]).float()
+                             for i in range(0, len(x), EVAL_CHUNK)])
+        finally:
+            self.model.train()
+        target = y.float().reshape(out.shape)
+        residual = (target - out).pow(2).sum(0)
+        total = (target - target.mean(0)).pow(2).sum(0)
+        scores = torch.where(total > 0, 1 - residual / total.clamp_min(1e-30),
+                             torch.zeros_like(total))
+        return float(scores.mean()), float(residual.sum() / target.numel())
+
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run is: weights, optimizer,
@@ -438,8 +536,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "position": {"epoch": self.epoch, "batch": self.batch, "step": self.step,
-                         "epoch_loss": self._epoch_loss, "epoch_samples": self._epoch_samples},
-            "rng": self._rng,
+                         "epoch_loss": self._epoch_loss, "epoch_samples": self._epoch_samples,
+                         "epoch_seconds": self._epoch_seconds},
+            "rng": self.rng_state,
             "shuffle": self.shuffle.get_state(),
             "epoch_shuffle": self._epoch_shuffle_state,
             "history": [asdict(r) for r in self.history],
@@ -478,7 +577,7 @@ class Trainer:
             raise TrainingError(f"{path} was written with another optimizer than this run's "
                                 f"({self.settings.optimizer})")
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(with_kernels(state["optimizer"], self.optimizer))
             if self.scheduler is not None and state["scheduler"]:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.model.load_state_dict(state["model"])
@@ -493,4 +592,5 @@ class Trainer:
                                 f"schedule?): {first}") from None
         self.epoch, self.batch, self.step = pos["epoch"], pos["batch"], pos["step"]
         self._epoch_loss, self._epoch_samples = pos["epoch_loss"], pos["epoch_samples"]
+        self._epoch_seconds = pos.get("epoch_seconds", 0.0)  # older checkpoints lack it
         self.history = [EpochRecord(**r) for r in state["history"]]
