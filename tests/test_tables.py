@@ -81,7 +81,7 @@ def test_missing_values_are_refused_by_row_and_column(tmp_path):
 
 
 def test_filled_values_come_from_the_training_rows_only(tmp_path):
-    train, val = split_indices(20, 0.25, seed=0)
+    train, _ = split_indices(20, 0.25, seed=0)
     hole = int(train[3])
     rows = [f"{i},{'red' if i % 3 else 'blue'},{i % 2}" for i in range(20)]
     rows[hole] = "?,,0"  # both features missing
