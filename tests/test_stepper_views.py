@@ -81,7 +81,7 @@ def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_chang
     tensor = window.stepper_panel.tensor
     go_to(stepper, "backward", "fc3")
     go_to(stepper, "update", "fc2")
-    titles = [h.plot.titleLabel.text for h in tensor.heatmaps]
+    titles = [h.title.text() for h in tensor.heatmaps]
     assert titles == ["W · fc2.weight", "dL/dW · fc2.weight", "Δw · fc2.weight"]
     for heatmap, t in zip(tensor.heatmaps, (trace.weights, trace.param_grads, trace.updates),
                           strict=True):
@@ -94,11 +94,11 @@ def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_chang
     curve = tensor.histogram.plotItem.listDataItems()[0]
     assert tuple(curve.yData) == stats.hist
     tensor.parameter.setCurrentText("fc2.bias")
-    assert tensor.heatmaps[2].plot.titleLabel.text == "Δw · fc2.bias"
+    assert tensor.heatmaps[2].title.text() == "Δw · fc2.bias"
     np.testing.assert_allclose(tensor.heatmaps[2].values[0], trace.updates["fc2.bias"].numpy())
     go_to(stepper, "forward", "tanh1")
     assert not tensor.parameter.isVisibleTo(tensor)
-    assert tensor.heatmaps[0].plot.titleLabel.text.startswith("tanh1")
+    assert tensor.heatmaps[0].title.text().startswith("tanh1")
     assert not tensor.heatmaps[1].isVisibleTo(tensor)
     assert tensor.histogram.plotItem.titleLabel.text.startswith("tanh1: mean")
 

@@ -3,9 +3,14 @@ and a click on a cell reported as (row, column)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from layerlab.app.views import montage
 
 CMAP = pg.colormap.get("CET-D1")  # diverging: blue negative, white zero, red positive
 MAX_TICKS = 6
@@ -30,8 +35,9 @@ def as_matrix(t: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], -1)
 
 
-class Heatmap(pg.GraphicsLayoutWidget):
-    """Values centred on zero (white), with the colour bar beside them."""
+class Heatmap(QWidget):
+    """Values centred on zero (white), with the colour bar beside them and the title above
+    (a label that wraps, so a long title never widens the plot past its room)."""
 
     cellClicked = Signal(int, int)  # row, column of the shown matrix
 
@@ -42,7 +48,12 @@ class Heatmap(pg.GraphicsLayoutWidget):
         if tooltip:
             self.setToolTip(tooltip)
         self.setMinimumSize(150, 120)
-        self.plot = self.addPlot()
+        self.title = QLabel()
+        self.title.setObjectName("heatmapTitle")
+        self.title.setWordWrap(True)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.view = pg.GraphicsLayoutWidget()
+        self.plot = self.view.addPlot()
         self.plot.invertY(True)
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
@@ -51,13 +62,40 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self.bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=CMAP, interactive=False,
                                    width=12)
         self.bar.setImageItem(self.image, insert_in=self.plot)
+        self.bar.axis.setWidth(52)  # room for labels such as "-0.0025"
         self.values = np.zeros((0, 0))
-        self.scene().sigMouseClicked.connect(self._clicked)
+        self.view.scene().sigMouseClicked.connect(self._clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.view, 1)
+
+    def show_tiles(self, images: np.ndarray, title: str) -> None:
+        """Images (N, H, W), such as the channels of one sample, tiled row by row."""
+        n = len(images)
+        tiles = montage(images, math.ceil(math.sqrt(n)))
+        self._paint(tiles, title)
+        self.plot.setAspectLocked(True)
+        for axis in ("left", "bottom"):
+            self.plot.hideAxis(axis)
+        self.plot.setRange(xRange=(0, tiles.shape[1]), yRange=(0, tiles.shape[0]),
+                           padding=0.02)
 
     def show_matrix(self, values: np.ndarray, title: str, rows: str = "",
                     columns: str = "") -> None:
         """Show a rows × columns array (see as_matrix for other shapes)."""
         matrix = as_matrix(values)
+        self._paint(matrix, title)
+        self.plot.setAspectLocked(False)
+        height, width = matrix.shape
+        for axis, label, n in (("left", rows, height), ("bottom", columns, width)):
+            self.plot.showAxis(axis)
+            self.plot.setLabel(axis, label)
+            self.plot.getAxis(axis).setTicks([index_ticks(n)])
+        self.plot.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+
+    def _paint(self, matrix: np.ndarray, title: str) -> None:
         self.values = matrix
         finite = matrix[np.isfinite(matrix)]
         bound = float(np.abs(finite).max()) if finite.size else 0.0
@@ -65,19 +103,12 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self.image.setImage(np.nan_to_num(matrix, nan=0.0, posinf=bound, neginf=-bound),
                             autoLevels=False)
         self.bar.setLevels((-bound, bound))
-        self.plot.setTitle(title)
-        height, width = matrix.shape
-        self.plot.setLabel("left", rows)
-        self.plot.setLabel("bottom", columns)
-        self.plot.getAxis("left").setTicks([index_ticks(height)])
-        self.plot.getAxis("bottom").setTicks([index_ticks(width)])
-        self.plot.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+        self.title.setText(title)
 
     def cell_centre(self, row: int, column: int) -> QPointF:
-        """Where cell (row, column) is drawn, in this widget's coordinates (for tests and
-        tooltips)."""
+        """Where cell (row, column) is drawn, in the coordinates of the plot's view."""
         scene = self.image.mapToScene(QPointF(column + 0.5, row + 0.5))
-        return self.mapFromScene(scene).toPointF()
+        return self.view.mapFromScene(scene).toPointF()
 
     def _clicked(self, event: object) -> None:
         point = self.image.mapFromScene(event.scenePos())  # type: ignore[attr-defined]
