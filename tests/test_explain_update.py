@@ -147,10 +147,15 @@ def loss_only_gradient(trainer: Trainer, trace: layerlab.StepTrace) -> dict[str,
                     strict=True))
 
 
-@pytest.mark.parametrize("optimizer", [{"name": "momentum", "lr": 0.1, "nesterov": True},
-                                       {"name": "adam", "lr": 0.01, "weight_decay": 0.1},
-                                       {"name": "adamw", "lr": 0.01}], ids=lambda o: o["name"])
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "lr": 0.1, "weight_decay": 0.1},
+    {"name": "momentum", "lr": 0.1, "nesterov": True, "weight_decay": 0.1},
+    {"name": "adagrad", "lr": 0.1, "weight_decay": 0.1},
+    {"name": "rmsprop", "lr": 0.01, "weight_decay": 0.1},
+    {"name": "adam", "lr": 0.01, "weight_decay": 0.1},
+    {"name": "adamw", "lr": 0.01}], ids=lambda o: o["name"])
 def test_the_trainers_step_with_l1_l2_and_clipping_is_explained_term_by_term(optimizer):
+    """The trainer's own optimizers (torch's fused or multi-tensor implementations)."""
     trainer = trainer_with(optimizer, l1=0.01, l2=0.05, clip_grad_norm=0.5)
     trainer.trace_next_batch(keep=16)
     trace = trainer.trace_next_batch(keep=16)  # a later step: the state is not zero

@@ -1,10 +1,13 @@
 """`layerlab trace`: one step, per node, with verdicts; and weights it can or must not read."""
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 import layerlab
 from layerlab.cli import main
+from layerlab.core.settings import settings_from
+from layerlab.core.trainer import Trainer
 
 from conftest import EXAMPLES
 from helpers import chain_graph
@@ -58,3 +61,60 @@ def test_trace_of_a_graph_without_loss_says_so(tmp_path, capsys):
     project.save(tmp_path / "p.layerlab.json")
     code = main(["trace", str(tmp_path / "p.layerlab.json")])
     assert code == 1 and "no loss node" in capsys.readouterr().err
+
+
+def printed_terms(out: str) -> dict[str, float]:
+    """The `terms:` block of `layerlab trace --update` as {name: value}."""
+    block = out.split("terms:\n")[1].split("\n\n")[0]
+    return {name: float(value) for name, value in
+            (line.strip().rsplit(None, 1) for line in block.splitlines())}
+
+
+def test_trace_update_prints_one_weights_update_with_torchs_numbers(capsys):
+    """spiral: Adam, lr 0.01, seed 0. A plain first step of the same run in torch gives the
+    weight before, m and v after, and the weight after, that the command prints."""
+    path = EXAMPLES / "spiral.layerlab.json"
+    assert main(["trace", str(path), "--update", "fc2.weight:3,2"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "fc2.weight[3, 2]: Adam, step 1"
+    assert lines[1] == ("rule: m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;  "
+                        "m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ);  w ← w − η·m̂ / (√v̂ + ε)")
+    terms = printed_terms(out)
+    project = layerlab.load_project(path)
+    trainer = Trainer(project, settings_from(project.training, device="cpu"))
+    weight = trainer.model.fc2.weight
+    before = float(weight.detach()[3, 2])
+    trainer.train_one_batch()
+    state = trainer.optimizer.state[weight]
+    m, v = float(state["exp_avg"][3, 2]), float(state["exp_avg_sq"][3, 2])
+    assert terms["w"] == pytest.approx(before, rel=1e-8)
+    assert (terms["η"], terms["t"], terms["m (before)"], terms["v (before)"]) == (0.01, 1, 0, 0)
+    assert terms["m"] == pytest.approx(m, rel=1e-6)
+    assert terms["v"] == pytest.approx(v, rel=1e-6)
+    assert terms["g"] == pytest.approx(m / 0.1, rel=1e-6)
+    after = float(weight.detach()[3, 2])
+    assert f"torch's step    {after:.9g}  (difference " in out
+    rule = float(out.split("the rule gives  ")[1].split()[0])
+    assert rule - before == pytest.approx(after - before, rel=1e-5)
+    assert len([line for line in lines if line.startswith("  ") and " = " in line]) == 5
+
+
+@pytest.mark.parametrize(("place", "code", "message"), [
+    ("fc2.weight", 2, "argument --update: 'fc2.weight' is not a weight: write the "
+                      "parameter's state-dict key and its index, e.g. fc1.weight:3,2"),
+    ("fc2.weight:a,b", 2, "'fc2.weight:a,b' is not a weight"),
+    ("fc9.weight:0,0", 1, "spiral.layerlab.json: fc9.weight: no such parameter in the "
+                          "traced model"),
+    ("fc2.weight:16,0", 1, "spiral.layerlab.json: fc2.weight: index 16,0 is outside its "
+                           "shape 16×16 (indices count from 0)"),
+])
+def test_trace_update_refuses_a_weight_it_cannot_find_in_one_sentence(place, code, message,
+                                                                      capsys):
+    try:
+        result = main(["trace", str(EXAMPLES / "spiral.layerlab.json"), "--update", place])
+    except SystemExit as exc:  # argparse: the command line cannot be used as typed
+        result = exc.code
+    assert result == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,19 +1,24 @@
-"""`layerlab trace`: one training step, node by node, with gradient-health verdicts."""
+"""`layerlab trace`: one training step, node by node, with gradient-health verdicts; or,
+with --update KEY:I,J, the optimizer's update of one weight in that step, term by term."""
 
 from __future__ import annotations
 
 import argparse
+import unicodedata
+from collections.abc import Sequence
 
 from layerlab.cli import CliError
 from layerlab.cli.common import graph_problems, print_table, read_project
+from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.datasets import DATASETS, DatasetError
-from layerlab.core.diagnostics import diagnose, update_ratios
+from layerlab.core.diagnostics import diagnose, judged_weights, update_ratios
 from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.spec import fmt_shape
 from layerlab.core.tracer import StepTrace
 from layerlab.core.trainer import Trainer, TrainingError
+from layerlab.core.update_rule import UpdateExplanation, explain_update
 from layerlab.core.weights import WeightsError, load_weights
 
 
@@ -24,6 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", help=f"{', '.join(DATASETS)} (any case)")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--update", type=weight_place, metavar="KEY:I,J",
+                        help="explain the optimizer's update of one weight, e.g. "
+                             "fc1.weight:3,2 (state-dict key, then its index from 0)")
+
+
+def weight_place(text: str) -> tuple[str, tuple[int, ...]]:
+    """KEY:I,J… → (key, index); argparse turns the error into a usage message."""
+    key, _, index = text.rpartition(":")
+    try:
+        numbers = tuple(int(i) for i in index.split(","))
+    except ValueError:
+        numbers = ()
+    if not key or not numbers:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a weight: write the parameter's "
+                                         "state-dict key and its index, e.g. fc1.weight:3,2")
+    return key, numbers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,15 +64,49 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         for line in report.lines():
             print(f"weights: {line}")
+    judged = judged_weights(trainer.model)
     try:
         trace = trainer.trace_next_batch()
     except TrainingError as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    print_trace(project, trace, trainer.objective.loss_type)
+    if args.update:
+        key, index = args.update
+        try:
+            print_update(explain_update(trace, key, index))
+        except ValueError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
+        return 0
+    print_trace(project, trace, trainer.objective.loss_type, judged)
     return 0
 
 
-def print_trace(project: Project, trace: StepTrace, loss_type: str) -> None:
+def shown_width(text: str) -> int:
+    """Columns `text` takes on a terminal: combining marks (the hat of m̂) take none."""
+    return sum(not unicodedata.combining(ch) for ch in text)
+
+
+def place(key: str, index: Sequence[int]) -> str:
+    return f"{key}[{', '.join(map(str, index))}]"
+
+
+def print_update(e: UpdateExplanation) -> None:
+    """The rule, every term with its value, the rule worked with those values, and the
+    weight it gives beside the one torch's step gave."""
+    step = "" if e.step is None else f", step {e.step}"
+    print(f"{place(e.key, e.index)}: {OPTIMIZERS[e.optimizer].title}{step}")
+    print(f"rule: {e.formula}\n\nterms:")
+    width = max(shown_width(name) for name in e.terms)
+    for name, value in e.terms.items():
+        print(f"  {name}{' ' * (width - shown_width(name))}  {value:>15.9g}")
+    print("\nworked:")
+    for line in e.steps:
+        print(f"  {line}")
+    print(f"\nthe rule gives  {e.predicted:.9g}\ntorch's step    {e.actual:.9g}  "
+          f"(difference {e.difference:.1e})")
+
+
+def print_trace(project: Project, trace: StepTrace, loss_type: str,
+                judged: frozenset[str]) -> None:
     grads = dict(trace.grad_stats)
     rows = [("node", "type", "output", "mean", "std", "min", "max", "zeros", "dL/dy norm")]
     for node, _ in trace.forward:
@@ -71,7 +126,7 @@ def print_trace(project: Project, trace: StepTrace, loss_type: str) -> None:
                      f"{ratios[key]:.2e}" if key in ratios else "—"))
     print()
     print_table(rows)
-    verdicts = diagnose(trace)
+    verdicts = diagnose(trace, judged)
     print("\nverdicts:" if verdicts else "\nverdicts: none — gradients look healthy")
     for verdict in verdicts:
         print(f"  {verdict.message}")
