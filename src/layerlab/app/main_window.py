@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab import __version__
-from layerlab.app import edit_ops, layout_ops, picture
+from layerlab.app import edit_ops, layout_ops, new_from_data, picture
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
 from layerlab.app.commands import SetAttribute
@@ -136,6 +136,9 @@ class MainWindow(FilesMixin, QMainWindow):
         file = bar.addMenu("&File")
         file.setObjectName("fileMenu")
         file.addAction(self.action("actionNew", "&New", self.new_file, k.New))
+        file.addAction(self.action(
+            "actionNewFromData", "New from &Data…", lambda: new_from_data.run_dialog(self),
+            "Ctrl+Shift+N", "A starter project sized to your own table or image folder"))
         file.addAction(self.action("actionOpen", "&Open…", self.open_dialog, k.Open))
         self.examples_menu = file.addMenu("Open &Example")
         self.examples_menu.setObjectName("examplesMenu")

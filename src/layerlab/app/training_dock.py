@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab.app.commands import SetTraining
+from layerlab.app.data_panel import DataPanel
 from layerlab.app.document import Document
 from layerlab.app.plots import RunPlots
 from layerlab.app.training_controller import TrainingController
@@ -112,6 +113,8 @@ class TrainingDock(QWidget):
         self.progress.setTextVisible(True)
         left = QVBoxLayout()
         left.addLayout(self._form())
+        self.data_panel = DataPanel(self.doc)  # the user's own table or image folder
+        left.addWidget(self.data_panel)
         left.addLayout(buttons)
         left.addWidget(self.progress)
         left.addWidget(self._message_area())
