@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import torch
@@ -24,6 +25,7 @@ from layerlab.core.optimizer_state import (
     Regularisation,
     capture,
 )
+from layerlab.core.trace_extras import ExtrasRecorder, wants_extras
 
 HIST_BINS = 32
 HIST_SAMPLE = 4_096
@@ -118,6 +120,12 @@ class StepTrace:
     summarised: dict[str, dict[str, Stats]] = field(default_factory=dict)
     # the optimizer before the step, for the kept parameters (a step traced with one)
     optimizer_state: OptimizerState | None = None
+    # what the chain rule needs beyond values and weights (core/trace_extras.py): node →
+    # BatchNorm's batch statistics and sums, dropout masks; the targets as the loss saw
+    # them (encoded); parameters that took no gradient (frozen), kept within the budget
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loss_targets: torch.Tensor | None = None
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)
     _param_stats: dict[str, dict[str, Stats]] | None = None
 
     @property
@@ -166,12 +174,20 @@ class StepRecorder(torch.fx.Interpreter):
         self._before: dict[str, torch.Tensor] = {}
         self._summarised_before: dict[str, torch.Tensor] = {}
         self._kept_params: list[str] = []
+        self._extras = ExtrasRecorder(keep)
+        self._extra_modules = {name for name, m in model.named_children()
+                               if name in self._types and wants_extras(m)}
 
     def _first(self, t: torch.Tensor) -> torch.Tensor:
         return t.detach()[: self.keep].clone().cpu()
 
     def run_node(self, n: torch.fx.Node) -> object:
-        out = super().run_node(n)
+        if n.op == "call_module" and n.target in self._extra_modules:
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            out = self._extras.run(str(n.target), self.fetch_attr(str(n.target)), args[0],
+                                   lambda: super(StepRecorder, self).run_node(n))
+        else:
+            out = super().run_node(n)
         node = n.meta.get(NODE_META)
         if node is not None and isinstance(out, torch.Tensor):
             self.trace.forward.append((node, self._first(out)))
@@ -183,12 +199,19 @@ class StepRecorder(torch.fx.Interpreter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)
 
-    def watch(self, loss: torch.Tensor, targets: torch.Tensor) -> None:
-        """Hook every node's output before backward, so gradients arrive in autograd's order."""
+    def watch(self, loss: torch.Tensor, targets: torch.Tensor,
+              loss_targets: torch.Tensor | None = None) -> None:
+        """Hook every node's output before backward, so gradients arrive in autograd's order.
+        `loss_targets`: the targets as the loss saw them, when it saw them encoded."""
         self.trace.loss = loss.detach().clone().cpu()
         self.trace.targets = self._first(targets)
+        self.trace.loss_targets = self._first(targets if loss_targets is None
+                                              else loss_targets)
         for node, out in self._live.items():
             out.register_hook(self._grad_hook(node))
+        for node, hook in self._extras.grad_hooks().items():
+            if node in self._live:
+                self._live[node].register_hook(hook)
 
     def _grad_hook(self, node: str) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
@@ -199,6 +222,9 @@ class StepRecorder(torch.fx.Interpreter):
     def after_backward(self) -> None:
         budget = self.param_budget
         for key, param in self.model.named_parameters():
+            if param.grad is None and param.numel() <= budget:  # frozen: kept for the rule
+                budget -= param.numel()
+                self.trace.frozen[key] = param.detach().clone().cpu()
             if param.grad is None or param.numel() > budget:
                 stats = {"weight": Stats.of(param)}
                 if param.grad is not None:
@@ -232,6 +258,7 @@ class StepRecorder(torch.fx.Interpreter):
 
     def finish(self, batch: int) -> StepTrace:
         self._live = {}
+        self.trace.extras = self._extras.values
         if not self.trace.weights:  # no update was taken: the weights are as they are
             params = dict(self.model.named_parameters())
             self.trace.weights = {k: params[k].detach().clone().cpu()

@@ -394,7 +394,7 @@ class Trainer:
         if not math.isfinite(value):
             raise TrainingError(self._nonfinite_message(xb, rng, value))
         if recorder:
-            recorder.watch(loss, yb)
+            recorder.watch(loss, yb, self.objective.target(yb))
         total = loss + self.penalty() if s.l1 or s.l2 else loss
         (total * self._group_share(len(xb)) if s.accumulate > 1 else total).backward()
         if recorder:
