@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QLineEdit, QPushButton
 
@@ -129,3 +130,24 @@ def test_the_data_path_and_target_are_edited_in_the_training_panel(window, qtbot
     assert window.doc.project.training["dataset"]["options"]["path"] == "own.csv"
     assert json.loads(out.read_text())["training"]["dataset"]["options"]["path"] == "own.csv"
     assert load_project(out).name == "own"
+
+
+def test_a_run_from_the_window_reads_the_table_beside_the_project(window, qtbot, tmp_path,
+                                                                  monkeypatch):
+    from layerlab.core.starter import new_project
+
+    write_table(tmp_path)
+    out = tmp_path / "p.layerlab.json"
+    project = new_project(tmp_path / "own.csv", out)
+    project.training["epochs"] = 3
+    project.save(out)
+    monkeypatch.chdir(tmp_path.parent)  # the table is found beside the project, not here
+    window.open_path(out, confirmed=True)
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.results.results is not None, timeout=30_000)
+    matrix = window.training.results.matrix
+    assert [matrix.verticalHeaderItem(i).text() for i in range(3)] == ["a", "b", "c"]
+    assert window.training.error.text() == ""
+    trainer = window.training.controller.worker.trainer
+    scale = trainer.model.scale
+    torch.testing.assert_close(scale.mean, trainer.x_train.mean(0))  # adapted at the start

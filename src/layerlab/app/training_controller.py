@@ -75,7 +75,9 @@ class TrainingController(QObject):
 
     def snapshot(self) -> Project:
         """A copy of the project for the torch thread; GraphError when it cannot be used."""
-        return Project.from_dict(copy.deepcopy(self.doc.project.to_dict()))
+        project = Project.from_dict(copy.deepcopy(self.doc.project.to_dict()))
+        project.path = self.doc.project.path  # relative data paths start from its folder
+        return project
 
     def _usable(self) -> Project | None:
         """The snapshot, or None after saying (`refused`) why the project cannot be used."""

@@ -21,7 +21,7 @@ from typing import TypeVar
 from PySide6.QtCore import QObject, Signal, Slot
 
 from layerlab.core.compiler import build_model
-from layerlab.core.datasets import DatasetError
+from layerlab.core.datasets import DatasetError, project_folder
 from layerlab.core.errors import GraphError, format_error
 from layerlab.core.export import ExportError, export
 from layerlab.core.insight import (
@@ -113,7 +113,8 @@ class TrainingWorker(QObject):
         the settings asks for a preview, and loading a dataset can take seconds."""
         if ticket != self.newest_preview:
             return
-        record = self._attempt(lambda: preview_training(project.training))
+        record = self._attempt(lambda: preview_training(project.training,
+                                                         project_folder(project.path)))
         if record is not None:
             self.records.emit([record])
 

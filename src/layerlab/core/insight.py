@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -26,7 +27,7 @@ from layerlab.core.objective import Objective
 from layerlab.core.tracer import StepTrace, trace_step
 
 GRID = 64  # points per side of the decision-boundary plane
-IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "imagefolder")
 PREVIEW_IMAGES = 64
 PREVIEW_ROWS = 50
 HISTOGRAM_BINS = 40
@@ -181,11 +182,18 @@ def validation_results(model: torch.nn.Module, objective: Objective, data: Datas
     confusion, outside = confusion_matrix(targets, predicted, len(data.classes))
     samples = None
     if data.name in IMAGE_DATASETS:
-        x = x_val.cpu()
-        side = round(x[0].numel() ** 0.5)
-        samples = x.reshape(len(x), side, side).float().numpy()
+        samples = gray_images(x_val.cpu())
     return ResultsRecord(confusion, predicted, targets, samples, data.classes,
                          weight_histograms(model), outside)
+
+
+def gray_images(x: torch.Tensor) -> np.ndarray:
+    """(N, H, W) pictures to show: channels averaged (an RGB image folder), flat samples
+    (MNIST seen as [784]) made square again."""
+    if x.dim() == 4:
+        return x.float().mean(1).numpy()
+    side = round(x[0].numel() ** 0.5)
+    return x.reshape(len(x), side, side).float().numpy()
 
 
 # -- dataset preview --------------------------------------------------------------------
@@ -196,9 +204,7 @@ def preview_dataset(data: Dataset, validation_split: float, seed: int) -> Previe
         _, val = split_indices(len(data), validation_split, seed)
         return PreviewRecord("points", data.x.numpy(), data.y.numpy(), val.numpy())
     if data.name in IMAGE_DATASETS:
-        images = data.x[:PREVIEW_IMAGES]
-        side = round(images[0].numel() ** 0.5)
-        return PreviewRecord("images", images.reshape(-1, side, side).numpy(),
+        return PreviewRecord("images", gray_images(data.x[:PREVIEW_IMAGES]),
                              data.y[:PREVIEW_IMAGES].numpy())
     x, y = data.x[:PREVIEW_ROWS], data.y[:PREVIEW_ROWS]
     header = (*tuple(f"x{i}" for i in range(x.shape[1])), "target")
@@ -206,15 +212,15 @@ def preview_dataset(data: Dataset, validation_split: float, seed: int) -> Previe
     return PreviewRecord("table", rows.numpy(), header=header)
 
 
-def preview_training(training: Mapping[str, Any]) -> PreviewRecord:
-    """The preview of a project's training dataset; a dataset that cannot be loaded is a
-    message in the preview's place."""
+def preview_training(training: Mapping[str, Any], base: Path | None = None) -> PreviewRecord:
+    """The preview of a project's training dataset (relative data paths from folder `base`);
+    a dataset that cannot be loaded is a message in the preview's place."""
     dataset = training["dataset"]
     name, options = dataset.get("name", ""), dict(dataset.get("options", {}))
     if name in SOURCES:
         options["download"] = False  # only a run downloads: a preview must stay quick
     try:
-        data = load_dataset(name, options)
+        data = load_dataset(name, options, base=base)
     except DatasetError as exc:
         return PreviewRecord("message", message=str(exc))
     return preview_dataset(data, dataset.get("validation_split", 0.1),
