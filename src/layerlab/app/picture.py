@@ -41,7 +41,7 @@ def save_picture(scene: GraphScene, path: Path, size: tuple[int, int] | None = N
     scene.clearSelection()
     try:
         if suffix == ".svg":
-            _svg(scene, path, QSize(width, height), source, target)
+            _svg(scene, path, QSize(width, height), source)
         else:
             _png(scene, path, QSize(width, height), source, target)
     finally:
@@ -61,18 +61,22 @@ def _png(scene: GraphScene, path: Path, size: QSize, source: QRectF, target: QRe
         raise OSError(f"{path}: cannot be written")
 
 
-def _svg(scene: GraphScene, path: Path, size: QSize, source: QRectF, target: QRectF) -> None:
+def _svg(scene: GraphScene, path: Path, size: QSize, source: QRectF) -> None:
+    """Drawn at 100 % (every node in full, as a reader zooms in), shown at `size`: the
+    viewer scales the drawing to fit, centred (SVG's default preserveAspectRatio)."""
     generator = QSvgGenerator()
     generator.setFileName(str(path))
     generator.setSize(size)
-    generator.setViewBox(QRectF(0, 0, size.width(), size.height()))
+    generator.setResolution(96)  # CSS pixels: a browser shows it at `size`
+    generator.setViewBox(QRectF(0, 0, source.width(), source.height()))
     generator.setTitle(scene.doc.project.name)
     generator.setDescription("A network drawn by LayerLab")
     painter = QPainter()
     if not painter.begin(generator):
         raise OSError(f"{path}: cannot be written")
-    painter.fillRect(QRectF(0, 0, size.width(), size.height()), QColor("white"))
-    scene.render(painter, target, source, Qt.AspectRatioMode.KeepAspectRatio)
+    target = QRectF(0, 0, source.width(), source.height())
+    painter.fillRect(target, QColor("white"))
+    scene.render(painter, target, source)
     painter.end()
 
 

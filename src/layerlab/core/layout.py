@@ -10,6 +10,8 @@ Branches and merges (residual blocks, Inception) come out as parallel lanes.
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import igraph
@@ -45,6 +47,9 @@ def layered(graph: nx.DiGraph, direction: str = "TB",
     g = igraph.Graph(n=len(nodes), edges=[(index[u], index[v]) for u, v in edges],
                      directed=True)
     coords = g.layout_sugiyama(hgap=1, vgap=1, maxiter=100)
+    cells = [list(coords[i][:2]) for i in range(len(nodes))]
+    routes = [[list(p) for p in route] for route in coords.edge_routing]
+    _keep_apart(cells, routes)
     width, height = node_size
     if direction == "TB":
         across, along = width + GAP_ACROSS, height + GAP_ALONG["TB"]
@@ -55,16 +60,32 @@ def layered(graph: nx.DiGraph, direction: str = "TB",
         a, b = x * across, layer * along
         return (a, b) if direction == "TB" else (b, a)
 
-    layers = {node: coords[index[node]][1] for node in nodes}
-    positions = {node: corner(*coords[index[node]][:2]) for node in nodes}
+    layers = {node: cells[index[node]][1] for node in nodes}
+    positions = {node: corner(*cells[index[node]]) for node in nodes}
     bends: dict[tuple[str, str], list[Point]] = {}
-    for (u, v), route in zip(edges, coords.edge_routing, strict=True):
+    for (u, v), route in zip(edges, routes, strict=True):
         if not route:
             continue
         points = sorted(route, key=lambda p: p[1], reverse=layers[u] > layers[v])
         bends[(u, v)] = [p for x, layer in points
                          for p in _through_band(corner(x, layer), node_size, direction)]
     return Layout(positions, bends)
+
+
+def _keep_apart(cells: list[list[float]], routes: list[list[list[float]]]) -> None:
+    """Give every node and every dummy vertex of a layer its own cell, in igraph's order.
+    igraph 1.0 can put a long edge's dummy vertex on the spot of a node of its layer (seen
+    on Inception-like blocks), which would draw that edge through the node."""
+    rows: dict[float, list[list[float]]] = defaultdict(list)
+    for cell in cells:
+        rows[cell[1]].append(cell)
+    for route in routes:
+        for point in route:
+            rows[point[1]].append(point)
+    for row in rows.values():
+        row.sort(key=lambda p: p[0])  # stable: a node keeps its place before a dummy
+        for left, right in itertools.pairwise(row):
+            right[0] = max(right[0], left[0] + 1)
 
 
 def _through_band(corner: Point, size: tuple[float, float], direction: str) -> list[Point]:

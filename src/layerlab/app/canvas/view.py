@@ -7,7 +7,7 @@ scrollbars, and a graph that was moved or laid out again leaves no stale room be
 
 from __future__ import annotations
 
-from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
     QContextMenuEvent,
@@ -31,6 +31,7 @@ ZOOM_STEP = 1.15
 FIT_MARGIN = 40.0
 MAX_FIT_SCALE = 1.5
 READABLE_PX = 10.0  # the opening view never shows node text smaller than this
+FOLLOW_DELAY_MS = 100
 
 
 def layer_mime(type_name: str) -> QMimeData:
@@ -51,13 +52,19 @@ class GraphView(QGraphicsView):
                             | QPainter.RenderHint.TextAntialiasing)
         self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setAcceptDrops(True)
         self._panning: QPointF | None = None
         self.context_actions: list[QAction] = []  # the node menu, given by the window
         self.minimap = Minimap(self, self)
         self.minimap.hide()
-        scene.changed.connect(self._follow)
+        self._follow_soon = QTimer(self)  # many changes in a row: follow them once
+        self._follow_soon.setObjectName("canvasFollowTimer")
+        self._follow_soon.setSingleShot(True)
+        self._follow_soon.setInterval(FOLLOW_DELAY_MS)
+        self._follow_soon.timeout.connect(self._follow)
+        scene.changed.connect(self._follow_soon.start)
         self.horizontalScrollBar().valueChanged.connect(self._follow_view)
         self.verticalScrollBar().valueChanged.connect(self._follow_view)
 
@@ -74,16 +81,29 @@ class GraphView(QGraphicsView):
     def zoom_out(self) -> None:
         self.zoom(1 / ZOOM_STEP)
 
+    def graph_bounds(self) -> QRectF:
+        """What the graph covers: its nodes (with their captions) and edges, not hidden
+        children such as thumbnails."""
+        rect = QRectF()
+        for item in [*self.graph_scene.nodes.values(), *self.graph_scene.edges.values()]:
+            rect = rect.united(item.sceneBoundingRect())
+        return rect
+
     def graph_rect(self) -> QRectF:
         m = FIT_MARGIN
-        return self.scene().itemsBoundingRect().adjusted(-m, -m, m, m)
+        return self.graph_bounds().adjusted(-m, -m, m, m)
+
+    def _port_size(self, scale: float) -> tuple[float, float]:
+        """The viewport in scene units at `scale`, as large as it is without scrollbars."""
+        port = self.maximumViewportSize()
+        return port.width() / scale, port.height() / scale
 
     def fit_scale(self) -> float:
         """The scale at which the whole graph fits the viewport (at most 1.5)."""
-        rect, port = self.graph_rect(), self.viewport().rect()
+        rect, (w, h) = self.graph_rect(), self._port_size(1.0)
         if not rect.isValid() or rect.isEmpty():
             return 1.0
-        return min(MAX_FIT_SCALE, port.width() / rect.width(), port.height() / rect.height())
+        return min(MAX_FIT_SCALE, w / rect.width(), h / rect.height())
 
     def fit(self) -> None:
         """The whole graph, centred, without scrollbars (Ctrl+0)."""
@@ -98,43 +118,50 @@ class GraphView(QGraphicsView):
             self.fit()
             return
         rect = self.graph_rect()
-        port = self.viewport().rect()
-        half_w, half_h = port.width() / readable / 2, port.height() / readable / 2
+        w, h = self._port_size(readable)
         if self.graph_scene.flow == "TB":
-            centre = QPointF(rect.center().x(), rect.top() + half_h)
+            centre = QPointF(rect.center().x(), rect.top() + h / 2)
         else:
-            centre = QPointF(rect.left() + half_w, rect.center().y())
+            centre = QPointF(rect.left() + w / 2, rect.center().y())
         self._show_at(readable, centre)
 
     def _show_at(self, scale: float, centre: QPointF) -> None:
         self.resetTransform()
         self.scale(scale, scale)
-        port = self.viewport().rect()
-        w, h = port.width() / scale, port.height() / scale
-        visible = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
-        self.setSceneRect(visible.adjusted(1, 1, -1, -1).united(
-            self.scene().itemsBoundingRect()))
+        self._room(centre)
         self.centerOn(centre)
-        self._follow()
+        self._follow_view()
+
+    def _room(self, centre: QPointF) -> bool:
+        """The scene rectangle, the room scrollbars move in: exactly the screen when the
+        whole graph is on it (no scrollbars), else the graph with half a screen around it,
+        so that any part of it can be brought to the middle. True if it changed."""
+        w, h = self._port_size(self.transform().m11())
+        screen = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
+        graph = self.graph_bounds()
+        room = screen.adjusted(0.5, 0.5, -0.5, -0.5) if screen.contains(graph) else \
+            graph.adjusted(-w / 2, -h / 2, w / 2, h / 2).united(screen)
+        if room == self.sceneRect():
+            return False
+        self.setSceneRect(room)
+        return True
 
     def visible_rect(self) -> QRectF:
         return self.mapToScene(self.viewport().rect()).boundingRect()
 
     def _follow(self) -> None:
-        """Keep room for the graph and what is on screen; show the overview when part of
-        the graph is off screen."""
-        items, visible = self.scene().itemsBoundingRect(), self.visible_rect()
-        wanted = visible.adjusted(1, 1, -1, -1).united(items)
-        if wanted != self.sceneRect():
-            self.setSceneRect(wanted)
+        """After a change or a zoom: room for the graph as it is now, and the overview."""
+        centre = self.visible_rect().center()
+        if self._room(centre):
+            self.centerOn(centre)
         self._follow_view()
 
     def _follow_view(self) -> None:
-        items, visible = self.scene().itemsBoundingRect(), self.visible_rect()
-        outside = not visible.contains(items) and not items.isEmpty()
+        graph, visible = self.graph_bounds(), self.visible_rect()
+        outside = not visible.contains(graph) and not graph.isEmpty()
         self.minimap.setVisible(outside)
         if outside:
-            self.minimap.follow(items, visible)
+            self.minimap.follow(graph, visible)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
