@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QLineEdit, QPushButton
@@ -151,3 +152,31 @@ def test_a_run_from_the_window_reads_the_table_beside_the_project(window, qtbot,
     trainer = window.training.controller.worker.trainer
     scale = trainer.model.scale
     torch.testing.assert_close(scale.mean, trainer.x_train.mean(0))  # adapted at the start
+
+
+def test_the_inspector_shows_standardize_statistics_and_adapts_on_demand(window, qtbot,
+                                                                         tmp_path):
+    from PySide6.QtWidgets import QTableWidget
+
+    from layerlab.core.datasets import load_dataset, split_indices
+    from layerlab.core.starter import new_project
+
+    write_table(tmp_path)
+    out = tmp_path / "p.layerlab.json"
+    new_project(tmp_path / "own.csv", out).save(out)
+    window.open_path(out, confirmed=True)
+    window.select_node("scale")
+    inspector = window.inspector
+    note = inspector.findChild(QLabel, "statisticsNote")
+    assert note.text().startswith("Not adapted yet")
+    qtbot.mouseClick(inspector.findChild(QPushButton, "adaptToData"),
+                     Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: note.text().startswith("Measured on"), timeout=20_000)
+    data = load_dataset("csv", {"path": str(tmp_path / "own.csv")})
+    train, _ = split_indices(len(data), 0.2, seed=0)
+    assert note.text() == f"Measured on {len(train)} training rows."
+    table = inspector.findChild(QTableWidget, "statisticsTable")
+    assert [table.verticalHeaderItem(i).text() for i in range(3)] == ["p", "q", "r"]
+    expected = data.x[train].mean(0)
+    assert [float(table.item(i, 0).text()) for i in range(3)] == pytest.approx(
+        expected.tolist(), rel=1e-3)

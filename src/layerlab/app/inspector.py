@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from layerlab.app.commands import Rename, SetAttribute, set_param
 from layerlab.app.document import Document
+from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.errors import format_error
 from layerlab.core.shapes import valid_id_error
@@ -96,6 +97,7 @@ class Inspector(QStackedWidget):
         self.doc = doc
         self.node: str | None = None
         self.editors: dict[str, QWidget] = {}
+        self.statistics: StatisticsStore | None = None  # Standardize nodes' (the window's)
         self._build_summary()
         self.node_page = QWidget()
         self.node_scroll = QScrollArea()
@@ -203,6 +205,8 @@ class Inspector(QStackedWidget):
                 editor.setAccessibleName(param.name)
                 self.editors[param.name] = editor
                 form.addRow(param.name, editor)
+            if spec.type == "Standardize" and self.statistics is not None:
+                form.addRow(StatisticsView(self.statistics, node))
         self.frozen = QCheckBox("frozen (kept out of training)")
         self.frozen.setObjectName("nodeFrozen")
         self.frozen.setAccessibleName("Frozen")

@@ -61,6 +61,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.inspector_dock = self._dock("inspectorDock", "Inspector", self.inspector,
                                          Qt.DockWidgetArea.RightDockWidgetArea)
         self.training = TrainingDock(self.doc)
+        self.inspector.statistics = self.training.statistics
         self.training_dock = self._dock("trainingDock", "Training", self.training,
                                         Qt.DockWidgetArea.BottomDockWidgetArea)
         self.stepper = Stepper(self.scene)

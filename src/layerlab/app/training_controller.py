@@ -42,6 +42,7 @@ class TrainingController(QObject):
     traceRequested = Signal(object, int)
     sampleTraceRequested = Signal(object, int)
     loadRequested = Signal(object, str)
+    adaptRequested = Signal(object)
     echoRequested = Signal(str, int)
     stateChanged = Signal(str)  # idle, running, paused
     started = Signal()  # a run was sent to the torch thread
@@ -63,6 +64,7 @@ class TrainingController(QObject):
         self.traceRequested.connect(self.worker.trace)
         self.sampleTraceRequested.connect(self.worker.trace_sample)
         self.loadRequested.connect(self.worker.load)
+        self.adaptRequested.connect(self.worker.adapt)
         self.echoRequested.connect(self.echo.answer)
         self.echo.answered.connect(self._answered)
         self.worker.stopped.connect(self._stopped)
@@ -168,6 +170,14 @@ class TrainingController(QObject):
         project = self._usable()
         if project is not None:
             self.loadRequested.emit(project, path)
+        return project is not None
+
+    def adapt(self) -> bool:
+        """Adapt to data: the Standardize nodes measure the training rows again (between
+        runs only)."""
+        project = self._usable() if self.state == "idle" else None
+        if project is not None:
+            self.adaptRequested.emit(project)
         return project is not None
 
     def _answered(self, kind: str, run: int) -> None:

@@ -34,6 +34,7 @@ from layerlab.app.commands import SetTraining
 from layerlab.app.data_panel import DataPanel
 from layerlab.app.document import Document
 from layerlab.app.plots import RunPlots
+from layerlab.app.statistics_view import StatisticsStore
 from layerlab.app.training_controller import TrainingController
 from layerlab.app.training_form import (
     ARGUMENTS,
@@ -49,6 +50,7 @@ from layerlab.app.views import BoundaryView, DatasetPreview, ResultsView
 from layerlab.core.catalogue import CATALOGUE, OPTIMIZERS, REGULARISERS
 from layerlab.core.datasets import DATASETS
 from layerlab.core.insight import BoundaryRecord, PreviewRecord, ResultsRecord
+from layerlab.core.standardize import StatisticsRecord
 from layerlab.core.trainer import EpochRecord, StepRecord
 from layerlab.core.validation import FIELDS, lookup, training_problems
 
@@ -80,6 +82,7 @@ class TrainingDock(QWidget):
         self.controller.stateChanged.connect(self._state_changed)
         self.controller.started.connect(self._run_started)
         self.controller.ended.connect(self._run_ended)
+        self.statistics = StatisticsStore(self.controller.adapt)  # Standardize nodes'
         self.actions: dict[str, QAction] = {}
         self.fields: dict[str, QWidget] = {}
         self.tips: dict[str, str] = {}  # each field's own tooltip, shown while it is valid
@@ -241,6 +244,7 @@ class TrainingDock(QWidget):
         self.latest_boundary = None
         self.boundaryChanged.emit()
         self.results.clear_results()
+        self.statistics.clear()
         self.progress.reset()
         self.progress.setFormat("ready")
         self.show_message("")
@@ -374,6 +378,8 @@ class TrainingDock(QWidget):
                 self._preview(record)
             elif isinstance(record, ResultsRecord):
                 self.results.show_results(record)
+            elif isinstance(record, StatisticsRecord):
+                self.statistics.update(record)
         if steps:
             if self._new_run:
                 self.plots.new_run()

@@ -32,6 +32,7 @@ from layerlab.core.insight import (
 )
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
+from layerlab.core.standardize import StatisticsRecord, adapt, statistics
 from layerlab.core.tracer import StepTrace
 from layerlab.core.trainer import (
     Control,
@@ -48,6 +49,10 @@ SEND_EVERY_S = 0.05
 BOUNDARY_EVERY_S = 0.25
 KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, OSError)
 log = logging.getLogger("layerlab")
+
+
+def statistics_record(trainer: Trainer) -> StatisticsRecord:
+    return StatisticsRecord(statistics(trainer.model), trainer.data.features)
 
 
 def describe(exc: Exception) -> str:
@@ -99,8 +104,8 @@ class TrainingWorker(QObject):
             results = validation_results(trainer.model, trainer.objective, trainer.data,
                                          trainer.x_val, trainer.y_val)
             self._flush()
-            if results is not None:
-                self.records.emit([results])
+            self.records.emit([statistics_record(trainer)] if results is None else
+                              [statistics_record(trainer), results])
             return state
 
         state = self._attempt(run)
@@ -115,6 +120,18 @@ class TrainingWorker(QObject):
             return
         record = self._attempt(lambda: preview_training(project.training,
                                                          project_folder(project.path)))
+        if record is not None:
+            self.records.emit([record])
+
+    @Slot(object)
+    def adapt(self, project: Project) -> None:
+        """Adapt to data: every Standardize node measures the training rows anew."""
+        def work() -> StatisticsRecord:
+            trainer = self._ensure_trainer(project)
+            adapt(trainer.model, project.graph, trainer.x_train, only_fresh=False)
+            return statistics_record(trainer)
+
+        record = self._attempt(work)
         if record is not None:
             self.records.emit([record])
 

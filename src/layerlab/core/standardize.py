@@ -28,6 +28,14 @@ class Statistics:
     count: int
 
 
+@dataclass(frozen=True)
+class StatisticsRecord:
+    """The Standardize nodes' statistics in a model, for the window's inspector."""
+
+    stats: dict[str, Statistics]
+    features: tuple[str, ...] = ()  # the table's feature names, where the data has them
+
+
 def standardize_nodes(graph: nx.DiGraph) -> list[str]:
     """The Standardize nodes, in the order the data reaches them."""
     return [n for n in nx.topological_sort(graph) if graph.nodes[n].get("type") == "Standardize"]
