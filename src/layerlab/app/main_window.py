@@ -385,7 +385,8 @@ class MainWindow(FilesMixin, QMainWindow):
         self.inspector.setEnabled(not locked)
         self.palette_widget.setEnabled(not locked)
         for name in ("actionCut", "actionPaste", "actionDuplicate", "actionDelete",
-                     "actionNew", "actionOpen", "actionAutoLayout", "actionLeftToRight"):
+                     "actionNew", "actionNewFromData", "actionOpen", "actionAutoLayout",
+                     "actionLeftToRight"):
             self.actions[name].setEnabled(not locked)
         self.examples_menu.setEnabled(not locked)
         self.recent_menu.setEnabled(not locked and bool(self.recent_files()))
