@@ -130,3 +130,25 @@ def test_the_task_can_be_forced_and_train_can_point_at_other_data(tmp_path, caps
     snapshot = json.loads((tmp_path / "run" / "project.layerlab.json").read_text())
     assert snapshot["training"]["dataset"]["options"]["path"] == str(tmp_path / "u.csv")
     assert snapshot["training"]["dataset"]["options"]["target"] == "b"
+
+
+def test_check_lists_every_way_the_graph_and_the_data_disagree(tmp_path, capsys):
+    path = new(tmp_path, "iris")
+    data = json.loads(path.read_text())
+    out = next(n for n in data["graph"]["nodes"] if n["id"] == "out")
+    out["params"]["out_features"] = 10  # trains, silently wasting seven outputs
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "note: the data has 3 classes, but out gives 10 outputs",
+        "note: Fit graph to data (the window's training panel) makes these changes in one "
+        "undoable step"]
+    data["graph"]["nodes"][0]["params"]["shape"] = [5]
+    path.write_text(json.dumps(data))
+    assert main(["check", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "note: the data gives samples of shape [4], but Input node input expects [5]" \
+        in captured.out
+    assert captured.err == (f"{path}: input: dataset csv gives samples of shape [4], but "
+                            "Input node input expects [5]\n")

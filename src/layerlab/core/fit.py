@@ -18,6 +18,7 @@ import networkx as nx
 import torch
 
 from layerlab.core.compiler import build_loss
+from layerlab.core.datafit import graph_changes
 from layerlab.core.datasets import (
     Dataset,
     DatasetError,
@@ -66,12 +67,24 @@ def dataset_fit(project: Project, analysis: Analysis | None = None) -> Fit:
                                                        settings.dataset_options), base=base)
     except DatasetError as exc:
         return Fit(problems=(("training.dataset", str(exc)),))
+    notes = _fit_notes(project, analysis, data)
     try:
         data = fit_to_input(data, node, analysis.shapes[node], analysis.dtypes[node])
         check_token_ids(project.graph, node, data)
     except DatasetError as exc:
-        return Fit(problems=((node, str(exc)),))
-    return Fit(problems=tuple(_objective_problems(project, analysis, data)))
+        return Fit(problems=((node, str(exc)),), notes=notes)
+    return Fit(problems=tuple(_objective_problems(project, analysis, data)), notes=notes)
+
+
+def _fit_notes(project: Project, analysis: Analysis, data: Dataset) -> tuple[str, ...]:
+    """Every way the graph and the data disagree (some train anyway: a 10-output head on 3
+    classes), and where the fix is."""
+    changes = graph_changes(project.graph, analysis, data)
+    if not changes:
+        return ()
+    return (*(f"{c.reason}" for c in changes),
+            "Fit graph to data (the window's training panel) makes these changes in one "
+            "undoable step")
 
 
 def check_token_ids(graph: nx.DiGraph, input_node: str, data: Dataset) -> None:
