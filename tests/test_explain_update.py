@@ -202,3 +202,13 @@ def test_a_frozen_layer_a_parameter_too_big_to_keep_and_bad_places_are_refused_i
     no_step = layerlab.trace_step(GRAPH, model, x, y)
     with pytest.raises(ValueError, match=r"no optimizer step to explain"):
         layerlab.explain_update(no_step, "n2.weight", (0, 0))
+
+
+def test_a_step_that_only_accumulated_gradients_has_no_update_to_explain():
+    trainer = trainer_with({"name": "adam", "lr": 0.01}, accumulate=2)
+    first = trainer.trace_next_batch()  # the first batch of a group: no optimizer step
+    with pytest.raises(ValueError, match="in the middle of a gradient-accumulation group"):
+        layerlab.explain_update(first, "n0.weight", (0, 0))
+    second = trainer.trace_next_batch()  # the group's last: the step of both batches
+    unit = int(second.param_grads["n0.bias"].abs().argmax())
+    assert_rule_gives_the_real_step(layerlab.explain_update(second, "n0.bias", (unit,)))

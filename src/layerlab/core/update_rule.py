@@ -97,8 +97,9 @@ def explain_update(trace: StepTrace, key: str, index: Sequence[int]) -> UpdateEx
 def _record(trace: StepTrace, key: str) -> OptimizerState:
     record = trace.optimizer_state
     if record is None or not trace.updates:
-        raise ValueError("this trace has no optimizer step to explain: trace a step taken "
-                         "by an optimizer (SGD, Momentum, AdaGrad, RMSProp, Adam or AdamW)")
+        raise ValueError("this trace has no optimizer step to explain: it was taken without "
+                         "an optimizer (or one other than SGD, Momentum, AdaGrad, RMSProp, "
+                         "Adam and AdamW), or in the middle of a gradient-accumulation group")
     if key not in trace.param_stats:
         raise ValueError(f"{key}: no such parameter in the traced model")
     if key not in record.settings or key not in trace.updates:
