@@ -130,6 +130,12 @@ def test_the_task_can_be_forced_and_train_can_point_at_other_data(tmp_path, caps
     snapshot = json.loads((tmp_path / "run" / "project.layerlab.json").read_text())
     assert snapshot["training"]["dataset"]["options"]["path"] == str(tmp_path / "u.csv")
     assert snapshot["training"]["dataset"]["options"]["target"] == "b"
+    capsys.readouterr()
+    assert main(["train", str(out), "--task", "classify", "--epochs", "1", "--out",
+                 str(tmp_path / "run2")]) == 1
+    assert capsys.readouterr().err == (
+        f"{out}: MSELoss on the 3 classes of dataset csv needs an output of [3] (one-hot) or "
+        "[1] (two classes), but out gives [1]\n")
 
 
 def test_check_lists_every_way_the_graph_and_the_data_disagree(tmp_path, capsys):

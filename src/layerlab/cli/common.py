@@ -10,6 +10,8 @@ from layerlab.cli import CliError
 from layerlab.core.errors import GraphError, ProjectFileError, format_error
 from layerlab.core.project import Project, load_project
 
+TASK_FLAGS = {"classify": "classification", "regress": "regression"}  # --task: a table's task
+
 
 def read_project(path: str) -> Project:
     """The project, or CliError: exit 2 for a file that is not a project, 1 for one with

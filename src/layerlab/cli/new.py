@@ -7,9 +7,7 @@ import argparse
 from pathlib import Path
 
 from layerlab.cli import CliError
-from layerlab.cli.common import check_file, write_failed
-
-TASKS = {"classify": "classification", "regress": "regression"}
+from layerlab.cli.common import TASK_FLAGS, check_file, write_failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "images per class")
     parser.add_argument("--target", metavar="COLUMN", help="the table's target column "
                         "(several, comma-separated, for regression); default: the last")
-    parser.add_argument("--task", choices=tuple(TASKS), help="override the detected task")
+    parser.add_argument("--task", choices=tuple(TASK_FLAGS),
+                        help="override the task detected from the target")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the project file to write (*.layerlab.json)")
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{out} exists; use --force to replace it, or choose another -o")
     check_file(out)
     try:
-        project = new_project(data, out, args.target, TASKS.get(args.task or ""))
+        project = new_project(data, out, args.target, TASK_FLAGS.get(args.task or ""))
     except DatasetError as exc:
         raise CliError(str(exc)) from None
     try:

@@ -19,7 +19,13 @@ from pathlib import Path
 from types import FrameType
 
 from layerlab.cli import CliError
-from layerlab.cli.common import check_folder, graph_problems, read_project, write_failed
+from layerlab.cli.common import (
+    TASK_FLAGS,
+    check_folder,
+    graph_problems,
+    read_project,
+    write_failed,
+)
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.datasets import (
@@ -60,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH", help="train on this table (csv) or "
                         "folder of class sub-folders of images (imagefolder)")
     parser.add_argument("--target", metavar="COLUMN", help="the table's target column(s)")
+    parser.add_argument("--task", choices=tuple(TASK_FLAGS),
+                        help="override the task detected from the table's target")
     parser.add_argument("--out", metavar="DIR", help="where to write results (default "
                         "runs/<project file name>)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
@@ -74,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def prepare(project: Project, args: argparse.Namespace) -> Trainer:
     """Everything that can refuse the run, before any file is written."""
     overrides = {k: getattr(args, k) for k in OVERRIDES}
-    if args.data is not None or args.target is not None:
+    if args.data is not None or args.target is not None or args.task is not None:
         data = None if args.data is None else str(Path(args.data).resolve())
-        project.training = with_data(project.training, data, args.target)
+        task = TASK_FLAGS.get(args.task or "")
+        project.training = with_data(project.training, data, args.target, task)
     project.training = absolute_data(project.training, project_folder(project.path))
     try:
         settings = settings_from(project.training, **overrides)
