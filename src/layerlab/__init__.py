@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 _API = {"build_model": "compiler", "GraphError": "errors", "ProjectFileError": "errors",
         "Project": "project", "load_project": "project", "infer_shapes": "shapes",
         "StepTrace": "tracer", "trace_step": "tracer", "UpdateExplanation": "update_rule",
-        "explain_update": "update_rule"}
+        "explain_update": "update_rule", "NodeExplanation": "explain",
+        "explain_node": "explain"}
 
 if TYPE_CHECKING:
     from layerlab.core.compiler import build_model
     from layerlab.core.errors import GraphError, ProjectFileError
+    from layerlab.core.explain import NodeExplanation, explain_node
     from layerlab.core.project import Project, load_project
     from layerlab.core.shapes import infer_shapes
     from layerlab.core.tracer import StepTrace, trace_step
@@ -31,6 +33,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
-__all__ = ["GraphError", "Project", "ProjectFileError", "StepTrace", "UpdateExplanation",
-           "build_model", "explain_update", "infer_shapes", "load_project", "trace_step"]
+__all__ = ["GraphError", "NodeExplanation", "Project", "ProjectFileError", "StepTrace",
+           "UpdateExplanation", "build_model", "explain_node", "explain_update",
+           "infer_shapes", "load_project", "trace_step"]
 __version__ = "0.1.0"

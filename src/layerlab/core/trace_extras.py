@@ -1,11 +1,12 @@
 """What the chain rule needs from a traced step that the node values do not show.
 
 A sample's BatchNorm backward needs its batch's statistics and two sums over the whole
-batch; Dropout's backward needs the mask it drew (inside composite layers too: attention
-weights, the encoder block's dropouts, between stacked recurrent layers). These are
-recorded while the real step runs, only for the layers that need them, so the traced step
-stays as cheap and as exact as before: the masks are read from the random draws torch
-makes anyway (a dispatch mode that watches `bernoulli_`), never drawn again.
+batch; Standardize's, its fixed statistics (buffers, not weights); Dropout's, the mask it
+drew (inside composite layers too: attention weights, the encoder block's dropouts,
+between stacked recurrent layers). These are recorded while the real step runs, only for
+the layers that need them, so the traced step stays as cheap and as exact as before: the
+masks are read from the random draws torch makes anyway (a dispatch mode that watches
+`bernoulli_`), never drawn again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from layerlab.core.layers.norm import Standardize
 
 RANDOM = (nn.Dropout, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM, nn.GRU)
 _BERNOULLI = {torch.ops.aten.bernoulli_.float, torch.ops.aten.bernoulli.p}
@@ -41,7 +44,7 @@ class _RandomDraws(TorchDispatchMode):
 
 def wants_extras(module: nn.Module) -> bool:
     """Whether a layer's backward needs more than its input, output and weights."""
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, *RANDOM))
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, Standardize, *RANDOM))
 
 
 class ExtrasRecorder:
@@ -57,6 +60,10 @@ class ExtrasRecorder:
         """Run the layer (`call`) and keep what its backward will need."""
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             self._batch_norm(node, module, x)
+            return call()
+        if isinstance(module, Standardize):  # its statistics are buffers, not weights
+            self.values[node] = {"mean": module.mean.detach().cpu().clone(),
+                                 "std": module.std.detach().cpu().clone()}
             return call()
         with _RandomDraws() as random:
             out = call()
