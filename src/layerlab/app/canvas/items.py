@@ -253,11 +253,17 @@ class NodeItem(QGraphicsItem):
         font = QFont()
         font.setBold(True)
         font.setPixelSize(30)
-        width = QFontMetricsF(font).horizontalAdvance(self.type_name) or 1.0
+        label = self.compact_label()
+        width = QFontMetricsF(font).horizontalAdvance(label) or 1.0
         font.setPixelSize(max(12, min(30, int(30 * (NODE_WIDTH - 12) / width))))
         painter.setFont(font)
-        painter.setPen(QColor("white"))
-        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.type_name)
+        painter.setPen(QColor("#1e1e1e") if self.highlight is not None else QColor("white"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
+
+    def compact_label(self) -> str:
+        """The block's text zoomed out: in step-through its verdict or value label (too
+        small to read above it at this zoom), else its type."""
+        return f"⚠ {self.verdict}" if self.verdict else self.caption or self.type_name
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
                    value: object) -> object:
