@@ -90,3 +90,23 @@ def test_a_resumed_run_keeps_its_fast_implementation(tmp_path):
     for (key, a), b in zip(whole.model.state_dict().items(),
                            resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
+
+
+def test_a_hook_still_sees_every_update():
+    """The step skips torch's profiler annotation, but not a hook someone registered."""
+    p = project("momentum", {})
+    trainer = Trainer(p, settings_from(p.training), data=data())
+    seen = []
+    trainer.optimizer.register_step_post_hook(lambda opt, args, kwargs: seen.append(1))
+    trainer.run()
+    assert len(seen) == trainer.step == 16
+
+
+def test_a_schedule_learns_that_the_optimizer_stepped(recwarn):
+    """Else torch warns that lr_scheduler.step() came before optimizer.step()."""
+    p = project("momentum", {})
+    p.training["scheduler"] = {"name": "step", "step_size": 1, "gamma": 0.5}
+    trainer = Trainer(p, settings_from(p.training), data=data())
+    trainer.run()
+    assert trainer.current_lr == 0.05 * 0.5 ** 4
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
