@@ -143,6 +143,9 @@ class Inspector(QStackedWidget):
             f"edges<br>parameters: {s.parameters:,} (trainable {s.trainable:,})<br>"
             f"weights: {s.weight_bytes / 2**20:.2f} MiB (float32)<br>"
             f"FLOPs per sample (forward): {flops}")
+        self._show_problems()
+
+    def _show_problems(self) -> None:
         self.errors.clear()
         for node, message in self.doc.analysis.errors:
             item = QListWidgetItem(format_error(node, message))
@@ -154,8 +157,9 @@ class Inspector(QStackedWidget):
     # -- the node page ----------------------------------------------------------------
     def show_node(self, node: str | None) -> None:
         self.node = node if node in self.doc.graph else None
-        if self.node is None:
-            self._show_summary()
+        if self.node is None:  # the problems now; the model's size once edits pause (FLOPs
+            self._show_problems()  # take seconds on a 1,000-node graph)
+            self.summary_timer.start()
             self.setCurrentWidget(self.summary_page)
             return
         self._build_node_form(self.node)

@@ -357,7 +357,7 @@ class EdgeItem(QGraphicsPathItem):
         if flow == "TB":  # beside the edge, just below the node it leaves
             self.label.setPos(start.x() + 6, start.y() + 4)
         else:
-            mid = path.pointAtPercent(0.5) if not bends else (start + points[1]) / 2
+            mid = (start + points[1]) / 2  # a symmetric curve's middle; no length sums
             self.label.setPos(mid.x() - rect.width() / 2, mid.y() - rect.height() - 2)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange,

@@ -175,7 +175,7 @@ class GraphScene(QGraphicsScene):
 
     def _node_moved(self, node: str) -> None:
         g = self.doc.graph
-        if node in g:
+        if node in g and self.edges:  # no edges yet while the scene is filled
             for source, target in [*g.in_edges(node), *g.out_edges(node)]:
                 self._route(source, target)
 
