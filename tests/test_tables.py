@@ -49,6 +49,15 @@ def test_text_features_are_one_hot_in_the_projects_order(tmp_path):
                                "column's categories (red, blue)")
 
 
+def test_a_text_column_of_ids_is_refused_rather_than_one_hot(tmp_path):
+    path = table(tmp_path, "name,a,label\n" + "".join(f"p{i},{i},{i % 2}\n" for i in range(150)))
+    with pytest.raises(DatasetError) as info:
+        load_dataset("csv", {"path": path})
+    assert str(info.value) == (f"{path} column name holds 150 different texts (names or "
+                               "ids?), too many to one-hot encode; remove the column, or list "
+                               "its categories in option categories")
+
+
 @pytest.mark.parametrize(("values", "task"), [
     (["setosa", "virginica"] * 20, "classification"),
     ([str(i % 20) for i in range(60)], "classification"),

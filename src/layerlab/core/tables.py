@@ -22,6 +22,7 @@ from layerlab.core.spec import Param
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 MAX_CLASSES = 20  # whole numbers with at most this many distinct values are classes
+MAX_CATEGORIES = 100  # a text feature with more is an id or a name, not a category
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
 
@@ -246,6 +247,10 @@ def encode(table: Table, opts: dict[str, Any]) -> Encoded:
             features.append(name)
             continue
         order = class_order(values, opts["categories"].get(name))
+        if len(order) > MAX_CATEGORIES and name not in opts["categories"]:
+            raise TableError(f"{table.path} column {name} holds {len(order)} different texts "
+                             "(names or ids?), too many to one-hot encode; remove the column, "
+                             "or list its categories in option categories")
         categories[name] = order
         onehot, hole = _onehot(table, name, values, order)
         blocks.append((len(features), len(features) + len(order)))
