@@ -3,7 +3,7 @@ the gradient flow, the value labels and verdict badges on the canvas, the thumbn
 the curves after a traced step."""
 
 import numpy as np
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QSpinBox
 
 from layerlab.app.canvas.items import LINE, NODE_WIDTH
@@ -42,6 +42,7 @@ def test_value_labels_stay_on_the_canvas_after_fit_and_when_scrolled_to_the_top(
     assert top.sceneBoundingRect().contains(badge)
     window.actions["actionFit"].trigger()
     assert visible(window.view).contains(label_rect(top))
+    assert top.compact_label() == top.caption  # zoomed out, the block shows its value
     window.view.resetTransform()
     window.view.scale(3, 3)  # zoomed in: the canvas scrolls, up to its scene rect only
     window.view.verticalScrollBar().setValue(window.view.verticalScrollBar().minimum())
@@ -72,6 +73,7 @@ def test_a_verdict_badge_shows_only_at_the_phase_it_is_about(window, qtbot):
     assert updates.index("fc1") < updates.index("fc3")
     assert badges[("update", "fc1")] == {}
     assert badges[("update", "fc3")] == {"fc3": "update-large"}
+    assert window.scene.nodes["fc3"].compact_label() == "⚠ update-large"
 
 
 def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_change(window,
@@ -101,6 +103,26 @@ def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_chang
     assert tensor.heatmaps[0].title.text().startswith("tanh1")
     assert not tensor.heatmaps[1].isVisibleTo(tensor)
     assert tensor.histogram.plotItem.titleLabel.text.startswith("tanh1: mean")
+    go_to(stepper, "backward", "fc3")  # the model's output is ŷ, as in the chain rule
+    assert tensor.heatmaps[0].title.text().startswith("dL/dŷ (first 32 samples)")
+    np.testing.assert_allclose(tensor.heatmaps[0].values, trace.grad("fc3").numpy())
+    go_to(stepper, "forward", "fc3")
+    assert tensor.heatmaps[0].title.text().startswith("ŷ (fc3)")
+
+
+def test_clicking_a_row_of_values_explains_that_sample(window, qtbot):
+    stepper = enter(window, qtbot)
+    panel = window.stepper_panel
+    go_to(stepper, "backward", "fc2")
+    panel.tabs.setCurrentWidget(panel.tensor)
+    heatmap = panel.tensor.heatmaps[0]
+    qtbot.mouseClick(heatmap.view.viewport(), Qt.MouseButton.LeftButton,
+                     pos=heatmap.cell_centre(7, 3).toPoint())
+    assert panel.tabs.currentWidget() is panel.chain and panel.sample.value() == 7
+    qtbot.waitUntil(lambda: not panel.chain.busy, timeout=30_000)  # worked out in a thread
+    assert panel.chain.explanation.node == "fc2" and panel.chain.explanation.sample == 7
+    np.testing.assert_allclose(panel.chain.values()["dL/dfc2"],
+                               stepper.trace.grad("fc2")[7].numpy())
 
 
 def test_heatmap_ticks_are_whole_indices_at_cell_centres_with_named_axes(window, qtbot):

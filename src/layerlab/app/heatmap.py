@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
 from layerlab.app.views import montage
 
@@ -33,6 +34,21 @@ def as_matrix(t: np.ndarray) -> np.ndarray:
     if array.ndim <= 1:
         return array.reshape(1, -1)
     return array.reshape(array.shape[0], -1)
+
+
+def cell_index(shape: tuple[int, ...], row: int, column: int) -> tuple[int, ...]:
+    """The index into a tensor of `shape` that cell (row, column) of its as_matrix shows."""
+    width = math.prod(shape[1:]) if len(shape) > 1 else max(1, math.prod(shape))
+    flat = row * width + column if len(shape) > 1 else column
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def index_cell(shape: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, int]:
+    """The cell (row, column) of as_matrix that shows tensor entry `index`."""
+    flat = int(np.ravel_multi_index(index, shape))
+    if len(shape) <= 1:
+        return 0, flat
+    return divmod(flat, math.prod(shape[1:]))
 
 
 class Heatmap(QWidget):
@@ -64,6 +80,13 @@ class Heatmap(QWidget):
         self.bar.setImageItem(self.image, insert_in=self.plot)
         self.bar.axis.setWidth(52)  # room for labels such as "-0.0025"
         self.values = np.zeros((0, 0))
+        self.marker = QGraphicsRectItem(0, 0, 1, 1)
+        pen = QPen(QColor("#111111"), 2)
+        pen.setCosmetic(True)
+        self.marker.setPen(pen)
+        self.marker.setZValue(10)
+        self.marker.hide()
+        self.plot.addItem(self.marker)
         self.view.scene().sigMouseClicked.connect(self._clicked)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -95,8 +118,14 @@ class Heatmap(QWidget):
             self.plot.getAxis(axis).setTicks([index_ticks(n)])
         self.plot.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
 
+    def mark(self, row: int, column: int) -> None:
+        """Outline one cell (the weight being explained)."""
+        self.marker.setRect(column, row, 1, 1)
+        self.marker.show()
+
     def _paint(self, matrix: np.ndarray, title: str) -> None:
         self.values = matrix
+        self.marker.hide()
         finite = matrix[np.isfinite(matrix)]
         bound = float(np.abs(finite).max()) if finite.size else 0.0
         bound = bound or 1.0

@@ -11,7 +11,7 @@ import torch
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QListWidget, QVBoxLayout, QWidget
 
-from layerlab.app.heatmap import Heatmap
+from layerlab.app.heatmap import Heatmap, cell_index
 from layerlab.core.diagnostics import Verdict, node_of, trace_grad_norms
 from layerlab.core.tracer import Stats, StepTrace
 
@@ -73,8 +73,11 @@ class TensorView(QWidget):
         layout.addLayout(top)
         layout.addLayout(row, 1)
 
-    def show(self, trace: StepTrace, phase: str, node: str) -> None:  # type: ignore[override]
+    def show_step(self, trace: StepTrace, phase: str, node: str, output: str = "") -> None:
+        """The node at this phase of the step; `output` is the model's output node, whose
+        values are ŷ (as in the chain rule's formulas)."""
         self.trace, self.phase, self.node = trace, phase, node
+        name = "ŷ" if node == output else node
         keys = [k for k in trace.updates if node_of(k) == node] if phase == "update" else []
         self.parameter.blockSignals(True)
         self.parameter.clear()
@@ -85,9 +88,10 @@ class TensorView(QWidget):
             self._show_parameter(keys[0])
             return
         if phase == "backward" and node in dict(trace.backward):
-            self._show_values(f"dL/d{node}", trace.grad(node), trace.grad_stats.get(node))
+            self._show_values(f"dL/d{name}", trace.grad(node), trace.grad_stats.get(node))
         elif node in dict(trace.forward):
-            self._show_values(node, trace.output(node), trace.stats.get(node))
+            self._show_values(name if name == node else f"ŷ ({node})", trace.output(node),
+                              trace.stats.get(node))
         else:
             self._show([], None, "")
         self.hint.setText("Click a row to explain that sample in the chain-rule tab.")
@@ -129,10 +133,7 @@ class TensorView(QWidget):
         key = self.parameter.currentText()
         if self.phase == "update" and key and self.trace is not None:
             shape = tuple(self.trace.weights[key].shape)
-            width = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
-            flat = row * width + column if len(shape) > 1 else column
-            index = tuple(int(i) for i in np.unravel_index(flat, shape))
-            self.weightChosen.emit(key, index)
+            self.weightChosen.emit(key, cell_index(shape, row, column))
         elif self.phase != "update":
             self.sampleChosen.emit(row)
 
@@ -155,7 +156,7 @@ class FlowView(QWidget):
         layout.addWidget(self.plot, 2)
         layout.addWidget(self.verdict_list, 1)
 
-    def show(self, trace: StepTrace, verdicts: list[Verdict]) -> None:  # type: ignore[override]
+    def show_trace(self, trace: StepTrace, verdicts: list[Verdict]) -> None:
         norms = trace_grad_norms(trace)
         self.plot.clear()
         names = list(norms)

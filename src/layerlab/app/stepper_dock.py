@@ -1,32 +1,25 @@
 """The step-through dock: controls, what happens at the current event, the chain rule with
-real numbers, a tensor inspector, and the gradient flow per layer."""
+real numbers, a tensor inspector, the update of a clicked weight, and the gradient flow per
+layer."""
 
 from __future__ import annotations
 
-import torch
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from layerlab.app.chain_view import ChainView
 from layerlab.app.step_views import FlowView, TensorView
 from layerlab.app.stepper import SPEEDS_MS, Stepper
-from layerlab.core.timeline import PHASES, chain_rule, describe
-
-SHOWN = 8  # entries of a vector printed in the chain-rule view
-
-
-def vector(t: torch.Tensor) -> str:
-    values = ", ".join(f"{v:.3g}" for v in t.flatten()[:SHOWN].tolist())
-    more = f", … ({t.numel()} in all)" if t.numel() > SHOWN else ""
-    return f"[{values}{more}]"
+from layerlab.app.update_view import UpdateView
+from layerlab.core.timeline import PHASES, describe
 
 
 class StepperDock(QWidget):
@@ -65,12 +58,22 @@ class StepperDock(QWidget):
         self.text.setWordWrap(True)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("stepTabs")
-        self.tabs.addTab(self._chain_tab(), "Chain rule")
+        self.chain = ChainView()
+        self.sample = self.chain.sample
+        self.sample.valueChanged.connect(lambda v: self._show_chain())
         self.tensor = TensorView()
         self.tensor.sampleChosen.connect(self._sample_chosen)
+        self.tensor.weightChosen.connect(self.explain_weight)
+        self.update_view = UpdateView()
         self.flow = FlowView()
-        self.tabs.addTab(self.tensor, "Tensor")
-        self.tabs.addTab(self.flow, "Gradient flow")
+        for widget, title, tip in (
+                (self.chain, "Chain rule", "The node's backward rule with one sample's numbers"),
+                (self.tensor, "Tensor", "The node's values, gradient or weights as heatmaps"),
+                (self.update_view, "Update", "How the optimizer changed the weight clicked in "
+                                             "the Tensor tab"),
+                (self.flow, "Gradient flow", "The gradient norm of each layer, and the verdicts")):
+            self.tabs.setTabToolTip(self.tabs.addTab(widget, title), tip)
+        self.tabs.currentChanged.connect(lambda i: self._show_chain())
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addLayout(phases)
@@ -89,35 +92,20 @@ class StepperDock(QWidget):
         self.buttons[name] = button
         return button
 
-    def _chain_tab(self) -> QWidget:
-        page = QWidget()
-        self.sample = QSpinBox()
-        self.sample.setObjectName("chainSample")
-        self.sample.setAccessibleName("Sample")
-        self.sample.valueChanged.connect(lambda v: self.show_event(self.stepper.index))
-        self.chain = QLabel("The chain rule appears here for a Linear layer.")
-        self.chain.setObjectName("chainRule")
-        self.chain.setWordWrap(True)
-        layout = QVBoxLayout(page)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("sample"))
-        row.addWidget(self.sample)
-        row.addStretch(1)
-        layout.addLayout(row)
-        layout.addWidget(self.chain, 1)
-        return page
-
     # -- showing ----------------------------------------------------------------------
     def _mode(self, active: bool) -> None:
         for button in self.buttons.values():
             button.setEnabled(active)
         self.speed.setEnabled(active)
         if active:
-            self.flow.show(self.stepper.trace, self.stepper.verdicts)
+            self.flow.show_trace(self.stepper.trace, self.stepper.verdicts)
             trace = self.stepper.trace
             self.sample.setRange(0, max(0, int(trace.kept["samples"]) - 1))
+            self.update_view.clear()
         else:
             self.buttons["play"].setText("▶ Play")
+            self.chain.clear()
+            self.update_view.clear()
 
     def toggle_play(self) -> None:
         if self.stepper.playing:
@@ -145,27 +133,25 @@ class StepperDock(QWidget):
         event = stepper.events[index]
         self.text.setText(f"<b>{event.phase}</b> ({index + 1}/{len(stepper.events)}) · "
                           + describe(event, stepper.trace, stepper.graph))
-        self._show_chain(event.node)
-        self.tensor.show(stepper.trace, event.phase, event.node)
+        output = next((stepper.trace.inputs[e.node][0] for e in stepper.events
+                       if e.phase == "loss"), "")
+        self.tensor.show_step(stepper.trace, event.phase, event.node, output)
+        self._show_chain()
 
-    def _show_chain(self, node: str) -> None:
+    def _show_chain(self) -> None:
+        """The chain rule of the event's node, computed only while its tab is shown."""
         stepper = self.stepper
-        try:
-            rule = chain_rule(stepper.trace, stepper.graph, node, self.sample.value())
-        except ValueError as exc:
-            self.chain.setText(f"{exc}.")
+        if self.tabs.currentWidget() is not self.chain or stepper.trace is None or \
+                stepper.graph is None or stepper.index < 0:
             return
-        check = ("✓ Σᵢ (dL/dŷᵢ)ᵀ·xᵢ equals autograd's dL/dW (max difference "
-                 f"{rule.max_diff:.1e})" if rule.matches else
-                 "(not every sample of the batch was kept: the sum covers the kept ones)")
-        self.chain.setText(
-            f"<b>{node}</b>, sample {rule.sample}:<br>"
-            f"dL/dŷ = {vector(rule.dy)}<br>x = {vector(rule.x)}<br>"
-            f"dL/dW (this sample) = (dL/dŷ)ᵀ·x: shape {list(rule.dw.shape)}, first row "
-            f"{vector(rule.dw[0])}<br>dL/db (this sample) = dL/dŷ = {vector(rule.db)}<br>"
-            f"{check}")
-        self.last_chain = rule
+        self.chain.show_node(stepper.trace, stepper.graph, stepper.events[stepper.index].node)
+
+    def explain_weight(self, key: str, index: tuple[int, ...]) -> None:
+        """The update of weight `key[index]` of the shown step, in the Update tab."""
+        if self.stepper.trace is not None:
+            self.update_view.show_weight(self.stepper.trace, key, index)
+            self.tabs.setCurrentWidget(self.update_view)
 
     def _sample_chosen(self, sample: int) -> None:
         self.sample.setValue(sample)
-        self.tabs.setCurrentIndex(0)
+        self.tabs.setCurrentWidget(self.chain)
