@@ -14,6 +14,10 @@ from PySide6.QtWidgets import QApplication
 
 import layerlab
 from layerlab.app import edit_ops
+from layerlab.app.application import make_application
+from layerlab.app.canvas.scene import GraphScene
+from layerlab.app.commands import RemoveItems, SetAttribute
+from layerlab.app.document import Document
 from layerlab.core import groups as core_groups
 from layerlab.core.compiler import build_model
 from layerlab.core.errors import GraphError
@@ -98,6 +102,63 @@ def test_outer_ports_are_the_edges_in_and_the_members_whose_output_leaves():
     entering, leaving = core_groups.boundary(g, ["bn1", "relu1", "conv2"])
     assert entering == [("conv1", "bn1")]
     assert leaving == ["relu1", "conv2"]  # relu1 also feeds the shortcut
+
+
+group_edit = st.one_of(
+    st.tuples(st.just("group"), st.lists(st.integers(0, 14), min_size=1, max_size=5)),
+    st.tuples(st.just("ungroup"), st.integers(0, 14)),
+    st.tuples(st.just("toggle"), st.integers(0, 5)),
+    st.tuples(st.just("freeze"), st.integers(0, 14), st.booleans()),
+    st.tuples(st.just("delete"), st.integers(0, 14)),
+)
+
+
+def apply_group_edit(doc, scene, step):
+    nodes = list(doc.graph)
+    if not nodes:
+        return
+    pick = [nodes[i % len(nodes)] for i in step[1]] if step[0] == "group" else \
+        nodes[step[1] % len(nodes)] if step[0] != "toggle" else None
+    if step[0] == "group":
+        scene.select_only(pick)
+        edit_ops.group_selection(scene)
+    elif step[0] == "ungroup":
+        scene.select_only([pick])
+        edit_ops.ungroup_selection(scene)
+    elif step[0] == "toggle" and doc.project.groups:
+        groups = list(doc.project.groups)
+        scene.groups.toggle(groups[step[1] % len(groups)])
+    elif step[0] == "freeze":
+        old = doc.graph.nodes[pick].get("frozen")
+        doc.undo_stack.push(SetAttribute(doc, pick, "frozen", old, step[2] or None, "Freeze"))
+    elif step[0] == "delete":
+        doc.undo_stack.push(RemoveItems(doc, [pick], []))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(group_edit, min_size=1, max_size=12))
+def test_any_group_edits_undo_and_redo_to_the_same_file(steps):
+    make_application()
+    doc = Document(load_example("resnet-block"))
+    scene = GraphScene(doc)
+    states = {0: doc.project.to_json()}
+    for step in steps:
+        apply_group_edit(doc, scene, step)
+        states[doc.undo_stack.index()] = doc.project.to_json()
+        shown = {n for n, item in scene.nodes.items() if item.isVisible()}
+        collapsed = {g for g, d in doc.project.groups.items() if d.get("collapsed")}
+        hidden = {n for g in collapsed for n in core_groups.members(doc.graph, g)}
+        assert shown == set(doc.graph) - hidden
+        assert set(scene.groups.blocks) == {g for g in collapsed
+                                             if core_groups.members(doc.graph, g)}
+    final = doc.project.to_json()
+    while doc.undo_stack.canUndo():
+        doc.undo_stack.undo()
+        assert doc.project.to_json() == states[doc.undo_stack.index()]
+    assert not scene.groups.blocks and all(i.isVisible() for i in scene.nodes.values())
+    while doc.undo_stack.canRedo():
+        doc.undo_stack.redo()
+    assert doc.project.to_json() == final
 
 
 # -- in the window ----------------------------------------------------------------------
@@ -232,3 +293,21 @@ def test_step_through_lights_a_collapsed_group_as_one(window, qtbot):
             assert block.highlight is None, event
     stepper.leave()
     assert block.highlight is None
+
+
+def test_the_inspector_renames_a_selected_group_in_one_undo_step(window, qtbot):
+    window.scene.select_only(["fc1", "tanh1"])
+    group = edit_ops.group_selection(window.scene)  # leaves its block selected
+    page = window.inspector.group_page
+    assert window.inspector.currentWidget() is page
+    assert page.members.text() == "fc1, tanh1"
+    page.name.setFocus()
+    page.name.selectAll()
+    qtbot.keyClicks(page.name, "Hidden layer")
+    qtbot.keyClick(page.name, Qt.Key.Key_Return)
+    assert window.doc.project.groups[group]["name"] == "Hidden layer"
+    assert window.scene.groups.blocks[group].name == "Hidden layer"
+    window.view.setFocus()
+    qtbot.keyClick(window.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.doc.project.groups[group]["name"] == "Group 1"
+    assert page.name.text() == "Group 1"

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from layerlab.app.commands import Rename, SetAttribute, set_param
 from layerlab.app.document import Document
+from layerlab.app.group_page import GroupPage
 from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.errors import format_error
@@ -104,6 +105,8 @@ class Inspector(QStackedWidget):
         self.node_scroll.setWidgetResizable(True)
         self.node_scroll.setWidget(self.node_page)
         self.addWidget(self.node_scroll)
+        self.group_page = GroupPage(doc)
+        self.addWidget(self.group_page)
         self.summary_timer = QTimer(self)
         self.summary_timer.setObjectName("summaryTimer")
         self.summary_timer.setSingleShot(True)
@@ -165,6 +168,12 @@ class Inspector(QStackedWidget):
         self._build_node_form(self.node)
         self.setCurrentWidget(self.node_scroll)
 
+    def show_group(self, group: str) -> None:
+        """A selected group (its block, or all of its nodes): its name and state."""
+        self.node = None
+        self.group_page.show_group(group)
+        self.setCurrentWidget(self.group_page)
+
     def _renamed(self, old: str, new: str) -> None:
         if self.node == old:
             self.show_node(new)
@@ -174,6 +183,8 @@ class Inspector(QStackedWidget):
         on the meta device) a moment later, once the edits pause."""
         if self.node is not None and self.node not in self.doc.graph:
             self.node = None
+        if self.currentWidget() is self.group_page and self.group_page.refresh():
+            return
         if self.node is None:
             self.setCurrentWidget(self.summary_page)
             self.summary_timer.start()

@@ -438,7 +438,11 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _selection_changed(self) -> None:
         nodes = self.scene.selected_nodes()
-        self.inspector.show_node(nodes[0] if len(nodes) == 1 else None)
+        group = self.scene.groups.group_of_selection(nodes)
+        if group is not None:
+            self.inspector.show_group(group)
+        else:
+            self.inspector.show_node(nodes[0] if len(nodes) == 1 else None)
 
     def select_node(self, node: str) -> None:
         self.scene.select_only([node])

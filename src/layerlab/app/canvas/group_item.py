@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsSceneMouseEvent,
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from layerlab.app.canvas.items import LINE, NODE_WIDTH, PORT_RADIUS
+from layerlab.app.canvas.items import COMPACT_BELOW_PX, LINE, NODE_WIDTH, PORT_RADIUS, TEXT_PX
 from layerlab.app.commands import EditGroups
 from layerlab.app.style import GROUP_BLOCK_COLOUR, is_dark
 from layerlab.core import groups as core_groups
@@ -80,8 +80,12 @@ class GroupBlock(QGraphicsItem):
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        dark = is_dark()
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(painter.worldTransform())
+        if lod * TEXT_PX < COMPACT_BELOW_PX:  # zoomed out, like the nodes: the name, large
+            self._paint_compact(painter, selected)
+            return
+        dark = is_dark()
         body = self.highlight or (QColor("#2b2d31") if dark else QColor("#ffffff"))
         border = GROUP_BLOCK_COLOUR.lighter(130) if selected and dark else \
             GROUP_BLOCK_COLOUR.darker(130) if selected else GROUP_BLOCK_COLOUR
@@ -118,6 +122,22 @@ class GroupBlock(QGraphicsItem):
         for count, output in ((self.n_in, False), (self.n_out, True)):
             for k in range(count):
                 painter.drawEllipse(self._port(k, count, output), PORT_RADIUS, PORT_RADIUS)
+
+    def _paint_compact(self, painter: QPainter, selected: bool) -> None:
+        colour = self.highlight or GROUP_BLOCK_COLOUR
+        rect = QRectF(0, 0, NODE_WIDTH, self.height)
+        painter.setPen(QPen(colour.darker(150), 6.0 if selected else 2.0))
+        painter.setBrush(colour)
+        painter.drawRoundedRect(rect.adjusted(4, 4, 4, 4), 7, 7)  # a stack of layers
+        painter.drawRoundedRect(rect, 7, 7)
+        font = QFont()
+        font.setBold(True)
+        font.setPixelSize(30)
+        width = QFontMetricsF(font).horizontalAdvance(self.name) or 1.0
+        font.setPixelSize(max(12, min(30, int(30 * (NODE_WIDTH - 12) / width))))
+        painter.setFont(font)
+        painter.setPen(QColor("#1e1e1e") if self.highlight else QColor("white"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.name)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: object) -> object:
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
@@ -317,6 +337,16 @@ class GroupLayer:
         g = self.scene.doc.graph
         return {n for group, block in self.blocks.items() if isValid(block) and block.isSelected()
                 for n in core_groups.members(g, group)}
+
+    def group_of_selection(self, nodes: list[str]) -> str | None:
+        """The group whose nodes are exactly `nodes` (a selected block, or all the members
+        of an expanded group), if any."""
+        groups = [self.group_of(n) for n in nodes]
+        group = groups[0] if groups else None
+        if group is None or any(g != group for g in groups):
+            return None
+        members = core_groups.members(self.scene.doc.graph, group)
+        return group if set(members) == set(nodes) else None
 
     def member_moves(self) -> dict[str, tuple[list[float], list[float]]]:
         """A dragged block moves its members by as much as it moved."""

@@ -46,6 +46,7 @@ LINE = 16
 PORT_RADIUS = 6
 TEXT_PX = 11  # the node's smallest text (its id, parameters, shape); the type is 12 bold
 COMPACT_BELOW_PX = 7.0  # zoomed out so far that this text would be smaller: draw a block
+OUTPUT_BELOW = 3  # top to bottom, the output port sits this far below the node: off its text
 
 
 class PortItem(QGraphicsEllipseItem):
@@ -169,8 +170,8 @@ class NodeItem(QGraphicsItem):
         return self.inputs[min(port, len(self.inputs) - 1)].scenePos()
 
     def output_pos(self) -> QPointF:
-        return self.scenePos() + (QPointF(NODE_WIDTH / 2, self.height) if self.flow == "TB"
-                                  else QPointF(NODE_WIDTH, self.height / 2))
+        return self.scenePos() + (QPointF(NODE_WIDTH / 2, self.height + OUTPUT_BELOW)
+                                  if self.flow == "TB" else QPointF(NODE_WIDTH, self.height / 2))
 
     def boundingRect(self) -> QRectF:
         """The body, the value label above it and the verdict badge below it: what is
@@ -326,7 +327,7 @@ class EdgeItem(QGraphicsPathItem):
         """Selected: a glow along the edge's own path (not Qt's dashed bounding box)."""
         if self.isSelected():
             glow = QColor(SELECTION_COLOUR)
-            glow.setAlpha(110)
+            glow.setAlpha(150)
             pen = QPen(glow, self.width + 8)
             pen.setCapStyle(Qt.PenCapStyle.RoundCap)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
