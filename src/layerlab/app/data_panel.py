@@ -55,7 +55,7 @@ class DataPanel(QWidget):
         self._filling = False
         self._build()
         doc.trainingChanged.connect(self.refresh)
-        doc.analysisChanged.connect(self.refresh)
+        doc.analysisChanged.connect(self._graph_changed)  # the data is read once, cached
         self.refresh()
 
     def _build(self) -> None:
@@ -118,6 +118,10 @@ class DataPanel(QWidget):
             self._fill_targets(options)
         self._filling = False
         self._show_fit()
+
+    def _graph_changed(self) -> None:
+        if self._dataset()[0] in FILE_DATASETS:
+            self._show_fit()
 
     def _fill_targets(self, options: dict[str, Any]) -> None:
         base = project_folder(self.doc.project.path)
