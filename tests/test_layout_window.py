@@ -7,7 +7,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QFont, QFontInfo, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from layerlab.app.canvas.items import NODE_WIDTH, TEXT_PX
+from layerlab.app.canvas.items import NODE_WIDTH, OUTPUT_BELOW, TEXT_PX
 from layerlab.app.commands import MoveNodes
 from layerlab.app.style import group_colour
 from layerlab.core.catalogue import CATALOGUE
@@ -160,4 +160,4 @@ def test_flowing_left_to_right_is_one_step_saved_with_the_project(window, qtbot,
     assert '"view": {"direction": "LR"}' in path.read_text()
     doc.undo_stack.undo()
     assert doc.project.to_json() == before and not flow.isChecked()
-    assert fc1.output.pos().y() == fc1.height  # back on the bottom edge
+    assert fc1.output.pos().y() == fc1.height + OUTPUT_BELOW  # back below the node
