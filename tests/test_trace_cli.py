@@ -118,3 +118,60 @@ def test_trace_update_refuses_a_weight_it_cannot_find_in_one_sentence(place, cod
     assert result == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def printed_vector(out: str, name: str, section: str) -> torch.Tensor:
+    """The values printed after `name` in the section that starts with `section`."""
+    block = out.split(section)[1].split("\n\n")[0]
+    line = next(line for line in block.splitlines() if line.split()[:1] == [name])
+    return torch.tensor([float(v) for v in line.split("]", 1)[1].split()])
+
+
+def test_trace_node_prints_the_chain_rule_with_autograds_numbers(capsys):
+    """spiral, fc2 (Linear 16→16), sample 1: the gradient it sends back to tanh1 and its
+    bias gradient over the batch, against autograd on a twin with the same weights and
+    batch."""
+    path = EXAMPLES / "spiral.layerlab.json"
+    assert main(["trace", str(path), "--node", "fc2", "--sample", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[:3] == ["fc2 (Linear), sample 1",
+                         "rule: dL/dtanh1 = dL/dfc2·W;  dL/dW = Σₙ (dL/dfc2ₙ)ᵀ·tanh1ₙ;  "
+                         "dL/db = Σₙ dL/dfc2ₙ", "inputs: tanh1"]
+    project = layerlab.load_project(path)
+    trace = Trainer(project, settings_from(project.training, device="cpu")).trace_next_batch(
+        keep=32)
+    twin = Trainer(project, settings_from(project.training, device="cpu")).model
+    x, t = trace.output("input"), trace.targets
+    hidden = twin.tanh1(twin.fc1(x))
+    hidden.retain_grad()
+    loss = torch.nn.functional.cross_entropy(twin.fc3(twin.tanh2(twin.fc2(hidden))), t)
+    loss.backward()
+    shown = printed_vector(out, "dL/dtanh1", "gradient to each input:")
+    assert torch.allclose(shown, hidden.grad[1], rtol=1e-5, atol=1e-9)
+    bias = printed_vector(out, "fc2.bias", "parameter gradients (the whole batch):")
+    assert torch.allclose(bias, twin.fc2.bias.grad, rtol=1e-5, atol=1e-9)
+    assert lines[-1].startswith("autograd agrees: max difference ")
+    assert float(lines[-1].rsplit(None, 1)[1]) < 1e-7
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--node", "fc9"], "spiral.layerlab.json: fc9 is not a node of this graph"),
+    (["--node", "fc2", "--sample", "32"], "spiral.layerlab.json: sample 32 was not kept: "
+                                          "this trace holds samples 0 to 31"),
+])
+def test_trace_node_refuses_a_node_or_sample_it_does_not_have_in_one_sentence(args, message,
+                                                                              capsys):
+    assert main(["trace", str(EXAMPLES / "spiral.layerlab.json"), *args]) == 1
+    assert capsys.readouterr().err.strip() == f"{EXAMPLES}/{message}"
+
+
+def test_trace_sample_without_node_and_node_with_update_are_refused(capsys):
+    path = str(EXAMPLES / "spiral.layerlab.json")
+    assert main(["trace", path, "--sample", "2"]) == 2
+    assert capsys.readouterr().err.strip() == ("--sample picks the sample that --node "
+                                               "explains: give --node too")
+    with pytest.raises(SystemExit) as exc:
+        main(["trace", path, "--node", "fc1", "--update", "fc1.weight:0,0"])
+    assert exc.value.code == 2
+    assert "argument --update: not allowed with argument --node" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """`layerlab trace`: one training step, node by node, with gradient-health verdicts; or,
-with --update KEY:I,J, the optimizer's update of one weight in that step, term by term."""
+with --node NODE, the chain rule at one node for one sample, and with --update KEY:I,J, the
+optimizer's update of one weight, each with the step's own numbers."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import argparse
 import unicodedata
 from collections.abc import Sequence
 
+import torch
+
 from layerlab.cli import CliError
 from layerlab.cli.common import graph_problems, print_table, read_project
 from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.datasets import DATASETS, DatasetError
 from layerlab.core.diagnostics import diagnose, judged_weights, update_ratios
 from layerlab.core.errors import GraphError
+from layerlab.core.explain import NodeExplanation, explain_node
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.spec import fmt_shape
-from layerlab.core.tracer import StepTrace
+from layerlab.core.tracer import DEFAULT_KEEP, StepTrace
 from layerlab.core.trainer import Trainer, TrainingError
 from layerlab.core.update_rule import UpdateExplanation, explain_update
 from layerlab.core.weights import WeightsError, load_weights
@@ -29,9 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", help=f"{', '.join(DATASETS)} (any case)")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--seed", type=int, metavar="N")
-    parser.add_argument("--update", type=weight_place, metavar="KEY:I,J",
-                        help="explain the optimizer's update of one weight, e.g. "
-                             "fc1.weight:3,2 (state-dict key, then its index from 0)")
+    explain = parser.add_mutually_exclusive_group()
+    explain.add_argument("--node", metavar="NODE", help="explain the chain rule at one node "
+                         "(its id, e.g. fc1) with the numbers of one sample")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="the sample of the traced batch --node shows (default 0)")
+    explain.add_argument("--update", type=weight_place, metavar="KEY:I,J",
+                         help="explain the optimizer's update of one weight, e.g. "
+                              "fc1.weight:3,2 (state-dict key, then its index from 0)")
 
 
 def weight_place(text: str) -> tuple[str, tuple[int, ...]]:
@@ -48,6 +57,8 @@ def weight_place(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sample is not None and not args.node:
+        raise CliError("--sample picks the sample that --node explains: give --node too", 2)
     project = read_project(args.file)
     try:
         settings = settings_from(project.training, dataset=args.dataset,
@@ -65,10 +76,17 @@ def run(args: argparse.Namespace) -> int:
         for line in report.lines():
             print(f"weights: {line}")
     judged = judged_weights(trainer.model)
-    try:
-        trace = trainer.trace_next_batch()
+    try:  # --node: every sample kept, so that the parameters' gradients can be shown too
+        trace = trainer.trace_next_batch(keep=trainer.settings.batch_size if args.node
+                                         else DEFAULT_KEEP)
     except TrainingError as exc:
         raise CliError(f"{args.file}: {exc}") from None
+    if args.node:
+        try:
+            print_node(explain_node(trace, project.graph, args.node, args.sample or 0))
+        except ValueError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
+        return 0
     if args.update:
         key, index = args.update
         try:
@@ -78,6 +96,51 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print_trace(project, trace, trainer.objective.loss_type, judged)
     return 0
+
+
+SHOWN = 16  # a tensor with up to this many values is printed whole
+
+
+def values(t: torch.Tensor) -> str:
+    """A tensor on one line: its shape and its values, or the first few and a summary."""
+    flat = t.detach().double().reshape(-1)
+    shape = f"[{'×'.join(map(str, t.shape))}]" if t.dim() else "scalar"
+    if flat.numel() <= SHOWN:
+        return f"{shape}  {' '.join(f'{x:.6g}' for x in flat.tolist())}"
+    head = " ".join(f"{x:.4g}" for x in flat[:6].tolist())
+    return (f"{shape}  {head} … (min {float(flat.min()):.4g}, max {float(flat.max()):.4g}, "
+            f"norm {float(flat.norm()):.4g})")
+
+
+def print_node(e: NodeExplanation) -> None:
+    """The node's local backward rule, its terms for the sample, the gradient it sends to
+    each input, its parameters' gradients, and whether autograd agrees."""
+    print(f"{e.node} ({e.type}), sample {e.sample}")
+    print(f"rule: {e.formula}")
+    print(f"inputs: {', '.join(e.inputs) or 'none (the data)'}\n\nterms:")
+    print_named([(name, values(t)) for name, t in e.terms.items()])
+    if e.inputs:
+        print("\ngradient to each input:")
+        print_named([(f"dL/d{src}", "none: it carries no gradient (integer tokens)"
+                      if g is None else values(g)) for src, g in zip(e.inputs, e.grad_inputs,
+                                                                      strict=True)])
+    if e.param_grads:
+        print("\nparameter gradients (the whole batch):")
+        print_named([(key, values(g)) for key, g in e.param_grads.items()])
+    for part in e.parts:
+        print(f"\n{part.name}: {part.formula}")
+        print_named([("value", values(part.value)), ("gradient", values(part.grad))])
+    if e.max_diff is None:
+        print("\nautograd recorded nothing here to compare with")
+    else:
+        verdict = "agrees" if e.matches else "DISAGREES"
+        print(f"\nautograd {verdict}: max difference {e.max_diff:.1e}")
+
+
+def print_named(rows: list[tuple[str, str]]) -> None:
+    width = max(shown_width(name) for name, _ in rows)
+    for name, text in rows:
+        print(f"  {name}{' ' * (width - shown_width(name))}  {text}")
 
 
 def shown_width(text: str) -> int:
@@ -95,9 +158,7 @@ def print_update(e: UpdateExplanation) -> None:
     step = "" if e.step is None else f", step {e.step}"
     print(f"{place(e.key, e.index)}: {OPTIMIZERS[e.optimizer].title}{step}")
     print(f"rule: {e.formula}\n\nterms:")
-    width = max(shown_width(name) for name in e.terms)
-    for name, value in e.terms.items():
-        print(f"  {name}{' ' * (width - shown_width(name))}  {value:>15.9g}")
+    print_named([(name, f"{value:>15.9g}") for name, value in e.terms.items()])
     print("\nworked:")
     for line in e.steps:
         print(f"  {line}")
