@@ -153,6 +153,7 @@ def _recurrent(v: Local, kind: str) -> Rule:
     dout = v.dy
     for layer in reversed(range(len(runs))):
         dx = torch.zeros_like(inputs[layer])
+        layer_parts: list[Part] = []
         for k, (suffix, w, rev, saved) in enumerate(runs[layer]):
             sums: dict[str, Tensor] = {}
             d, gates = _direction_back(kind, saved, w, dout[..., k * hidden:(k + 1) * hidden],
@@ -161,9 +162,10 @@ def _recurrent(v: Local, kind: str) -> Rule:
             names = {"ih": "weight_ih", "hh": "weight_hh", "bih": "bias_ih", "bhh": "bias_hh"}
             params.update({f"{names[n]}{suffix}": g for n, g in sums.items()})
             where = f"layer {layer}{' reverse' if rev else ''}: "
-            parts[:0] = [Part(f"{where}{g} ({_GATES[g]})", _GATE_FORMULAS[kind][g],
-                              torch.stack([st[g] for st in saved], dim=1)[s], gates[g][s])
-                         for g in _CELLS[kind][2]]
+            layer_parts += [Part(f"{where}{g} ({_GATES[g]})", _GATE_FORMULAS[kind][g],
+                                 torch.stack([st[g] for st in saved], dim=1)[s], gates[g][s])
+                            for g in _CELLS[kind][2]]
+        parts[:0] = layer_parts  # going back: the last layer first; shown in layer order
         dout = dx if masks[layer] is None else dx * masks[layer].to(dx.dtype) / (1 - p)
     return Rule(_FORMULAS[kind], [dout], params, terms={
         "{x}": v.xs[0][s], "dL/d{y}": v.dy[s], "dL/d{x}": dout[s]}, parts=parts)
