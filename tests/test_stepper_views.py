@@ -2,6 +2,8 @@
 the gradient flow, the value labels and verdict badges on the canvas, the thumbnails, and
 the curves after a traced step."""
 
+from dataclasses import replace
+
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QSpinBox
@@ -74,6 +76,21 @@ def test_a_verdict_badge_shows_only_at_the_phase_it_is_about(window, qtbot):
     assert badges[("update", "fc1")] == {}
     assert badges[("update", "fc3")] == {"fc3": "update-large"}
     assert window.scene.nodes["fc3"].compact_label() == "⚠ update-large"
+
+
+def test_a_nonfinite_badge_shows_where_the_inf_or_nan_is(window, qtbot):
+    stepper = enter(window, qtbot)
+    trace = stepper.trace
+    trace.stats["tanh1"] = replace(trace.stats["tanh1"], finite=False)
+    stepper.verdicts = [Verdict("tanh1", "nonfinite", "tanh1: the first output with NaN"),
+                        Verdict("fc2", "nonfinite", "fc2: gradient is nan")]
+    badge = {}
+    for phase, node in (("forward", "fc3"), ("backward", "fc2"), ("backward", "fc1")):
+        go_to(stepper, phase, node)
+        badge[phase, node] = {n: i.verdict for n, i in window.scene.nodes.items() if i.verdict}
+    assert badge["forward", "fc3"] == {"tanh1": "nonfinite"}  # an output: forward
+    assert badge["backward", "fc2"] == {"fc2": "nonfinite"}  # a gradient: backward
+    assert badge["backward", "fc1"] == {"fc2": "nonfinite"}
 
 
 def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_change(window,

@@ -26,8 +26,8 @@ UPDATE = (QColor("#e3f6e8"), QColor("#1f9d55"))
 PULSE_FORWARD, PULSE_BACKWARD = QColor("#f08c1a"), QColor("#7b3fc4")
 SPEEDS_MS = {"slow": 900, "normal": 450, "fast": 150}
 # the phases whose numbers each kind of verdict is about: its badge shows only there
-VERDICT_PHASES = {"nonfinite": ("forward", "loss"), "dead": ("forward", "loss"),
-                  "saturated": ("forward", "loss"), "vanishing": ("backward",),
+VERDICT_PHASES = {"dead": ("forward", "loss"), "saturated": ("forward", "loss"),
+                  "vanishing": ("backward",),
                   "exploding": ("backward",), "update-large": ("update",),
                   "update-small": ("update",)}
 
@@ -176,9 +176,17 @@ class Stepper(QObject):
         """The node's verdicts about this phase, once the node has been reached in it."""
         seen = {e.phase for e in self.events[: index + 1] if e.node == node}
         kinds = [v.kind for v in self.verdicts if v.node == node
-                 and phase in VERDICT_PHASES.get(v.kind, ("backward",))
-                 and seen & set(VERDICT_PHASES.get(v.kind, ("backward",)))]
+                 and phase in self._phases(v) and seen & set(self._phases(v))]
         return ", ".join(dict.fromkeys(kinds))
+
+    def _phases(self, verdict: Verdict) -> tuple[str, ...]:
+        """The phases a verdict is about; "nonfinite" names an output that holds inf or
+        NaN (forward), or else a gradient that does (backward)."""
+        if verdict.kind == "nonfinite" and self.trace is not None:
+            stats = self.trace.stats.get(verdict.node)
+            return ("forward", "loss") if stats is not None and not stats.finite else \
+                ("backward",)
+        return VERDICT_PHASES.get(verdict.kind, ("backward",))
 
     def _reached(self, node: str, index: int) -> bool:
         return any(e.phase == "backward" and e.node == node for e in self.events[: index + 1])
