@@ -20,7 +20,7 @@ from PySide6.QtGui import (
     QResizeEvent,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
+from PySide6.QtWidgets import QGraphicsView, QMenu, QStyle, QWidget
 
 from layerlab.app.canvas.items import TEXT_PX, NodeItem
 from layerlab.app.canvas.minimap import MARGIN, Minimap
@@ -39,6 +39,14 @@ def layer_mime(type_name: str) -> QMimeData:
     data.setData(LAYER_MIME, type_name.encode())
     data.setText(type_name)
     return data
+
+
+def _axis_room(screen0: float, screen1: float, graph0: float, graph1: float
+               ) -> tuple[float, float]:
+    if screen0 <= graph0 and graph1 <= screen1:
+        return screen0 + 0.5, screen1 - 0.5  # a hair inside: no scrollbar from rounding
+    half = (screen1 - screen0) / 2
+    return min(graph0 - half, screen0), max(graph1 + half, screen1)
 
 
 class GraphView(QGraphicsView):
@@ -133,14 +141,22 @@ class GraphView(QGraphicsView):
         self._follow_view()
 
     def _room(self, centre: QPointF) -> bool:
-        """The scene rectangle, the room scrollbars move in: exactly the screen when the
-        whole graph is on it (no scrollbars), else the graph with half a screen around it,
-        so that any part of it can be brought to the middle. True if it changed."""
-        w, h = self._port_size(self.transform().m11())
-        screen = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
+        """The scene rectangle, the room scrollbars move in. Along each axis: exactly the
+        screen where the whole graph is on it (no scrollbar), else the graph with half a
+        screen either side, so that any part of it can be brought to the middle. True if
+        it changed."""
         graph = self.graph_bounds()
-        room = screen.adjusted(0.5, 0.5, -0.5, -0.5) if screen.contains(graph) else \
-            graph.adjusted(-w / 2, -h / 2, w / 2, h / 2).united(screen)
+        w, h = self._port_size(self.transform().m11())
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent) \
+            / self.transform().m11()
+        across, down = graph.width() > w, graph.height() > h  # which way it scrolls
+        down = down or (across and graph.height() > h - bar)  # a scrollbar takes room
+        across = across or (down and graph.width() > w - bar)
+        w, h = w - bar * down, h - bar * across
+        screen = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
+        x0, x1 = _axis_room(screen.left(), screen.right(), graph.left(), graph.right())
+        y0, y1 = _axis_room(screen.top(), screen.bottom(), graph.top(), graph.bottom())
+        room = QRectF(x0, y0, x1 - x0, y1 - y0)
         if room == self.sceneRect():
             return False
         self.setSceneRect(room)
