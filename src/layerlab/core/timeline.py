@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 
 import networkx as nx
-import torch
 
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.diagnostics import node_of
@@ -70,51 +69,9 @@ def describe(event: Event, trace: StepTrace, graph: nx.DiGraph) -> str:
     if event.phase == "loss":
         return f"{head} · loss {float(trace.loss):.6g} over a batch of {trace.kept['batch']}"
     if event.phase == "backward":
-        g = trace.grad_stats[node]
-        rule = ""
-        if typ == "Linear":
-            rule = " · dL/dW = (dL/dy)ᵀ·x, dL/db = Σ dL/dy, dL/dx = dL/dy·W"
-        elif typ in ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU"):
-            rule = " · dL/dx = dL/dy ⊙ f′(x)"
-        elif typ == "Add":
-            rule = " · the gradient is passed unchanged to every input"
-        return f"dL/dy for {node} ({typ}) has norm {g.norm:.3g} · mean {g.mean:.3g}{rule}"
+        g = trace.grad_stats[node]  # the rule itself, with numbers: explain.explain_node
+        return f"dL/dy for {node} ({typ}) has norm {g.norm:.3g} · mean {g.mean:.3g}"
     ratio = update_ratio(trace, node)
     keys = [k for k in trace.updates if node_of(k) == node]
     return (f"{node} · {typ} · update of {', '.join(keys)} · ‖Δw‖/‖w‖ = {ratio:.2e} "
             "(about 1e-3 is healthy)")
-
-
-@dataclass(frozen=True)
-class ChainRule:
-    """dL/dW for a Linear node from one sample's numbers, and the check against autograd."""
-
-    sample: int
-    dy: torch.Tensor  # dL/dŷ for the sample, [out]
-    x: torch.Tensor  # the node's input for the sample, [in]
-    dw: torch.Tensor  # the sample's share: dyᵀ·x, [out, in]
-    db: torch.Tensor  # the sample's share of dL/db: dy
-    summed: torch.Tensor | None  # Σ over the kept samples of dyᵀ·x
-    recorded: torch.Tensor | None  # autograd's dL/dW, as recorded
-    max_diff: float | None  # |Σ − recorded|, when every sample of the batch was kept
-
-    @property
-    def matches(self) -> bool:
-        return self.max_diff is not None and self.max_diff <= 1e-5 * max(
-            1.0, float(self.recorded.abs().max()) if self.recorded is not None else 1.0)
-
-
-def chain_rule(trace: StepTrace, graph: nx.DiGraph, node: str, sample: int = 0) -> ChainRule:
-    """The chain rule for a Linear node with the real numbers of one recorded sample."""
-    if graph.nodes[node].get("type") != "Linear":
-        raise ValueError(f"{node} is not a Linear layer")
-    source = trace.inputs[node][0]
-    dy_all, x_all = trace.grad(node), trace.output(source)
-    if dy_all.dim() != 2:
-        raise ValueError(f"{node} sees a sequence; the chain-rule view shows vectors only")
-    dy, x = dy_all[sample], x_all[sample]
-    summed = dy_all.T @ x_all
-    recorded = trace.param_grads.get(f"{node}.weight")
-    complete = trace.kept["samples"] == trace.kept["batch"]
-    diff = float((summed - recorded).abs().max()) if complete and recorded is not None else None
-    return ChainRule(sample, dy, x, torch.outer(dy, x), dy, summed, recorded, diff)
