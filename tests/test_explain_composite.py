@@ -191,3 +191,15 @@ def test_a_sample_that_was_not_kept_is_refused_in_one_sentence():
     with pytest.raises(ValueError, match="sample 4 was not kept"):
         explain_node(trace, g, "n0", sample=4)
     assert explain_node(trace, g, "n0", sample=1).param_grads is None
+
+
+def test_a_step_in_bfloat16_agrees_to_bfloat16_precision():
+    project = layerlab.load_project(EXAMPLES / "resnet-block.layerlab.json")
+    g = project.graph
+    model = layerlab.build_model(g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trace = layerlab.trace_step(g, model, torch.randn(6, 1, 8, 8), labels(6), keep=6)
+    for node in g:
+        e = explain_node(trace, g, node, sample=2)
+        assert e.max_diff is None or e.matches, (node, e.max_diff, e.scale)
+    assert explain_node(trace, g, "fc").rtol == 2e-2

@@ -51,11 +51,12 @@ class NodeExplanation:
     scale: float  # the largest |value| compared, for judging max_diff
     parts: tuple[Part, ...] = ()  # composite layers: their named pieces with gradients
     dy_recorded: bool = True  # False: dL/d(output) came from the rules of the nodes fed
+    rtol: float = 1e-4  # the agreement expected: float32's, or bfloat16's for such a step
 
     @property
     def matches(self) -> bool:
-        """Whether the rule's numbers agree with autograd's to float32 precision."""
-        return self.max_diff is not None and self.max_diff <= 1e-7 + 1e-4 * self.scale
+        """Whether the rule's numbers agree with autograd's to the step's precision."""
+        return self.max_diff is not None and self.max_diff <= 1e-7 + self.rtol * self.scale
 
 
 class _Step:
@@ -167,7 +168,14 @@ def explain_node(trace: StepTrace, graph: nx.DiGraph, node: str,
         tuple(None if g is None else g[sample] for g in rule.grads), params,
         max(diffs) if diffs else None, scale,
         tuple(Part(_fill(p.name, names), _fill(p.formula, names), p.value, p.grad)
-              for p in rule.parts), node not in step.derived)
+              for p in rule.parts), node not in step.derived, _rtol(trace))
+
+
+def _rtol(trace: StepTrace) -> float:
+    """A step run in bfloat16 (autocast) recorded its values and gradients rounded to 8
+    bits of mantissa; the rule, computed in float32, agrees with them only that far."""
+    low = (torch.bfloat16, torch.float16)
+    return 2e-2 if any(t.dtype in low for _, t in trace.backward) else 1e-4
 
 
 def _compare_inputs(step: _Step, node: str, rule: Rule) -> tuple[list[float], float]:
