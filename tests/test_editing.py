@@ -45,7 +45,7 @@ def overlaps(scene):
             if rects[a].intersects(rects[b])]
 
 
-def test_double_click_splices_into_the_selected_nodes_edge_in_one_undo_step(window, qtbot):
+def test_double_click_splices_into_the_selected_nodes_edges_in_one_undo_step(window, qtbot):
     before = window.doc.project.to_json()
     steps = window.doc.undo_stack.count()
     window.scene.select_only(["fc2"])
@@ -62,9 +62,7 @@ def test_double_click_splices_into_the_selected_nodes_edge_in_one_undo_step(wind
     assert window.doc.project.to_json() == before
     window.doc.undo_stack.redo()
     assert window.doc.project.to_json() == after
-
-
-def test_a_splice_after_a_branch_feeds_every_successor_on_its_port(window, qtbot):
+    # after a branch: the new layer feeds every successor, on its port
     window.open_example("resnet-block")
     g = window.doc.graph
     port = g.edges["relu1", "add"]["port"]
@@ -129,11 +127,12 @@ class TextRecorder(QPainter):
         return super().drawText(*args)
 
 
-def paint_node(item):
+def paint_node(item, scale=1.0):
     image = QImage(NODE_WIDTH + 40, item.height + 80, QImage.Format.Format_ARGB32)
     image.fill(QColor("white"))
     painter = TextRecorder(image)
     painter.translate(20, 40)
+    painter.scale(scale, scale)  # zoomed far out, a node draws as a compact block
     item.paint(painter, QStyleOptionGraphicsItem(), None)
     texts = painter.texts
     painter.end()
@@ -151,10 +150,11 @@ def node_item(frozen=False, errors=(), verdict=""):
 def test_badges_are_drawn_not_emoji():
     for item in (node_item(frozen=True, verdict="vanishing"),
                  node_item(errors=["fc1 needs exactly 1 input"], verdict="dead")):
-        _, texts = paint_node(item)
-        assert texts, "the node draws its text"
-        painted = "".join(texts) + item.toolTip()
-        assert not [c for c in painted if any(lo <= ord(c) <= hi for lo, hi in EMOJI)]
+        for scale in (1.0, 0.2):
+            _, texts = paint_node(item, scale)
+            assert texts, "the node draws its text"
+            painted = "".join(texts) + item.toolTip()
+            assert not [c for c in painted if any(lo <= ord(c) <= hi for lo, hi in EMOJI)]
 
 
 def test_the_frozen_badge_is_visible():

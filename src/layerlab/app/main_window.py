@@ -308,7 +308,8 @@ class MainWindow(FilesMixin, QMainWindow):
         self.stepper.modeChanged.connect(self._step_mode)
         self.stepper.finished.connect(self._step_finished)
         self.view.context_actions = [self.actions[n] for n in (
-            "actionFreeze", "actionDuplicate", "actionCopy", "actionDelete")]
+            "actionFreeze", "actionDuplicate", "actionCopy", "actionDelete", "actionGroup",
+            "actionUngroup")]
         self.training.controller.worker.done.connect(self._job_done)
         self.training.controller.started.connect(self.write_recovery)  # a crash loses nothing
         self.training.boundaryChanged.connect(self._thumbnails)

@@ -260,11 +260,13 @@ class NodeItem(QGraphicsItem):
         painter.setFont(font)
         painter.setPen(QColor("#1e1e1e") if self.highlight is not None else QColor("white"))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
+        if self.verdict:  # the drawn badge, large enough to see at this zoom
+            draw_warning_badge(painter, QRectF(-14, -14, 30, 27))
 
     def compact_label(self) -> str:
         """The block's text zoomed out: in step-through its verdict or value label (too
         small to read above it at this zoom), else its type."""
-        return f"⚠ {self.verdict}" if self.verdict else self.caption or self.type_name
+        return self.verdict or self.caption or self.type_name
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange,
                    value: object) -> object:
