@@ -323,3 +323,18 @@ def test_standardize_divides_by_the_training_std():
     for s in (0, 4):
         e = explain_node(trace, g, "n1", sample=s)
         torch.testing.assert_close(e.grad_inputs[0], h.grad[s])
+
+
+def test_a_frozen_layer_is_explained_from_its_kept_weights():
+    """Fine-tuning freezes a layer: its weight takes no gradient but its rule needs it."""
+    g = chain_graph([4], ("Linear", {"out_features": 5}), ("Tanh", {}),
+                    ("Linear", {"out_features": 3}), loss="CrossEntropyLoss")
+    model = layerlab.build_model(g)
+    model.n0.requires_grad_(False)
+    x, t = torch.randn(5, 4), labels(5)
+    trace = layerlab.trace_step(g, model, x, t, keep=5)
+    assert "n0.weight" in trace.frozen and "n0.weight" not in trace.param_grads
+    data = x.clone().requires_grad_()
+    F.cross_entropy(model(data), t).backward()
+    e = explain_node(trace, g, "n0", sample=4)
+    torch.testing.assert_close(e.grad_inputs[0], data.grad[4])
