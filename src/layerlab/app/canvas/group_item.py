@@ -111,12 +111,14 @@ class GroupBlock(QGraphicsItem):
         plain.setPixelSize(11)
         painter.setFont(plain)
         painter.setPen(QColor("#1e1e1e") if self.highlight or not dark else QColor("#eeeeee"))
+        count, _, types = self.summary.partition(": ")
+        metrics = QFontMetricsF(plain)
         y = LINE + 8
-        for line in (self.summary, self.outputs_text):
-            painter.drawText(QRectF(8, y, NODE_WIDTH - 16, 2 * LINE if line is self.summary
-                                    else LINE),
-                             Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap, line)
-            y += 2 * LINE
+        for line in (count, types, self.outputs_text):  # one line each, cut short with …
+            painter.drawText(QRectF(8, y, NODE_WIDTH - 16, LINE), Qt.AlignmentFlag.AlignVCenter,
+                             metrics.elidedText(line, Qt.TextElideMode.ElideRight,
+                                                NODE_WIDTH - 16))
+            y += LINE
         painter.setPen(QPen(QColor("#555555"), 1.5))
         painter.setBrush(QColor("#f5f5f5"))
         for count, output in ((self.n_in, False), (self.n_out, True)):
