@@ -75,11 +75,8 @@ def test_a_verdict_badge_shows_only_at_the_phase_it_is_about(window, qtbot):
     assert updates.index("fc1") < updates.index("fc3")
     assert badges[("update", "fc1")] == {}
     assert badges[("update", "fc3")] == {"fc3": "update-large"}
-    assert window.scene.nodes["fc3"].compact_label() == "⚠ update-large"
-
-
-def test_a_nonfinite_badge_shows_where_the_inf_or_nan_is(window, qtbot):
-    stepper = enter(window, qtbot)
+    assert window.scene.nodes["fc3"].compact_label() == "update-large"  # badge: drawn
+    # "nonfinite": an output that holds inf or NaN (forward), else a gradient (backward)
     trace = stepper.trace
     trace.stats["tanh1"] = replace(trace.stats["tanh1"], finite=False)
     stepper.verdicts = [Verdict("tanh1", "nonfinite", "tanh1: the first output with NaN"),
@@ -93,7 +90,7 @@ def test_a_nonfinite_badge_shows_where_the_inf_or_nan_is(window, qtbot):
     assert badge["backward", "fc1"] == {"fc2": "nonfinite"}
 
 
-def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_change(window,
+def test_the_tensor_tab_shows_the_nodes_weights_gradient_and_change_with_named_axes(window,
                                                                                    qtbot):
     stepper = enter(window, qtbot)
     trace = stepper.trace
@@ -115,6 +112,13 @@ def test_the_tensor_tab_at_an_update_shows_that_nodes_weights_gradient_and_chang
     tensor.parameter.setCurrentText("fc2.bias")
     assert tensor.heatmaps[2].title.text() == "Δw · fc2.bias"
     np.testing.assert_allclose(tensor.heatmaps[2].values[0], trace.updates["fc2.bias"].numpy())
+    go_to(stepper, "update", "fc1")  # named axes, whole indices at the cells' centres
+    heatmap = tensor.heatmaps[0]  # fc1.weight: 16 × 2
+    left, bottom = heatmap.plot.getAxis("left"), heatmap.plot.getAxis("bottom")
+    assert left.labelText == "output unit" and bottom.labelText == "input unit"
+    assert [label for _, label in bottom._tickLevels[0]] == ["0", "1"]
+    rows = left._tickLevels[0]
+    assert len(rows) <= 6 and all(pos == int(label) + 0.5 for pos, label in rows)
     go_to(stepper, "forward", "tanh1")
     assert not tensor.parameter.isVisibleTo(tensor)
     assert tensor.heatmaps[0].title.text().startswith("tanh1")
@@ -140,17 +144,6 @@ def test_clicking_a_row_of_values_explains_that_sample(window, qtbot):
     assert panel.chain.explanation.node == "fc2" and panel.chain.explanation.sample == 7
     np.testing.assert_allclose(panel.chain.values()["dL/dfc2"],
                                stepper.trace.grad("fc2")[7].numpy())
-
-
-def test_heatmap_ticks_are_whole_indices_at_cell_centres_with_named_axes(window, qtbot):
-    stepper = enter(window, qtbot)
-    go_to(stepper, "update", "fc1")
-    heatmap = window.stepper_panel.tensor.heatmaps[0]  # fc1.weight: 16 × 2
-    left, bottom = heatmap.plot.getAxis("left"), heatmap.plot.getAxis("bottom")
-    assert left.labelText == "output unit" and bottom.labelText == "input unit"
-    assert [label for _, label in bottom._tickLevels[0]] == ["0", "1"]
-    rows = left._tickLevels[0]
-    assert len(rows) <= 6 and all(pos == int(label) + 0.5 for pos, label in rows)
 
 
 def test_gradient_flow_bars_rise_from_the_axis_bottom_so_larger_is_longer(window, qtbot):
