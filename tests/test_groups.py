@@ -224,6 +224,10 @@ def test_the_edges_of_a_collapsed_group_end_at_its_outer_ports(window, qtbot):
         block.output_pos(0)
     assert window.scene.edges[("conv2", "bn2")].path().pointAtPercent(0.0) == \
         block.output_pos(1)
+    assert block.errors == []
+    window.doc.undo_stack.push(RemoveItems(window.doc, [], [("conv1", "bn1")]))
+    assert block.errors and all(e.startswith("bn1") for e in block.errors)  # hidden member's
+    assert "problem: bn1" in block.toolTip()
 
 
 def test_double_click_expands_and_collapses_and_a_drag_moves_the_members(window, qtbot):

@@ -447,6 +447,7 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def select_node(self, node: str) -> None:
         self.scene.select_only([node])
+        self.scene.groups.select_blocks([node])  # a node in a collapsed group: its block
         item = self.scene.nodes.get(node)
         if item is not None:
             self.view.centerOn(item)

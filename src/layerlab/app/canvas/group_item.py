@@ -20,8 +20,9 @@ from shiboken6 import isValid
 
 from layerlab.app.canvas.items import COMPACT_BELOW_PX, LINE, NODE_WIDTH, PORT_RADIUS, TEXT_PX
 from layerlab.app.commands import EditGroups
-from layerlab.app.style import GROUP_BLOCK_COLOUR, is_dark
+from layerlab.app.style import ERROR_COLOUR, GROUP_BLOCK_COLOUR, draw_error_badge, is_dark
 from layerlab.core import groups as core_groups
+from layerlab.core.errors import format_error
 from layerlab.core.spec import fmt_output
 
 if TYPE_CHECKING:
@@ -42,18 +43,21 @@ class GroupBlock(QGraphicsItem):
         self.n_in, self.n_out, self.flow = 0, 0, "LR"
         self.height = 3 * LINE + 10
         self.highlight: QColor | None = None
+        self.errors: list[str] = []  # its members' problems: hidden, so the block shows them
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
                       | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
                       | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(1)
 
-    def show(self, name: str, summary: str, outputs_text: str, n_in: int, n_out: int,
-             flow: str) -> None:
+    def show(self, name: str, summary: str, outputs_text: str, ports: tuple[int, int],
+             flow: str, errors: list[str]) -> None:
         self.prepareGeometryChange()
         self.name, self.summary, self.outputs_text = name, summary, outputs_text
-        self.n_in, self.n_out, self.flow = n_in, n_out, flow
+        (self.n_in, self.n_out), self.flow, self.errors = ports, flow, errors
         self.height = 4 * LINE + 10
-        self.setToolTip(f"{name} (group): {summary}\nDouble-click to expand")
+        tip = [f"{name} (group): {summary}", *(f"problem: {e}" for e in errors),
+               "Double-click to expand"]
+        self.setToolTip("\n".join(tip))
         self.update()
 
     def _port(self, index: int, count: int, output: bool) -> QPointF:
@@ -87,8 +91,9 @@ class GroupBlock(QGraphicsItem):
             return
         dark = is_dark()
         body = self.highlight or (QColor("#2b2d31") if dark else QColor("#ffffff"))
-        border = GROUP_BLOCK_COLOUR.lighter(130) if selected and dark else \
-            GROUP_BLOCK_COLOUR.darker(130) if selected else GROUP_BLOCK_COLOUR
+        colour = ERROR_COLOUR if self.errors else GROUP_BLOCK_COLOUR
+        border = colour.lighter(130) if selected and dark else \
+            colour.darker(130) if selected else colour
         rect = QRectF(0, 0, NODE_WIDTH, self.height)
         painter.setPen(QPen(border, 3.0 if selected else 1.6))
         painter.setBrush(body)
@@ -105,8 +110,10 @@ class GroupBlock(QGraphicsItem):
         bold.setPixelSize(12)
         painter.setFont(bold)
         painter.setPen(QColor("white"))
-        painter.drawText(QRectF(8, 0, NODE_WIDTH - 16, LINE + 6),
+        painter.drawText(QRectF(8, 0, NODE_WIDTH - 30, LINE + 6),
                          Qt.AlignmentFlag.AlignVCenter, self.name)
+        if self.errors:
+            draw_error_badge(painter, QRectF(NODE_WIDTH - 18, 3, 15, 15))
         plain = QFont()
         plain.setPixelSize(11)
         painter.setFont(plain)
@@ -126,7 +133,7 @@ class GroupBlock(QGraphicsItem):
                 painter.drawEllipse(self._port(k, count, output), PORT_RADIUS, PORT_RADIUS)
 
     def _paint_compact(self, painter: QPainter, selected: bool) -> None:
-        colour = self.highlight or GROUP_BLOCK_COLOUR
+        colour = self.highlight or (ERROR_COLOUR if self.errors else GROUP_BLOCK_COLOUR)
         rect = QRectF(0, 0, NODE_WIDTH, self.height)
         painter.setPen(QPen(colour.darker(150), 6.0 if selected else 2.0))
         painter.setBrush(colour)
@@ -270,8 +277,9 @@ class GroupLayer:
         types = [doc.graph.nodes[n].get("type", "?") for n in nodes]
         summary = f"{len(nodes)} layer{'s' * (len(nodes) != 1)}: {', '.join(types)}"
         outputs = " · ".join(fmt_output(doc.analysis.shapes.get(n)) for n in leaving)
+        errors = [format_error(n, m) for n, m in doc.analysis.errors if n in nodes]
         block.show(doc.project.groups[group].get("name", group), summary, outputs,
-                   len(entering), len(leaving), self.scene.nodes[nodes[0]].flow)
+                   (len(entering), len(leaving)), self.scene.nodes[nodes[0]].flow, errors)
         xs = [doc.graph.nodes[n].get("pos", [0, 0]) for n in nodes]
         anchor = QPointF(min(p[0] for p in xs), min(p[1] for p in xs))
         self.anchors[group] = anchor
