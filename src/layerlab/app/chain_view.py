@@ -78,6 +78,9 @@ def explanation_terms(e: NodeExplanation) -> list[Term]:
 
 
 def check_text(e: NodeExplanation) -> str:
+    if e.max_diff is None and e.type == "Input":
+        return (f"autograd keeps no gradient for the data: dL/d{e.node} is what the layers it "
+                "feeds send back" if f"dL/d{e.node}" in e.terms else "")
     if e.max_diff is None:
         return "nothing recorded by autograd to compare with here"
     if e.matches:
