@@ -84,6 +84,13 @@ class TrainingWorker(QObject):
         self._last_boundary = 0.0
         self.newest_preview = 0  # the ticket of the last preview asked for (GUI thread)
 
+    @Slot()
+    def warm_up(self) -> None:
+        """Load what torch loads when it builds its first optimizer (torch._dynamo: 1.4 s and
+        more here) as soon as the thread starts, not when the first run does: a run queued
+        behind this has not begun, so Stop ends it at once."""
+        import torch._dynamo  # noqa: F401
+
     @Slot(object, object)
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same.
