@@ -16,12 +16,9 @@ import torch.fx
 
 from layerlab.core.catalogue import CATALOGUE, OPTIMIZERS
 from layerlab.core.project import Project
-from layerlab.core.settings import settings_from
+from layerlab.core.settings import OPTIMIZER_CLASSES, settings_from
 from layerlab.core.shapes import Analysis
 from layerlab.core.validation import OPTIMIZER_ARGS
-
-OPTIMIZER_CLASSES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad",
-                     "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
 
 
 def python_source(project: Project, model: torch.fx.GraphModule, analysis: Analysis) -> str:
