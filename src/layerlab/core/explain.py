@@ -234,7 +234,7 @@ def _names(step: _Step, node: str) -> _Names:
     def name(n: str) -> str:
         return "ŷ" if n == output else n
     sources = step.trace.inputs[node]
-    names = _Names(y=name(node), xk="xₖ")
+    names = _Names(y=name(node))
     if sources:
         names["x"] = name(sources[0])
     for k, src in enumerate(sources):

@@ -84,7 +84,7 @@ def _position_share(xp: Tensor, dy: Tensor, kernel: torch.Size, stride: tuple[in
                    zip(position, stride, dilation, kernel, strict=True))
     patch = xp[(slice(first, first + per_group), *window)]
     at = ", ".join(str(i) for i in where)
-    return {f"patch read by output ({at})": patch, f"dL/dy at ({at})": dy[tuple(where)],
+    return {f"patch read by output ({at})": patch, f"dL/d{{y}} at ({at})": dy[tuple(where)],
             f"its share of dL/dW[{channel}]": dy[tuple(where)] * patch}
 
 

@@ -8,6 +8,7 @@ Formulas and term names are templates: {x} (or {x0}, {x1}, … for merges) is th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -141,10 +142,19 @@ def _dropout(v: Local) -> Rule:
                              "dL/d{x}": dx[s]})
 
 
+def _per_input(v: Local, rule: Callable[[int], str],
+               grads: list[Tensor | None]) -> tuple[str, dict[str, Tensor]]:
+    """A merge's formula written out for each of its inputs, and their gradients."""
+    formula = ";  ".join(f"dL/d{{x{k}}} = {rule(k)}" for k in range(len(v.xs)))
+    terms = {"dL/d{y}": v.dy[v.sample]}
+    terms.update({f"dL/d{{x{k}}}": g[v.sample] for k, g in enumerate(grads) if g is not None})
+    return formula, terms
+
+
 def _add(v: Local) -> Rule:
     grads: list[Tensor | None] = [v.dy.sum_to_size(x.shape) for x in v.xs]
-    terms = {"dL/d{y}": v.dy[v.sample]}
-    return Rule("dL/d{xk} = dL/d{y} for every input (summed over broadcast dimensions)",
+    formula, terms = _per_input(v, lambda k: "dL/d{y}", grads)
+    return Rule(formula + " (each input gets it whole, summed over broadcast dimensions)",
                 grads, terms=terms)
 
 
@@ -156,17 +166,19 @@ def _multiply(v: Local) -> Rule:
             if j != k:
                 others = others * other
         grads.append((v.dy * others).sum_to_size(x.shape))
-    s = v.sample
-    terms = {f"{{x{k}}}": x[s] for k, x in enumerate(v.xs)}
-    terms["dL/d{y}"] = v.dy[s]
-    return Rule("dL/d{xk} = dL/d{y} ⊙ (the product of the other inputs)", grads, terms=terms)
+    formula, terms = _per_input(v, lambda k: " ⊙ ".join(
+        ["dL/d{y}", *(f"{{x{j}}}" for j in range(len(v.xs)) if j != k)]), grads)
+    terms.update({f"{{x{k}}}": x[v.sample] for k, x in enumerate(v.xs)})
+    return Rule(formula, grads, terms=terms)
 
 
 def _concat(v: Local) -> Rule:
     dim = sample_dim(v.params["dim"], v.dy.dim())
-    pieces = torch.split(v.dy, [x.shape[dim] for x in v.xs], dim=dim)
-    return Rule("dL/d{xk} = the slice of dL/d{y} where {xk} was placed",
-                list(pieces), terms={"dL/d{y}": v.dy[v.sample]})
+    grads: list[Tensor | None] = list(
+        torch.split(v.dy, [x.shape[dim] for x in v.xs], dim=dim))
+    formula, terms = _per_input(
+        v, lambda k: f"the slice of dL/d{{y}} where {{x{k}}} was placed", grads)
+    return Rule(formula, grads, terms=terms)
 
 
 def _mean(v: Local) -> Rule:
