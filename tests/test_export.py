@@ -30,7 +30,8 @@ def chain(g, names):
 
 def dense_graph():
     g = nx.DiGraph()
-    nodes = [("x", "Input", {"shape": [12]}), ("fc", "Linear", {"out_features": 12}),
+    nodes = [("x", "Input", {"shape": [12]}), ("std", "Standardize", {}),
+             ("fc", "Linear", {"out_features": 12}),
              ("bn", "BatchNorm1d", {}), ("leaky", "LeakyReLU", {"negative_slope": 0.1}),
              ("sig", "Sigmoid", {}), ("tanh", "Tanh", {}), ("gelu", "GELU", {}),
              ("silu", "SiLU", {}), ("elu", "ELU", {}), ("relu", "ReLU", {}),
@@ -42,7 +43,7 @@ def dense_graph():
              ("out", "Concat", {"dim": 1}), ("loss", "MSELoss", {})]
     for node, typ, params in nodes:
         g.add_node(node, type=typ, params=params)
-    chain(g, ["x", "fc", "bn", "leaky", "sig", "tanh", "gelu", "silu", "elu", "relu", "drop",
+    chain(g, ["x", "std", "fc", "bn", "leaky", "sig", "tanh", "gelu", "silu", "elu", "relu", "drop",
               "ident", "ln", "shape", "flat"])
     g.add_edge("flat", "add", port=0)
     g.add_edge("x", "add", port=1)

@@ -187,7 +187,7 @@ def test_previews_queued_behind_a_slow_one_are_served_once_with_the_newest(rig,
     (a dataset loading) are skipped but the newest, so Stop never waits behind them."""
     seen = []
 
-    def slow(training):
+    def slow(training, base=None):
         seen.append(training["seed"])
         time.sleep(0.3)
         return PreviewRecord("message", message=str(training["seed"]))
