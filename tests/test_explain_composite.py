@@ -203,3 +203,15 @@ def test_a_step_in_bfloat16_agrees_to_bfloat16_precision():
         e = explain_node(trace, g, node, sample=2)
         assert e.max_diff is None or e.matches, (node, e.max_diff, e.scale)
     assert explain_node(trace, g, "fc").rtol == 2e-2
+
+
+def test_formulas_name_values_after_their_nodes_and_the_output_y_hat():
+    g = layerlab.load_project(EXAMPLES / "resnet-block.layerlab.json").graph
+    _, trace = traced(g, torch.randn(4, 1, 8, 8), labels(4))
+    fc, bn, add, loss = (explain_node(trace, g, n) for n in ("fc", "bn1", "add", "loss"))
+    assert fc.formula.startswith("dL/dflatten = dL/dŷ·W")
+    assert "x̂ = (conv1 − μ_batch)/σ" in bn.formula and "dL/dbn1" in bn.formula
+    assert add.formula.startswith("dL/drelu1 = dL/dadd;  dL/dbn3 = dL/dadd")
+    assert loss.formula.startswith("dL/dŷ = (softmax(ŷ) − onehot(t)) / N, N = 4")
+    assert set(loss.terms) == {"ŷ", "t", "softmax(ŷ)", "onehot(t)", "dL/dŷ"}
+    assert all("{" not in e.formula for e in (fc, bn, add, loss))

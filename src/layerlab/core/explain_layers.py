@@ -60,7 +60,7 @@ def _tanh(v: Local) -> Rule:
 def _gelu(v: Local) -> Rule:
     approx = v.params["approximate"]
     rule = ("Φ({x}) + {x}·φ({x})" if approx == "none" else
-            "d/dx of ½x(1 + tanh(√(2/π)(x + 0.044715x³)))")
+            "f′({x}), f(x) = ½x·(1 + tanh(√(2/π)·(x + 0.044715x³)))")
     return _pointwise(v, f"dL/d{{x}} = dL/d{{y}} ⊙ ({rule})", "f′({x})",
                       gelu_slope(v.xs[0], approx))
 
