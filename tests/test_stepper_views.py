@@ -34,7 +34,14 @@ def visible(view):
 def test_value_labels_stay_on_the_canvas_after_fit_and_when_scrolled_to_the_top(window,
                                                                                  qtbot):
     stepper = enter(window, qtbot)
-    stepper.jump("loss")  # every node has its value label now
+    stepper.jump("loss")  # every node has its value label now, named as in the chain rule
+    nodes, stats = window.scene.nodes, stepper.trace.stats
+    assert nodes["fc1"].caption == f"mean |fc1| {stats['fc1'].mean_abs:.3g}"
+    assert nodes["fc3"].caption == f"mean |ŷ| {stats['fc3'].mean_abs:.3g}"
+    go_to(stepper, "backward", "fc2")
+    assert nodes["fc3"].caption == f"‖dL/dŷ‖ {stepper.trace.grad_stats['fc3'].norm:.2g}"
+    assert nodes["fc2"].caption.startswith("‖dL/dfc2‖ ")
+    stepper.jump("loss")
     top = min(window.scene.nodes.values(), key=lambda item: item.scenePos().y())
     assert top.caption
     # what an item paints must lie in its bounding rect: the view repaints, scrolls and

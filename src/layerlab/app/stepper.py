@@ -59,6 +59,7 @@ class Stepper(QObject):
         self.scene = scene
         self.trace: StepTrace | None = None
         self.graph: nx.DiGraph | None = None
+        self.output = ""  # the node whose values are ŷ
         self.events: list[Event] = []
         self.verdicts: list[Verdict] = []
         self.index = -1
@@ -75,6 +76,9 @@ class Stepper(QObject):
     def load(self, trace: StepTrace, graph: nx.DiGraph) -> None:
         self.trace, self.graph = trace, graph
         self.events = timeline(trace, graph)
+        # the model's output, ŷ wherever its values are named (as in the chain rule)
+        self.output = next((trace.inputs[e.node][0] for e in self.events
+                            if e.phase == "loss" and trace.inputs.get(e.node)), "")
         self.verdicts = diagnose(trace)
         self.active = True
         self.modeChanged.emit(True)
@@ -151,10 +155,10 @@ class Stepper(QObject):
                 else:
                     value = trace.stats[node].mean_abs  # the whole batch, not the kept rows
                     colour = mix(FORWARD, log_scale(value, 1e-3, 10))
-                    caption = f"|y| {value:.3g}"
+                    caption = f"mean |{self.name(node)}| {value:.3g}"
             elif phase == "backward" and node in grads and self._reached(node, index):
                 colour = mix(BACKWARD, log_scale(grads[node], 1e-6, 10))
-                caption = f"‖dL/dy‖ {grads[node]:.2g}"
+                caption = f"‖dL/d{self.name(node)}‖ {grads[node]:.2g}"
             elif phase == "update" and event is not None and event.phase == "update":
                 ratio = update_ratio(trace, node)
                 colour = mix(UPDATE, log_scale(ratio, 1e-6, 1e-1))
@@ -171,6 +175,10 @@ class Stepper(QObject):
                 edge.set_style(PULSE_FORWARD, 2.5)
             else:
                 edge.set_style(QColor("#8a8f98"), 2.0)
+
+    def name(self, node: str) -> str:
+        """What a node's values are called: its id, or ŷ for the model's output."""
+        return "ŷ" if node == self.output else node
 
     def _badge(self, node: str, phase: str, index: int) -> str:
         """The node's verdicts about this phase, once the node has been reached in it."""

@@ -133,9 +133,7 @@ class StepperDock(QWidget):
         event = stepper.events[index]
         self.text.setText(f"<b>{event.phase}</b> ({index + 1}/{len(stepper.events)}) · "
                           + describe(event, stepper.trace, stepper.graph))
-        output = next((stepper.trace.inputs[e.node][0] for e in stepper.events
-                       if e.phase == "loss"), "")
-        self.tensor.show_step(stepper.trace, event.phase, event.node, output)
+        self.tensor.show_step(stepper.trace, event.phase, event.node, stepper.output)
         self._show_chain()
 
     def _show_chain(self) -> None:
