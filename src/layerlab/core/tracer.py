@@ -4,7 +4,10 @@ The recorder runs the same modules and functions in the same order as the compil
 so the traced step computes bit-for-bit what an untraced step would; tensor hooks on each
 node's output record dL/d(output) in the order autograd produces them. What is kept is
 bounded: full-batch statistics for every tensor, values only for the first `keep` samples
-and for parameters within a budget (StepTrace.kept says which).
+and for parameters within a budget (StepTrace.kept says which). For the chain rule
+(core/explain.py), the layers whose backward needs more than values and weights also leave
+what it needs in StepTrace.extras (core/trace_extras.py): BatchNorm's per-channel batch
+statistics and sums, dropout masks (the whole batch's, inside composite layers).
 """
 
 from __future__ import annotations
