@@ -239,6 +239,8 @@ class GroupLayer:
 
     def sync(self) -> None:
         groups = self._groups()
+        if not (groups or self.hidden or self.blocks or self.frames or self.rerouted):
+            return  # no groups, none before: nothing to do on this edit
         known = self.scene.doc.project.groups
         collapsed = {g for g in groups if known[g].get("collapsed")}
         hidden = {n for g in collapsed for n in groups[g]}
@@ -300,7 +302,8 @@ class GroupLayer:
     def _moved(self, node: str) -> None:
         group = self.group_of(node)
         if group in self.blocks:
-            self.sync()
+            self._show_block(group, core_groups.members(self.scene.doc.graph, group))
+            self.route_group(group)
         elif group in self.frames:
             self._show_frame(group, core_groups.members(self.scene.doc.graph, group))
 
