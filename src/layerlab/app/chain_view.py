@@ -140,7 +140,8 @@ class ChainView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.itemSelectionChanged.connect(self._selected)
-        self.heatmaps = [Heatmap(f"chainHeatmap{i}") for i in range(PICTURES)]
+        self.heatmaps = [Heatmap(f"chainHeatmap{i}", "A term of the rule as colours, white "
+                                 "at zero; choose which in the table") for i in range(PICTURES)]
         pictures = QWidget()
         row = QHBoxLayout(pictures)
         row.setContentsMargins(0, 0, 0, 0)

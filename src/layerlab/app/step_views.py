@@ -59,7 +59,9 @@ class TensorView(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.parameter)
         top.addWidget(self.hint, 1)
-        self.heatmaps = [Heatmap(name) for name in ("tensorA", "tensorB", "tensorC")]
+        tip = ("Values as colours, white at zero. At an update event click a weight to "
+               "explain its update; elsewhere click a row to explain that sample.")
+        self.heatmaps = [Heatmap(name, tip) for name in ("tensorA", "tensorB", "tensorC")]
         for heatmap in self.heatmaps:
             heatmap.cellClicked.connect(self._clicked)
         self.histogram = pg.PlotWidget()
