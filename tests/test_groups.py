@@ -288,6 +288,7 @@ def test_step_through_lights_a_collapsed_group_as_one(window, qtbot):
         if event.node in ("fc2", "tanh2"):
             assert block.highlight is not None
             assert block.highlight == window.scene.nodes[event.node].highlight
+            assert block.caption == window.scene.nodes[event.node].caption
         else:
             assert block.highlight is None, event
     stepper.leave()

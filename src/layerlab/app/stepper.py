@@ -166,7 +166,8 @@ class Stepper(QObject):
             item.set_step_state(colour, caption, self._badge(node, phase, index))
         current = self.events[index].node if index >= 0 else None
         lit = self.scene.nodes.get(current or "")  # a collapsed group lights up as one
-        self.scene.groups.light(current, (lit.highlight or PULSE_FORWARD) if lit else None)
+        self.scene.groups.light(current, (lit.highlight or PULSE_FORWARD) if lit else None,
+                                lit.caption if lit else "")
         for (source, target), edge in self.scene.edges.items():
             if phase == "backward" and self._reached(source, index) and source in grads:
                 width = 1.5 + 3.5 * log_scale(grads[source], 1e-6, 10)

@@ -43,6 +43,7 @@ class GroupBlock(QGraphicsItem):
         self.n_in, self.n_out, self.flow = 0, 0, "LR"
         self.height = 3 * LINE + 10
         self.highlight: QColor | None = None
+        self.caption = ""  # step-through: the current member's value, above the block
         self.errors: list[str] = []  # its members' problems: hidden, so the block shows them
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
                       | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
@@ -73,12 +74,18 @@ class GroupBlock(QGraphicsItem):
         return self.scenePos() + self._port(index, self.n_out, True)
 
     def boundingRect(self) -> QRectF:
+        """The block, its ports, and the step-through's value label above it."""
         r = PORT_RADIUS + 2
-        return QRectF(-r, -r, NODE_WIDTH + 2 * r, self.height + 2 * r)
+        return QRectF(-r, -LINE - 4, NODE_WIDTH + 2 * r, self.height + LINE + 4 + r)
 
-    def set_highlight(self, colour: QColor | None) -> None:
-        if colour != self.highlight:
-            self.highlight = colour
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()  # clicks and rubber bands select the block only
+        path.addRect(QRectF(0, 0, NODE_WIDTH, self.height))
+        return path
+
+    def set_highlight(self, colour: QColor | None, caption: str = "") -> None:
+        if (colour, caption) != (self.highlight, self.caption):
+            self.highlight, self.caption = colour, caption
             self.update()
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
@@ -114,6 +121,13 @@ class GroupBlock(QGraphicsItem):
                          Qt.AlignmentFlag.AlignVCenter, self.name)
         if self.errors:
             draw_error_badge(painter, QRectF(NODE_WIDTH - 18, 3, 15, 15))
+        if self.caption:  # above the block, as a node shows its own
+            bold.setPixelSize(11)
+            painter.setFont(bold)
+            painter.setPen(QColor("#eeeeee") if dark else QColor("#1e1e1e"))
+            painter.drawText(QRectF(0, -LINE - 2, NODE_WIDTH, LINE),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                             self.caption)
         plain = QFont()
         plain.setPixelSize(11)
         painter.setFont(plain)
@@ -379,11 +393,13 @@ class GroupLayer:
             if any(self.group_of(n) == group for n in nodes):
                 block.setSelected(True)
 
-    def light(self, node: str | None, colour: QColor | None) -> None:
-        """Step-through: the block whose member is the current node lights up as one."""
+    def light(self, node: str | None, colour: QColor | None, caption: str = "") -> None:
+        """Step-through: the block whose member is the current node lights up as one,
+        with that member's value label."""
         current = self.group_of(node) if node is not None else None
         for group, block in self.blocks.items():
-            block.set_highlight(colour if group == current else None)
+            lit = group == current
+            block.set_highlight(colour if lit else None, caption if lit else "")
 
     def toggle_soon(self, group: str) -> None:
         """Toggle once the mouse event is over: toggling removes the item it went to."""
