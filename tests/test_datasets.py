@@ -226,3 +226,14 @@ def test_every_dataset_is_listed_with_shapes_and_classes():
                               "mnist", "fashion-mnist", "csv", "imagefolder"]
     for info in DATASETS.values():
         assert info.sample_shape and info.classes and info.description
+
+
+def test_the_datasets_command_explains_every_option(capsys):
+    from layerlab.cli import main
+
+    assert main(["datasets"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # as one line, wrapping aside
+    for info in DATASETS.values():
+        for option in info.options:
+            assert f"{option.name} (default " in out and " ".join(option.help.split()) in out
+    assert "layerlab new --data FILE.csv --target COLUMN -o FILE" in out
