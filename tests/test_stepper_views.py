@@ -5,6 +5,7 @@ the curves after a traced step."""
 from dataclasses import replace
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QSpinBox
 
@@ -164,6 +165,10 @@ def test_gradient_flow_bars_rise_from_the_axis_bottom_so_larger_is_longer(window
     np.testing.assert_allclose(lengths, np.log10(list(norms.values())) - bars["y0"])
     order = np.argsort(list(norms.values()))
     assert (np.diff(lengths[order]) > 0).all()
+    flow.show_trace(stepper.trace, [Verdict("fc1", "vanishing", "fc1: vanishing")])
+    brushes = [pg.mkBrush(b).color().name() for b in flow.bars.opts["brushes"]]
+    assert brushes == ["#d64545" if n == "fc1" else "#7b3fc4" for n in norms]
+    assert flow.verdict_list.item(0).text() == "fc1: vanishing"
 
 
 def test_a_thumbnail_says_it_shows_the_mean_of_the_nodes_units(window, qtbot):

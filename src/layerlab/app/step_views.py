@@ -15,6 +15,7 @@ from layerlab.app.heatmap import Heatmap, cell_index
 from layerlab.core.diagnostics import Verdict, node_of, trace_grad_norms
 from layerlab.core.tracer import Stats, StepTrace
 
+BAR, BAD_BAR = "#7b3fc4", "#d64545"  # a layer's gradient bar; red when a verdict names it
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -142,7 +143,8 @@ class TensorView(QWidget):
 
 class FlowView(QWidget):
     """‖dL/dW‖ per layer as bars on a log axis, each from the axis' bottom (a longer bar is
-    a larger gradient), and the verdicts of the step."""
+    a larger gradient; red where a gradient verdict names the layer), and the verdicts of
+    the step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -168,8 +170,11 @@ class FlowView(QWidget):
             if values.min() - bottom < 0.25:
                 bottom -= 1
             top = max(math.ceil(values.max()), bottom + 1)
+            flagged = {v.node for v in verdicts if v.kind in ("vanishing", "exploding",
+                                                              "nonfinite")}
             self.bars = pg.BarGraphItem(x=np.arange(len(names)), y0=bottom, y1=values,
-                                        width=0.7, brush="#7b3fc4")
+                                        width=0.7, brushes=[BAD_BAR if n in flagged else BAR
+                                                            for n in names])
             self.plot.addItem(self.bars)
             self.plot.setYRange(bottom, top, padding=0)
             self.plot.setXRange(-0.6, len(names) - 0.4, padding=0)
