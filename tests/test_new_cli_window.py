@@ -180,3 +180,26 @@ def test_the_inspector_shows_standardize_statistics_and_adapts_on_demand(window,
     expected = data.x[train].mean(0)
     assert [float(table.item(i, 0).text()) for i in range(3)] == pytest.approx(
         expected.tolist(), rel=1e-3)
+
+
+def test_a_regression_run_plots_r2_where_a_classification_plots_accuracy(window, qtbot,
+                                                                         tmp_path):
+    from layerlab.core.starter import new_project
+
+    rows = "".join(f"{i % 7},{i % 5},{(i % 7) * 1.5 - (i % 5) * 0.7 + 0.01 * i}\n"
+                   for i in range(80))
+    (tmp_path / "r.csv").write_text("a,b,y\n" + rows)
+    out = tmp_path / "r.layerlab.json"
+    project = new_project(tmp_path / "r.csv", out)
+    project.training["epochs"] = 2
+    project.save(out)
+    window.open_path(out, confirmed=True)
+    window.actions["actionTrain"].trigger()
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle" and
+                    window.training.plots.runs and
+                    len(window.training.plots.runs[-1].val_acc.data()[0]) == 2,
+                    timeout=30_000)
+    trainer = window.training.controller.worker.trainer
+    epochs, scores = window.training.plots.runs[-1].val_acc.data()
+    assert list(epochs) == [1, 2]
+    assert list(scores) == pytest.approx([r.val_r2 for r in trainer.history])

@@ -65,8 +65,10 @@ class Run:
         elif isinstance(record, EpochRecord):
             if record.val_loss is not None:
                 self.val_loss.append(record.epoch, record.val_loss)
-            if record.val_accuracy is not None:
-                self.val_acc.append(record.epoch, record.val_accuracy)
+            score = record.val_accuracy if record.val_accuracy is not None else \
+                record.val_r2  # a regression's R² where a classification has accuracy
+            if score is not None:
+                self.val_acc.append(record.epoch, score)
 
 
 def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
@@ -125,7 +127,8 @@ class RunPlots(QWidget):
         super().__init__(parent)
         self.loss_plot = _plot("training loss", "loss", "step")
         self.val_plot = _plot("validation loss", "loss", "epoch")
-        self.acc_plot = _plot("validation accuracy", "accuracy", "epoch")
+        self.acc_plot = _plot("validation accuracy (R² for regression)", "accuracy / R²",
+                              "epoch")
         for name, plot in (("lossPlot", self.loss_plot), ("valLossPlot", self.val_plot),
                            ("accuracyPlot", self.acc_plot)):
             plot.setObjectName(name)
