@@ -87,13 +87,7 @@ class NewFromDataDialog(QDialog):
         self.verdict = _named(QLabel(), "newDataSummary", "What the data is", "")
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.PlainText)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                        | QDialogButtonBox.StandardButton.Cancel)
-        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        ok.setText("Create Project")
-        _named(ok, "newDataCreate", "Create project", "Make the starter project for this data")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
+        self.buttons = self._buttons()
         row = QHBoxLayout()
         row.addWidget(self.path, 1)
         row.addWidget(file_button)
@@ -108,6 +102,16 @@ class NewFromDataDialog(QDialog):
         layout.addWidget(self.verdict)
         layout.addWidget(self.buttons)
         self._update_ok()
+
+    def _buttons(self) -> QDialogButtonBox:
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        ok.setText("Create Project")
+        _named(ok, "newDataCreate", "Create project", "Make the starter project for this data")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        return buttons
 
     # -- choosing ---------------------------------------------------------------------
     def choose_file(self) -> None:
