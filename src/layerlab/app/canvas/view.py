@@ -43,8 +43,11 @@ def layer_mime(type_name: str) -> QMimeData:
 
 def _axis_room(screen0: float, screen1: float, graph0: float, graph1: float
                ) -> tuple[float, float]:
-    if screen0 <= graph0 and graph1 <= screen1:
-        return screen0 + 0.5, screen1 - 0.5  # a hair inside: no scrollbar from rounding
+    """Along an axis the graph fits: just the graph, which Qt then centres on screen (a
+    scene smaller than its view is aligned to the middle). Else the graph with half a
+    screen either side."""
+    if graph1 - graph0 + 2 * FIT_MARGIN <= screen1 - screen0:
+        return graph0 - FIT_MARGIN, graph1 + FIT_MARGIN
     half = (screen1 - screen0) / 2
     return min(graph0 - half, screen0), max(graph1 + half, screen1)
 
@@ -141,17 +144,18 @@ class GraphView(QGraphicsView):
         self._follow_view()
 
     def _room(self, centre: QPointF) -> bool:
-        """The scene rectangle, the room scrollbars move in. Along each axis: exactly the
-        screen where the whole graph is on it (no scrollbar), else the graph with half a
-        screen either side, so that any part of it can be brought to the middle. True if
-        it changed."""
+        """The scene rectangle, the room scrollbars move in. Along each axis: the graph
+        where it fits on screen (centred, no scrollbar), else the graph with half a screen
+        either side, so that any part of it can be brought to the middle. True if it
+        changed."""
         graph = self.graph_bounds()
         w, h = self._port_size(self.transform().m11())
         bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent) \
             / self.transform().m11()
-        across, down = graph.width() > w, graph.height() > h  # which way it scrolls
-        down = down or (across and graph.height() > h - bar)  # a scrollbar takes room
-        across = across or (down and graph.width() > w - bar)
+        m = 2 * FIT_MARGIN
+        across, down = graph.width() + m > w, graph.height() + m > h  # which way it scrolls
+        down = down or (across and graph.height() + m > h - bar)  # a scrollbar takes room
+        across = across or (down and graph.width() + m > w - bar)
         w, h = w - bar * down, h - bar * across
         screen = QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h)
         x0, x1 = _axis_room(screen.left(), screen.right(), graph.left(), graph.right())
