@@ -130,16 +130,7 @@ class ChainView(QWidget):
         big.setPointSizeF(big.pointSizeF() * 1.2)
         self.formula.setFont(big)
         self.formula.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = QTableWidget(0, 4)
-        self.table.setObjectName("chainTerms")
-        self.table.setAccessibleName("Terms of the rule")
-        self.table.setToolTip("Select up to three rows (Ctrl+click) to see them as heatmaps")
-        self.table.setHorizontalHeaderLabels(["term", "shape", "values", "what"])
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.itemSelectionChanged.connect(self._selected)
+        self.table = self._make_table()
         self.heatmaps = [Heatmap(f"chainHeatmap{i}", "A term of the rule as colours, white "
                                  "at zero; choose which in the table") for i in range(PICTURES)]
         pictures = QWidget()
@@ -168,6 +159,19 @@ class ChainView(QWidget):
         self._courier = _Courier()
         self._courier.explained.connect(self._explained)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+
+    def _make_table(self) -> QTableWidget:
+        table = QTableWidget(0, 4)
+        table.setObjectName("chainTerms")
+        table.setAccessibleName("Terms of the rule")
+        table.setToolTip("Select up to three rows (Ctrl+click) to see them as heatmaps")
+        table.setHorizontalHeaderLabels(["term", "shape", "values", "what"])
+        table.verticalHeader().hide()
+        table.horizontalHeader().setStretchLastSection(True)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.itemSelectionChanged.connect(self._selected)
+        return table
 
     def values(self) -> dict[str, np.ndarray]:
         """Each row's numbers, by its name (what the table and heatmaps show)."""

@@ -56,8 +56,21 @@ class StepperDock(QWidget):
         self.text.setObjectName("stepText")
         self.text.setAccessibleName("What happens at this event")
         self.text.setWordWrap(True)
-        self.tabs = QTabWidget()
-        self.tabs.setObjectName("stepTabs")
+        self.tabs = self._tabs()
+        layout = QVBoxLayout(self)
+        layout.addLayout(controls)
+        layout.addLayout(phases)
+        layout.addWidget(self.text)
+        layout.addWidget(self.tabs, 1)
+        stepper.eventChanged.connect(self.show_event)
+        stepper.modeChanged.connect(self._mode)
+        stepper.finished.connect(lambda: self.buttons["play"].setText("▶ Play"))
+        self._mode(False)
+
+    def _tabs(self) -> QTabWidget:
+        """Chain rule, Tensor, Update and Gradient flow."""
+        tabs = QTabWidget()
+        tabs.setObjectName("stepTabs")
         self.chain = ChainView()
         self.sample = self.chain.sample
         self.sample.valueChanged.connect(lambda v: self._show_chain())
@@ -72,17 +85,9 @@ class StepperDock(QWidget):
                 (self.update_view, "Update", "How the optimizer changed the weight clicked in "
                                              "the Tensor tab"),
                 (self.flow, "Gradient flow", "The gradient norm of each layer, and the verdicts")):
-            self.tabs.setTabToolTip(self.tabs.addTab(widget, title), tip)
-        self.tabs.currentChanged.connect(lambda i: self._show_chain())
-        layout = QVBoxLayout(self)
-        layout.addLayout(controls)
-        layout.addLayout(phases)
-        layout.addWidget(self.text)
-        layout.addWidget(self.tabs, 1)
-        stepper.eventChanged.connect(self.show_event)
-        stepper.modeChanged.connect(self._mode)
-        stepper.finished.connect(lambda: self.buttons["play"].setText("▶ Play"))
-        self._mode(False)
+            tabs.setTabToolTip(tabs.addTab(widget, title), tip)
+        tabs.currentChanged.connect(lambda i: self._show_chain())
+        return tabs
 
     def _button(self, name: str, text: str, slot: object) -> QPushButton:
         button = QPushButton(text)
