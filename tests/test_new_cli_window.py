@@ -31,6 +31,7 @@ def test_new_from_data_makes_the_starter_project(window, qtbot, tmp_path):
         edit = dialog.findChild(QLineEdit, "newDataPath")
         qtbot.keyClicks(edit, path)
         qtbot.keyClick(edit, Qt.Key.Key_Return)
+        seen["open"] = str(dialog.isVisible())  # Enter read the data, nothing more
         seen["summary"] = dialog.findChild(QLabel, "newDataSummary").text()
         seen["targets"] = ",".join(
             dialog.findChild(QComboBox, "newDataTarget").itemText(i) for i in range(4))
@@ -39,7 +40,7 @@ def test_new_from_data_makes_the_starter_project(window, qtbot, tmp_path):
 
     QTimer.singleShot(0, drive)
     window.actions["actionNewFromData"].trigger()
-    assert seen["targets"] == "p,q,r,kind"
+    assert seen["targets"] == "p,q,r,kind" and seen["open"] == "True"
     assert seen["summary"] == ("Classification into 3 classes from inputs of shape [3]. Class "
                                "balance: a 20 (33%), b 20 (33%), c 20 (33%).")
     graph = window.doc.graph

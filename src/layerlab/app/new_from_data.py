@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QImage, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -61,6 +61,7 @@ class NewFromDataDialog(QDialog):
                            "A table (CSV, TSV, …) or a folder with one sub-folder of images "
                            "per class")
         self.path.editingFinished.connect(self.reload)
+        self.path.installEventFilter(self)
         file_button = _named(QToolButton(), "newDataFile", "Choose a table", "Choose a table")
         file_button.setText("Table…")
         file_button.clicked.connect(self.choose_file)
@@ -112,6 +113,15 @@ class NewFromDataDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         return buttons
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Enter in the path field reads the data; it does not create the project yet."""
+        if watched is self.path and event.type() == QEvent.Type.KeyPress and \
+                isinstance(event, QKeyEvent) and \
+                event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.reload()
+            return True
+        return super().eventFilter(watched, event)
 
     # -- choosing ---------------------------------------------------------------------
     def choose_file(self) -> None:
