@@ -24,6 +24,7 @@ from layerlab.app.canvas.view import GraphView
 from layerlab.app.commands import SetAttribute
 from layerlab.app.document import Document
 from layerlab.app.file_ops import FilesMixin, example_project, recovery_path
+from layerlab.app.health_view import HealthBadges
 from layerlab.app.inspector import Inspector
 from layerlab.app.palette import Palette
 from layerlab.app.stepper import Stepper
@@ -70,6 +71,7 @@ class MainWindow(FilesMixin, QMainWindow):
                                        Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.training_dock, self.stepper_dock)
         self.stepper_dock.hide()  # shown when step-through starts
+        self.health = HealthBadges(self.scene, self.training.controller, self.doc)
         self._status_bar()
         self._menus()
         self._wire()
@@ -108,6 +110,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.valid_label = QLabel()
         self.params_label = QLabel()
         self.device_label = QLabel(f"device: {pick_device('auto').type}")
+        bar.addPermanentWidget(self.health.label)  # a run's verdict, when one stands
         for name, widget in (("statusFile", self.file_label), ("statusValidity",
                                                                 self.valid_label),
                              ("statusParameters", self.params_label),

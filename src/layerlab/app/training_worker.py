@@ -24,6 +24,7 @@ from layerlab.core.compiler import build_model
 from layerlab.core.datasets import DatasetError, project_folder
 from layerlab.core.errors import GraphError, format_error
 from layerlab.core.export import ExportError, export
+from layerlab.core.health_watch import HealthWatch
 from layerlab.core.insight import (
     decision_boundary,
     preview_training,
@@ -36,6 +37,7 @@ from layerlab.core.standardize import StatisticsRecord, adapt, statistics
 from layerlab.core.tracer import StepTrace
 from layerlab.core.trainer import (
     Control,
+    HealthRecord,
     Record,
     StateRecord,
     StepRecord,
@@ -79,6 +81,7 @@ class TrainingWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.trainer: Trainer | None = None
+        self.health: HealthWatch | None = None  # the trainer's verdicts from health records
         self._buffer: list[object] = []
         self._last_send = 0.0
         self._last_boundary = 0.0
@@ -146,6 +149,7 @@ class TrainingWorker(QObject):
         if self.trainer is None or self.trainer.project.to_dict() != project.to_dict():
             self.trainer = None  # a trainer that fails to build leaves none behind
             self.trainer = Trainer(project, settings_from(project.training))
+            self.health = HealthWatch(self.trainer)
             self.trainer.add_listener(self._collect)
         return self.trainer
 
@@ -188,7 +192,9 @@ class TrainingWorker(QObject):
     def load(self, project: Project, path: str) -> None:
         """Fine-tuning: load weights by name and shape into the model the next run trains."""
         def work() -> str:
-            report = load_weights(self._ensure_trainer(project).model, path)
+            trainer = self._ensure_trainer(project)
+            report = load_weights(trainer.model, path)
+            self.health = HealthWatch(trainer)  # judged from the weights the run starts with
             return "\n".join([f"Weights from {path}:", *report.lines()])
 
         self._job("weights", "Cannot load weights", work)
@@ -218,7 +224,13 @@ class TrainingWorker(QObject):
         self.trainer = None
 
     def _collect(self, record: Record) -> None:
-        self._buffer.append(record)
+        if isinstance(record, HealthRecord):  # sent on as the verdicts that stand, if any
+            verdicts = self.health.judge(record) if self.health is not None else None
+            if verdicts is None:
+                return
+            self._buffer.append(verdicts)
+        else:
+            self._buffer.append(record)
         now = time.perf_counter()
         if isinstance(record, StepRecord) and now - self._last_boundary >= BOUNDARY_EVERY_S:
             self._send_boundary()

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -36,10 +37,12 @@ from layerlab.core.datasets import (
     with_data,
 )
 from layerlab.core.errors import GraphError, ProjectFileError
+from layerlab.core.health_watch import HealthWatch
 from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.settings import settings_from, with_overrides
 from layerlab.core.trainer import (
     EpochRecord,
+    HealthRecord,
     Record,
     StepRecord,
     Trainer,
@@ -152,6 +155,7 @@ def _run(project: Project, args: argparse.Namespace) -> int:
         raise write_failed(out, exc) from None
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
+    trainer.add_listener(_health_warnings(HealthWatch(trainer)))
     trainer.add_listener(lambda r: _save_if_epoch(r, trainer, project, out))
     previous = signal.signal(signal.SIGINT, _stop_on_interrupt(trainer))
     start = time.perf_counter()
@@ -210,6 +214,18 @@ def _stop_on_interrupt(trainer: Trainer):
         print("\nstopping after this batch (Ctrl+C again to abort)…", file=sys.stderr)
         trainer.control.stop()
     return handler
+
+
+def _health_warnings(watch: HealthWatch) -> Callable[[Record], None]:
+    """A listener that prints each verdict of the run's health once, when it first stands
+    (above the progress bar, on stderr)."""
+    from tqdm import tqdm
+
+    def warn(record: Record) -> None:
+        if isinstance(record, HealthRecord):
+            for verdict in watch.first_seen(record):
+                tqdm.write(f"warning: {verdict.message}", file=sys.stderr)
+    return warn
 
 
 def _save_if_epoch(record: Record, trainer: Trainer, project: Project, out: Path) -> None:

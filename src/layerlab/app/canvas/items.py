@@ -89,6 +89,7 @@ class NodeItem(QGraphicsItem):
         self.highlight: QColor | None = None  # step-through colouring
         self.caption = ""
         self.verdict = ""  # a diagnostic badge: vanishing, exploding, dead, …
+        self.health: list[str] = []  # the sentences of the verdicts a run's health raised
         self.inputs: list[PortItem] = []
         self.output: PortItem | None = None
         self.thumbnail = QGraphicsPixmapItem(self)
@@ -115,9 +116,12 @@ class NodeItem(QGraphicsItem):
         self.shape_text, self.errors, self.frozen = shape_text, errors, frozen
         self.height = (3 + len(lines)) * LINE + 10
         self._make_ports(n_inputs, has_output)
-        tip = [f"{self.node} · {type_name}"] + [f"problem: {e}" for e in errors]
-        self.setToolTip("\n".join(tip))
+        self._tooltip()
         self.update()
+
+    def _tooltip(self) -> None:
+        tip = [f"{self.node} · {self.type_name}"] + [f"problem: {e}" for e in self.errors]
+        self.setToolTip("\n".join(tip + [f"training: {h}" for h in self.health]))
 
     def _make_ports(self, n_inputs: int, has_output: bool) -> None:
         if len(self.inputs) != n_inputs:
@@ -151,6 +155,13 @@ class NodeItem(QGraphicsItem):
             self.highlight, self.caption, self.verdict = colour, caption, verdict
             self.update()
             self.thumbnail.setY(self.height + (LINE + 4 if verdict else 4))
+
+    def set_health(self, kinds: str, sentences: list[str]) -> None:
+        """The verdicts of a run's health records: the verdict badge (as step-through draws
+        it) and their sentences in the tooltip; empty clears them."""
+        self.health = sentences
+        self._tooltip()
+        self.set_step_state(self.highlight, self.caption, kinds)
 
     def show_thumbnail(self, values: np.ndarray | None) -> None:
         """The node's output over the input plane, under the node; None hides it."""
