@@ -64,8 +64,7 @@ class HealthBadges(QObject):
             item.set_health(", ".join(dict.fromkeys(v.kind for v in verdicts)),
                             [v.message for v in verdicts])
         messages = [v.message for v in self.verdicts.values()]
-        more = f" (and {len(messages) - 1} more: see the nodes' tooltips)" \
-            if len(messages) > 1 else ""
+        more = f" (+{len(messages) - 1} more on the canvas)" if len(messages) > 1 else ""
         self.label.setText(f"⚠ {messages[0]}{more}" if messages else "")
         self.label.setToolTip("Found in this run's gradients:\n" + "\n".join(messages)
                               if messages else "")
