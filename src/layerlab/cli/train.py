@@ -251,7 +251,7 @@ def metrics_csv(history: list[EpochRecord]) -> str:
                          "" if r.val_loss is None else repr(r.val_loss),
                          "" if r.val_accuracy is None else repr(r.val_accuracy),
                          "" if r.val_r2 is None else repr(r.val_r2),
-                         f"{r.seconds:.4f}", f"{r.samples_per_s:.1f}"])
+                         f"{r.seconds:.6g}", f"{r.samples_per_s:.6g}"])
     return buffer.getvalue()
 
 
