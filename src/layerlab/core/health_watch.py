@@ -2,10 +2,11 @@
 
 The trainer sends a HealthRecord every HEALTH_EVERY steps; one HealthMonitor per run, built
 from the model as the run starts, turns them into the verdicts that have held for several
-records in a row. A health record costs about one extra step of the spiral example (every
-parameter's gradient norm, a copy of the weights and ‖Δw‖/‖w‖; measured in
-shared/measurements.md), so one every 50 steps costs about 2% of a run, and a verdict
-stands within 150 steps (a second of the spiral example).
+records in a row. A health record (every parameter's gradient norm, a copy of the weights
+and ‖Δw‖/‖w‖) costs about one extra step of the spiral example: its update took 390 µs
+against 80 µs, in steps of 340 µs (one torch thread, 2-core machine). One every 50 steps
+costs about 2% of a run (8 ms of 0.34 s over the spiral's 1,000 steps), and a verdict
+stands within 150 steps (under a second of the spiral example).
 """
 
 from __future__ import annotations
