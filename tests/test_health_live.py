@@ -103,7 +103,12 @@ def test_a_verdict_shows_on_its_node_and_in_the_status_bar_until_the_graph_is_ed
     assert "vanishing" in nodes["n0"].verdict.split(", ")
     assert f"training: {newest.message}" in nodes["n0"].toolTip().splitlines()
     assert nodes[LAST].verdict == "" and "training:" not in nodes[LAST].toolTip()
-    # kept after the run; gone once the graph is edited (here: a layer deleted)
+    # kept after the run and after a look at a step in step-through (which draws its own);
+    # gone once the graph is edited (here: a layer deleted)
+    window.actions["actionStepThrough"].trigger()
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=10_000)
+    window.actions["actionStepThrough"].trigger()
+    assert "vanishing" in nodes["n0"].verdict.split(", ") and label.isVisible()
     window.view.setFocus()
     nodes[LAST].setSelected(True)
     window.actions["actionDelete"].trigger()

@@ -48,14 +48,14 @@ class HealthBadges(QObject):
         fresh = [v for r in records if isinstance(r, VerdictRecord) for v in r.verdicts]
         if fresh:
             self.verdicts.update(((v.node, v.kind), v) for v in fresh)
-            self._show()
+            self.redraw()
 
     def clear(self, *_: object) -> None:
         if self.verdicts:
             self.verdicts = {}
-            self._show()
+            self.redraw()
 
-    def _show(self) -> None:
+    def redraw(self) -> None:
         by_node: dict[str, list[Verdict]] = {}
         for verdict in self.verdicts.values():
             by_node.setdefault(verdict.node, []).append(verdict)

@@ -370,6 +370,7 @@ class MainWindow(FilesMixin, QMainWindow):
                                                   else "Step &Through")
         if not active:
             self.doc.set_locked(False)
+            self.health.redraw()  # step-through's badges are gone: the run's come back
 
     def _worker_failed(self, message: str) -> None:
         """A failed recording must not leave the graph locked (a failed run unlocks itself)."""
