@@ -474,7 +474,7 @@ def test_stop_ends_a_run_at_once_that_waits_behind_other_torch_work(window, qtbo
 
     busy = []
 
-    def slow_preview(training):
+    def slow_preview(training, folder):
         busy.append(True)
         QThread.msleep(1500)
         return PreviewRecord("message", message="slow")
