@@ -109,3 +109,21 @@ def test_export_format_in_any_case_and_still_checked(tmp_path, capsys, spiral_ru
               "--to", "tflite", "-o", str(tmp_path / "m.tflite")])
     assert exit_info.value.code == 2
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("every_s", "saves"), [(0.0, 4), (3600.0, 1)])
+def test_the_run_folder_is_saved_at_epoch_ends_at_most_every_few_seconds(
+        tmp_path, capsys, monkeypatch, every_s, saves):
+    import layerlab.cli.train as cli_train
+
+    written = []
+    real = cli_train.save_results
+    monkeypatch.setattr(cli_train, "SAVE_EVERY_S", every_s)
+    monkeypatch.setattr(cli_train, "save_results", lambda trainer, *rest: (
+        written.append(trainer.epoch), real(trainer, *rest)))
+    code = main(["train", SPIRAL, "--out", str(tmp_path / "run"), "--epochs", "3"])
+    capsys.readouterr()
+    # at each of the 3 epochs' ends, then once more when the run ends; or only at its end
+    assert code == 0 and written == ([1, 2, 3, 3] if saves == 4 else [3])
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]

@@ -2,8 +2,9 @@
 
 The output folder is checked before any work starts (writable; not another project's run,
 unless --force), but nothing is written until the run is known to be able to start; every
-file is replaced atomically at each epoch's end, so an interrupted run (Ctrl+C stops at the
-next batch) leaves either the previous files or complete new ones.
+file is replaced atomically at the end of an epoch (at most every SAVE_EVERY_S seconds, and at
+the end of the run), so an interrupted run (Ctrl+C stops at the next batch) leaves either the
+previous files or complete new ones.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from layerlab.core.weights import WeightsError, load_weights, save_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
 RUN_FILES = ("weights.safetensors", "metrics.csv", "project.layerlab.json", "checkpoint.pt")
+SAVE_EVERY_S = 10.0  # the least time between two saves of the run folder during a run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +158,7 @@ def _run(project: Project, args: argparse.Namespace) -> int:
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
     trainer.add_listener(_health_warnings(HealthWatch(trainer)))
-    trainer.add_listener(lambda r: _save_if_epoch(r, trainer, project, out))
+    trainer.add_listener(_saver(trainer, project, out))
     previous = signal.signal(signal.SIGINT, _stop_on_interrupt(trainer))
     start = time.perf_counter()
     try:
@@ -228,9 +230,16 @@ def _health_warnings(watch: HealthWatch) -> Callable[[Record], None]:
     return warn
 
 
-def _save_if_epoch(record: Record, trainer: Trainer, project: Project, out: Path) -> None:
-    if isinstance(record, EpochRecord):
-        save_results(trainer, project, out)
+def _saver(trainer: Trainer, project: Project, out: Path) -> Callable[[Record], None]:
+    """Saves at an epoch's end once SAVE_EVERY_S have passed since the last save: four
+    synced files per epoch made a 300-epoch run on a small table 20× slower (81 s, not 4)."""
+    last = [time.perf_counter()]
+
+    def save(record: Record) -> None:
+        if isinstance(record, EpochRecord) and time.perf_counter() - last[0] >= SAVE_EVERY_S:
+            save_results(trainer, project, out)
+            last[0] = time.perf_counter()
+    return save
 
 
 def save_results(trainer: Trainer, project: Project, out: Path) -> None:
