@@ -8,9 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QPointF, Qt
 
 import layerlab
 from layerlab.app import edit_ops
@@ -22,6 +20,7 @@ from layerlab.core import groups as core_groups
 from layerlab.core.compiler import build_model
 from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
+from test_editor import drag
 
 from conftest import EXAMPLES
 
@@ -166,19 +165,6 @@ def press(window, qtbot, key, modifiers=Qt.KeyboardModifier.ControlModifier):
     window.activateWindow()
     window.view.setFocus()
     qtbot.keyClick(window.view, key, modifiers)
-
-
-def drag(qtbot, window, start, end):
-    """Press at `start`, move with the button held, release at `end` (scene points)."""
-    viewport = window.view.viewport()
-    a, b = window.view.mapFromScene(start), window.view.mapFromScene(end)
-    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=a)
-    for t in (0.3, 0.7, 1.0):
-        p = QPointF(a + (b - a) * t)
-        QApplication.sendEvent(viewport, QMouseEvent(
-            QEvent.Type.MouseMove, p, viewport.mapToGlobal(p), Qt.MouseButton.NoButton,
-            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
-    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=b)
 
 
 def block_point(window, group):
