@@ -127,7 +127,7 @@ class RunPlots(QWidget):
         super().__init__(parent)
         self.loss_plot = _plot("training loss", "loss", "step")
         self.val_plot = _plot("validation loss", "loss", "epoch")
-        self.acc_plot = _plot("validation accuracy (R² for regression)", "accuracy / R²",
+        self.acc_plot = _plot("validation accuracy or R²", "accuracy / R²",
                               "epoch")
         for name, plot in (("lossPlot", self.loss_plot), ("valLossPlot", self.val_plot),
                            ("accuracyPlot", self.acc_plot)):
