@@ -18,7 +18,14 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from layerlab.app.canvas.items import COMPACT_BELOW_PX, LINE, NODE_WIDTH, PORT_RADIUS, TEXT_PX
+from layerlab.app.canvas.items import (
+    COMPACT_BELOW_PX,
+    LINE,
+    NODE_WIDTH,
+    PORT_RADIUS,
+    TEXT_PX,
+    paint_header,
+)
 from layerlab.app.commands import EditGroups
 from layerlab.app.style import ERROR_COLOUR, GROUP_BLOCK_COLOUR, draw_error_badge, is_dark
 from layerlab.core import groups as core_groups
@@ -109,16 +116,7 @@ class GroupBlock(QGraphicsItem):
         painter.setPen(QPen(border, 1.2))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawRoundedRect(rect.adjusted(3, 3, 3, 3), 7, 7)
-        header = QPainterPath()
-        header.addRoundedRect(QRectF(0, 0, NODE_WIDTH, LINE + 6), 7, 7)
-        painter.fillPath(header, border)
-        bold = QFont()
-        bold.setBold(True)
-        bold.setPixelSize(12)
-        painter.setFont(bold)
-        painter.setPen(QColor("white"))
-        painter.drawText(QRectF(8, 0, NODE_WIDTH - 30, LINE + 6),
-                         Qt.AlignmentFlag.AlignVCenter, self.name)
+        bold = paint_header(painter, border, self.name)
         if self.errors:
             draw_error_badge(painter, QRectF(NODE_WIDTH - 18, 3, 15, 15))
         if self.caption:  # above the block, as a node shows its own

@@ -49,6 +49,22 @@ COMPACT_BELOW_PX = 7.0  # zoomed out so far that this text would be smaller: dra
 OUTPUT_BELOW = 3  # top to bottom, the output port sits this far below the node: off its text
 
 
+
+def paint_header(painter: QPainter, colour: QColor, title: str) -> QFont:
+    """A node's (or a group block's) coloured header with its title in white, bold; returns
+    the bold font, set on the painter."""
+    header = QRectF(0, 0, NODE_WIDTH, LINE + 6)
+    path = QPainterPath()
+    path.addRoundedRect(header, 7, 7)
+    painter.fillPath(path, colour)
+    bold = QFont()
+    bold.setBold(True)
+    bold.setPixelSize(12)
+    painter.setFont(bold)
+    painter.setPen(QColor("white"))
+    painter.drawText(header.adjusted(8, 0, -22, 0), Qt.AlignmentFlag.AlignVCenter, title)
+    return bold
+
 class PortItem(QGraphicsEllipseItem):
     """An input (index ≥ 0) or output (index -1) connection point of a node."""
 
@@ -214,17 +230,7 @@ class NodeItem(QGraphicsItem):
         painter.setPen(QPen(border, width))
         painter.setBrush(body)
         painter.drawRoundedRect(rect, 7, 7)
-        header = QRectF(0, 0, NODE_WIDTH, LINE + 6)
-        path = QPainterPath()
-        path.addRoundedRect(header, 7, 7)
-        painter.fillPath(path, border)
-        bold = QFont()
-        bold.setBold(True)
-        bold.setPixelSize(12)
-        painter.setFont(bold)
-        painter.setPen(QColor("white"))
-        painter.drawText(header.adjusted(8, 0, -22, 0), Qt.AlignmentFlag.AlignVCenter,
-                         self.type_name)
+        bold = paint_header(painter, border, self.type_name)
         plain = QFont()
         plain.setPixelSize(11)
         painter.setFont(plain)
