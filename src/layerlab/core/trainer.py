@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,16 @@ from layerlab.core.idx import Progress
 from layerlab.core.objective import make_objective
 from layerlab.core.optimizer_state import Regularisation
 from layerlab.core.project import Project
+from layerlab.core.records import (
+    EpochRecord,
+    HealthRecord,
+    Listener,
+    Record,
+    StateRecord,
+    StepRecord,
+    TraceRecord,
+    TrainingError,
+)
 from layerlab.core.runtime import pick_device, tune_allocator
 from layerlab.core.settings import (
     TrainSettings,
@@ -71,66 +81,6 @@ def draws_random(model: torch.nn.Module) -> bool:
         if isinstance(p, float) and p > 0:
             return True
     return False
-
-
-class TrainingError(Exception):
-    """A run that cannot start or cannot go on; one sentence for a person."""
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    epoch: int  # 1-based
-    step: int  # global optimizer-batch count, 1-based
-    batch: int  # 1-based within the epoch
-    batches: int
-    loss: float
-    samples_per_s: float
-    lr: float
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    step: int
-    train_loss: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float  # training time of the epoch: without evaluation, saving or pauses
-    val_r2: float | None = None  # regression: the coefficient of determination
-    samples: int = 0  # trained on in the epoch, over all processes
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class TraceRecord:
-    """A step recorded node by node (asked for with Trainer.request_trace)."""
-
-    epoch: int
-    step: int
-    trace: StepTrace
-
-
-@dataclass(frozen=True)
-class HealthRecord:
-    """Cheap gradient statistics, every `health_every` steps: gradient norm per node and
-    ‖Δw‖/‖w‖ per parameter."""
-
-    step: int
-    grad_norms: dict[str, float]
-    update_ratios: dict[str, float]
-
-
-@dataclass(frozen=True)
-class StateRecord:
-    state: str  # running, paused, stopped, finished, failed
-    message: str = ""
-
-
-Record = StepRecord | EpochRecord | StateRecord | TraceRecord | HealthRecord
-Listener = Callable[[Record], None]
 
 
 class Trainer:
