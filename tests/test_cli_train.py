@@ -114,13 +114,13 @@ def test_export_format_in_any_case_and_still_checked(tmp_path, capsys, spiral_ru
 @pytest.mark.parametrize(("every_s", "saves"), [(0.0, 4), (3600.0, 1)])
 def test_the_run_folder_is_saved_at_epoch_ends_at_most_every_few_seconds(
         tmp_path, capsys, monkeypatch, every_s, saves):
-    import layerlab.cli.train as cli_train
+    from layerlab.core import runs
 
     written = []
-    real = cli_train.save_results
-    monkeypatch.setattr(cli_train, "SAVE_EVERY_S", every_s)
-    monkeypatch.setattr(cli_train, "save_results", lambda trainer, *rest: (
-        written.append(trainer.epoch), real(trainer, *rest)))
+    real = runs.RunWriter.save
+    monkeypatch.setattr(runs, "SAVE_EVERY_S", every_s)
+    monkeypatch.setattr(runs.RunWriter, "save", lambda self, trainer: (
+        written.append(trainer.epoch), real(self, trainer)))
     code = main(["train", SPIRAL, "--out", str(tmp_path / "run"), "--epochs", "3"])
     capsys.readouterr()
     # at each of the 3 epochs' ends, then once more when the run ends; or only at its end

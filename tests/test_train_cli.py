@@ -26,7 +26,8 @@ def test_train_writes_weights_metrics_snapshot_and_checkpoint(tmp_path, capsys):
     assert code == 0
     assert "finished after 2 epoch(s)" in stdout and "val accuracy" in stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "metrics.csv", "project.layerlab.json", "weights.safetensors"]
+        "checkpoint.pt", "metrics.csv", "project.layerlab.json", "run.json",
+        "weights.safetensors"]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert list(rows[0]) == ["epoch", "step", "train_loss", "val_loss", "val_accuracy",

@@ -1,17 +1,18 @@
 """`layerlab train`: headless training with a progress bar and atomically written results.
 
-The output folder is checked before any work starts (writable; not another project's run,
-unless --force), but nothing is written until the run is known to be able to start; every
-file is replaced atomically at the end of an epoch (at most every SAVE_EVERY_S seconds, and at
-the end of the run), so an interrupted run (Ctrl+C stops at the next batch) leaves either the
-previous files or complete new ones.
+Without --out the run gets a new folder among the project's runs (`NAME.runs/<date-time>-
+<label>/`, core/runs.py); with --out DIR it is written to DIR. The place is checked before any
+work starts (writable; DIR not another project's run, unless --force), but nothing is written
+until the run is known to be able to start; core.runs.RunWriter replaces every file atomically
+at the end of an epoch (at most every SAVE_EVERY_S seconds, and at the end of the run), so an
+interrupted run (Ctrl+C stops at the next batch) leaves either the previous files or complete
+new ones.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import copy
 import os
 import signal
 import sys
@@ -28,7 +29,6 @@ from layerlab.cli.common import (
     read_project,
     write_failed,
 )
-from layerlab.core.atomic import atomic_write_text
 from layerlab.core.catalogue import OPTIMIZERS
 from layerlab.core.datasets import (
     DATASETS,
@@ -40,6 +40,14 @@ from layerlab.core.datasets import (
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.health_watch import HealthWatch
 from layerlab.core.project import FORMAT, Project, parse_json
+from layerlab.core.runs import (
+    RUN_FILES,
+    RunWriter,
+    format_value,
+    new_run_folder,
+    run_label,
+    runs_folder,
+)
 from layerlab.core.settings import settings_from, with_overrides
 from layerlab.core.trainer import (
     EpochRecord,
@@ -51,11 +59,9 @@ from layerlab.core.trainer import (
     distributed_rank,
 )
 from layerlab.core.validation import DEVICES
-from layerlab.core.weights import WeightsError, load_weights, save_weights
+from layerlab.core.weights import WeightsError, load_weights
 
 OVERRIDES = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
-RUN_FILES = ("weights.safetensors", "metrics.csv", "project.layerlab.json", "checkpoint.pt")
-SAVE_EVERY_S = 10.0  # the least time between two saves of the run folder during a run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", metavar="COLUMN", help="the table's target column(s)")
     parser.add_argument("--task", choices=tuple(TASK_FLAGS),
                         help="override the task detected from the table's target")
-    parser.add_argument("--out", metavar="DIR", help="where to write results (default "
-                        "runs/<project file name>)")
+    parser.add_argument("--out", metavar="DIR", help="where to write results (default: a "
+                        "new run folder NAME.runs/<date-time>-<label>/ beside the project)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
                         help="continue a run from its checkpoint.pt")
     parser.add_argument("--init-weights", metavar="W",
@@ -143,27 +149,34 @@ def _init_distributed(device: str | None) -> None:
 
 
 def _run(project: Project, args: argparse.Namespace) -> int:
-    out = Path(args.out or Path("runs") / Path(args.file).name.split(".")[0])
+    out = Path(args.out) if args.out else runs_folder(args.file)
     if distributed_rank()[0] == 0:  # the one process that writes
         check_folder(out)
-        check_run_folder(out, project, args.force)
+        if args.out:
+            check_run_folder(out, project, args.force)
+    base = copy.deepcopy(project.training)
     trainer = prepare(project, args)
     if trainer.rank != 0:  # the other processes train and stay quiet
         state = trainer.run()
         return 0 if state == "finished" else 130
+    label = run_label(project.training, base)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if args.out:
+            out.mkdir(parents=True, exist_ok=True)
+        else:
+            out = new_run_folder(out, label)
     except OSError as exc:
         raise write_failed(out, exc) from None
+    varied = {k: format_value(getattr(args, k)) for k in OVERRIDES
+              if getattr(args, k) is not None}
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
     trainer.add_listener(_health_warnings(HealthWatch(trainer)))
-    trainer.add_listener(_saver(trainer, project, out))
+    RunWriter(out, project, label=label, varied=varied).attach(trainer)
     previous = signal.signal(signal.SIGINT, _stop_on_interrupt(trainer))
     start = time.perf_counter()
     try:
         state = trainer.run()
-        save_results(trainer, project, out)
     except TrainingError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     except OSError as exc:  # the folder was fine at the start: a full disk, a lost mount
@@ -228,40 +241,6 @@ def _health_warnings(watch: HealthWatch) -> Callable[[Record], None]:
             for verdict in watch.first_seen(record):
                 tqdm.write(f"warning: {verdict.message}", file=sys.stderr)
     return warn
-
-
-def _saver(trainer: Trainer, project: Project, out: Path) -> Callable[[Record], None]:
-    """Saves at an epoch's end once SAVE_EVERY_S have passed since the last save: four
-    synced files per epoch made a 300-epoch run on a small table 20× slower (81 s, not 4)."""
-    last = [time.perf_counter()]
-
-    def save(record: Record) -> None:
-        if isinstance(record, EpochRecord) and time.perf_counter() - last[0] >= SAVE_EVERY_S:
-            save_results(trainer, project, out)
-            last[0] = time.perf_counter()
-    return save
-
-
-def save_results(trainer: Trainer, project: Project, out: Path) -> None:
-    """weights.safetensors, metrics.csv, project.layerlab.json, checkpoint.pt — each atomic."""
-    save_weights(trainer.model, out / "weights.safetensors")
-    atomic_write_text(out / "metrics.csv", metrics_csv(trainer.history))
-    atomic_write_text(out / "project.layerlab.json", project.to_json())
-    trainer.save_checkpoint(out / "checkpoint.pt")
-
-
-def metrics_csv(history: list[EpochRecord]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_r2",
-                     "seconds", "samples_per_s"])
-    for r in history:
-        writer.writerow([r.epoch, r.step, repr(r.train_loss),
-                         "" if r.val_loss is None else repr(r.val_loss),
-                         "" if r.val_accuracy is None else repr(r.val_accuracy),
-                         "" if r.val_r2 is None else repr(r.val_r2),
-                         f"{r.seconds:.6g}", f"{r.samples_per_s:.6g}"])
-    return buffer.getvalue()
 
 
 def summary(trainer: Trainer, state: str, seconds: float, out: Path) -> str:
