@@ -108,16 +108,23 @@ def _settings(training: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def run_label(training: Mapping[str, Any], base_training: Mapping[str, Any]) -> str:
-    """What differs from `base_training` as short text ("adam lr=0.01", "sgd lr=0.1
-    batch=64"); a different optimizer brings its learning rate along; with nothing
-    different, "<optimizer> lr=<lr>"."""
+def differences(training: Mapping[str, Any], base_training: Mapping[str, Any]) -> dict[str, str]:
+    """The settings of `training` that differ from `base_training`, as run.json's `varied`
+    keeps them; a different optimizer brings its learning rate along."""
     now, base = _settings(training), _settings(base_training)
     differs = {k: v for k, v in now.items() if v != base[k]}
     if "optimizer" in differs:
         differs = {"optimizer": now["optimizer"], "lr": now["lr"],
                    **{k: v for k, v in differs.items() if k not in ("optimizer", "lr")}}
-    return varied_label(differs or {"optimizer": now["optimizer"], "lr": now["lr"]})
+    return differs
+
+
+def run_label(training: Mapping[str, Any], base_training: Mapping[str, Any]) -> str:
+    """What differs from `base_training` as short text ("adam lr=0.01", "sgd lr=0.1
+    batch=64"); with nothing different, "<optimizer> lr=<lr>"."""
+    now = _settings(training)
+    return varied_label(differences(training, base_training)
+                        or {"optimizer": now["optimizer"], "lr": now["lr"]})
 
 
 # -- metrics.csv ------------------------------------------------------------------------
