@@ -42,7 +42,8 @@ class Param:
     kinds: int, float, bool, choice (one of `choices`), shape (list of ints), size (an int
     or a list of `length` ints, torch's `_size_n_t`), padding (a size or 'same'/'valid'),
     dims (an int or a list of ints: tensor dimensions, batch included as torch counts them),
-    text (a string: paths, column names).
+    text (a string: paths, column names), json (any JSON value `validate` accepts: an Op
+    node's arguments). `validate`, when given, says why a value is not acceptable.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Param:
     nullable: bool = False
     length: int = 1
     suggest: Any = None  # value a new node starts with when the parameter is required
+    validate: Callable[[Any], str | None] | None = None
 
     @property
     def required(self) -> bool:
@@ -69,6 +71,8 @@ class Param:
         """Return why `value` is not acceptable, or None when it is."""
         if value is None:
             return None if self.nullable else "must not be empty"
+        if self.validate is not None:
+            return self.validate(value)
         kind = self.kind
         if kind == "bool":
             return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
