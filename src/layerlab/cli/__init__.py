@@ -23,6 +23,7 @@ COMMANDS = {
     "check": "check a project: shapes, parameters, training settings, dataset fit",
     "examples": "list the bundled examples or write one out",
     "train": "train a project headless, with a progress bar",
+    "sweep": "train every combination of a few settings, each as its own run, and compare",
     "trace": "record one training step node by node, with gradient-health verdicts",
     "export": "export a trained model: onnx, pt2, python, safetensors",
     "datasets": "list the datasets, their shapes and classes",
