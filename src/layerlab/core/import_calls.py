@@ -1,0 +1,149 @@
+"""Rules for traced functions and tensor methods (`torch.cat`, `x.flatten(1)`, `a + b`).
+
+Each rule reads the call's arguments as the traced run saw them and adds the catalogue
+layer that computes the same thing, or makes the call an alias of its input (`contiguous`).
+Shapes given by computed sizes (`x.view(x.size(0), -1)`) are read from the traced output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx
+
+if TYPE_CHECKING:
+    from layerlab.core.import_ops import Mapper
+
+Node = torch.fx.Node
+Rule = Callable[["Mapper", Node], None]
+
+# activation functions: catalogue type and its parameters as (position, name, default)
+_ACTIVATIONS: dict[str, tuple[str, tuple[tuple[int, str, Any], ...]]] = {
+    "relu": ("ReLU", ()), "sigmoid": ("Sigmoid", ()), "tanh": ("Tanh", ()),
+    "silu": ("SiLU", ()), "hardswish": ("Hardswish", ()), "hardsigmoid": ("Hardsigmoid", ()),
+    "relu6": ("ReLU6", ()), "gelu": ("GELU", ((1, "approximate", "none"),)),
+    "elu": ("ELU", ((1, "alpha", 1.0),)),
+    "leaky_relu": ("LeakyReLU", ((1, "negative_slope", 0.01),)),
+    "softmax": ("Softmax", ((1, "dim", None),)),
+    "log_softmax": ("LogSoftmax", ((1, "dim", None),)),
+}
+
+
+def _activation(key: str) -> Rule:
+    type_name, spec = _ACTIVATIONS[key]
+
+    def rule(mapper: Mapper, node: Node) -> None:
+        params = {name: mapper.value(node, i, name, default) for i, name, default in spec}
+        if params.get("dim", 0) is None:
+            raise mapper.refusal(node, "leaves its dimension implicit (deprecated in torch); "
+                                       "give dim=")
+        mapper.add(node, type_name, params, [mapper.ref(node, node.args[0])])
+    return rule
+
+
+def _binary(type_name: str) -> Rule:
+    """a + b, a * b of two tensors (broadcasting as torch does)."""
+    def rule(mapper: Mapper, node: Node) -> None:
+        operands = list(node.args[:2])
+        if len(operands) < 2 or node.kwargs.get("alpha", 1) != 1:
+            raise mapper.refusal(node, "is not a plain sum or product of two tensors")
+        mapper.add(node, type_name, {}, [mapper.ref(node, a) for a in operands])
+    return rule
+
+
+def _cat(mapper: Mapper, node: Node) -> None:
+    parts = node.args[0] if node.args else node.kwargs["tensors"]
+    dim = mapper.value(node, 1, "dim", 0)
+    if len(parts) == 1:  # DenseNet's first layer joins its one input: the input itself
+        mapper.alias(node, parts[0])
+        return
+    mapper.add(node, "Concat", {"dim": dim}, [mapper.ref(node, p) for p in parts])
+
+
+def _flatten(mapper: Mapper, node: Node) -> None:
+    start, end = mapper.value(node, 1, "start_dim", 0), mapper.value(node, 2, "end_dim", -1)
+    rank = mapper.values[node.args[0]].dim()
+    if start % rank == 0:
+        raise mapper.refusal(node, "flattens the batch dimension into the features; "
+                                   "flatten from dim 1 (torch.flatten(x, 1))")
+    mapper.add(node, "Flatten", {"start_dim": start, "end_dim": end},
+               [mapper.ref(node, node.args[0])])
+
+
+def _reshape(mapper: Mapper, node: Node) -> None:
+    before, after = mapper.values[node.args[0]], mapper.values[node]
+    if after.dim() == 0 or after.shape[0] != before.shape[0]:
+        raise mapper.refusal(node, f"reshapes {list(before.shape)} into {list(after.shape)}, "
+                                   "mixing samples of the batch; keep dim 0 the batch")
+    mapper.add(node, "Reshape", {"shape": list(after.shape[1:])},
+               [mapper.ref(node, node.args[0])])
+
+
+def _alias(mapper: Mapper, node: Node) -> None:
+    mapper.alias(node, node.args[0])
+
+
+def _adaptive_avg_pool(mapper: Mapper, node: Node) -> None:
+    size = mapper.value(node, 1, "output_size")
+    size = list(size) if isinstance(size, (list, tuple)) else size
+    mapper.add(node, "AdaptiveAvgPool2d", {"output_size": size},
+               [mapper.ref(node, node.args[0])])
+
+
+def _pool(type_name: str, names: tuple[tuple[str, Any], ...]) -> Rule:
+    """F.max_pool2d / F.avg_pool2d: the module's arguments by position after the input."""
+    def rule(mapper: Mapper, node: Node) -> None:
+        params = {}
+        for i, (name, default) in enumerate(names, start=1):
+            value = mapper.value(node, i, name, default)
+            params[name] = list(value) if isinstance(value, tuple) else value
+        if params.pop("return_indices", False) or params.pop("divisor_override", None):
+            raise mapper.refusal(node, "asks for what a pooling layer does not give "
+                                       "(indices or a divisor)")
+        mapper.add(node, type_name, params, [mapper.ref(node, node.args[0])])
+    return rule
+
+
+def _dropout(mapper: Mapper, node: Node) -> None:
+    p = mapper.value(node, 1, "p", 0.5)
+    mapper.add(node, "Dropout", {"p": p}, [mapper.ref(node, node.args[0])])
+
+
+def _mean(mapper: Mapper, node: Node) -> None:
+    dim = mapper.value(node, 1, "dim")
+    if dim is None:
+        raise mapper.refusal(node, "averages over the whole batch; give the dims to average")
+    dim = list(dim) if isinstance(dim, (list, tuple)) else dim
+    keepdim = mapper.value(node, 2, "keepdim", False)
+    mapper.add(node, "Mean", {"dim": dim, "keepdim": keepdim},
+               [mapper.ref(node, node.args[0])])
+
+
+def _getitem(mapper: Mapper, node: Node) -> None:
+    source, index = node.args[0], node.args[1]
+    if isinstance(source, Node) and source in mapper.tuples:
+        if index != 0:
+            raise mapper.refusal(node, f"reads output {index} of {source.target}; LayerLab "
+                                       "layers give their main output only")
+        mapper.refs[node] = mapper.tuples[source]
+        return
+    raise mapper.refusal(node, "indexes a tensor, which needs a Select or Slice node")
+
+
+_MAX_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
+             ("ceil_mode", False), ("return_indices", False))
+_AVG_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
+             ("count_include_pad", True), ("divisor_override", None))
+
+FUNCTIONS: dict[str, Rule] = {
+    **{key: _activation(key) for key in _ACTIVATIONS},
+    "add": _binary("Add"), "mul": _binary("Multiply"),
+    "cat": _cat, "concat": _cat, "concatenate": _cat,
+    "flatten": _flatten, "view": _reshape, "reshape": _reshape,
+    "contiguous": _alias, "clone": _alias,
+    "adaptive_avg_pool2d": _adaptive_avg_pool,
+    "max_pool2d": _pool("MaxPool2d", _MAX_POOL), "avg_pool2d": _pool("AvgPool2d", _AVG_POOL),
+    "dropout": _dropout, "mean": _mean, "getitem": _getitem,
+}

@@ -1,0 +1,160 @@
+"""The PyTorch front end of `layerlab import`: a module traced with torch.fx, node by node
+onto catalogue layers (core/import_ops.py holds the per-op rules).
+
+Tracing runs the model once on a small random batch with every value kept, so that shapes
+(`x.view(x.size(0), -1)`) are read from what the model actually computed; whatever the fx
+graph does with sizes and asserts is left out, and the final comparison on fresh batches
+catches anything that depended on the traced values. A model fx cannot trace, or that holds
+what a graph of layers cannot, is refused with the source line the op came from.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import re
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+
+from layerlab.core.importer import Imported, ImportRefused, Layer, node_id
+
+TRACE_BATCH = 2
+_TORCH_DIR = str(Path(torch.__file__).parent) + os.sep  # torch's own frames
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an op came from in the user's code: `model.py:12` and the line's text."""
+
+    file: str
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        code = f" (`{self.text}`)" if self.text else ""
+        return f"{Path(self.file).name}:{self.line}{code}"
+
+
+def from_module(module: torch.nn.Module, input_shape: Sequence[int], name: str) -> Imported:
+    """The module's layers; `module` is put in eval mode."""
+    from layerlab.core.import_ops import Mapper
+
+    module.eval()
+    traced = trace(module, name)
+    example = torch.randn(TRACE_BATCH, *input_shape)
+    values = run(traced, example)
+    mapper = Mapper(traced, values)
+    output = mapper.map_all()
+    return Imported(mapper.layers, tuple(input_shape), output, module, name)
+
+
+def trace(module: torch.nn.Module, name: str) -> torch.fx.GraphModule:
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    try:
+        graph = tracer.trace(module)
+    except torch.fx.proxy.TraceError as exc:
+        raise ImportRefused(_control_flow(exc, name)) from None
+    except ImportRefused:
+        raise
+    except Exception as exc:
+        place = _user_place_of_traceback(exc)
+        at = f" at {place}" if place else ""
+        raise ImportRefused(f"torch.fx cannot trace {name}{at}: {exc}") from None
+    return torch.fx.GraphModule(tracer.root, graph, class_name=name)
+
+
+def _control_flow(exc: Exception, name: str) -> str:
+    place = _user_place_of_traceback(exc)
+    at = f"{place}" if place else f"{name}'s forward"
+    return (f"{at} branches or loops on a tensor's value, which a graph of layers cannot "
+            "hold; compute both branches and pick with torch.where, or move the decision "
+            "out of the model")
+
+
+def _user_place_of_traceback(exc: BaseException) -> Place | None:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_TORCH_DIR)]
+    if not frames:
+        return None
+    last = frames[-1]
+    return Place(last.filename, last.lineno or 0, (last.line or "").strip())
+
+
+def place_of(node: torch.fx.Node) -> Place | None:
+    """The user's line a traced node came from: the last frame of its stack that is not
+    torch's own."""
+    frames = _frames(node)
+    return frames[-1] if frames else None
+
+
+def custom_function_caller(node: torch.fx.Node) -> Place | None:
+    """Where a node traced from inside a custom torch.autograd.Function was called, or None.
+    fx traces straight through `Function.apply`, losing the hand-written backward."""
+    found = None
+    for match in _FRAME.finditer(node.stack_trace or ""):
+        if match["file"].endswith("torch/autograd/function.py") and match["func"] == "apply":
+            found = True
+            break
+    if not found:
+        return None
+    text = node.stack_trace or ""
+    before = text[:text.find("torch/autograd/function.py")]
+    users = [m for m in _FRAME.finditer(before) if not m["file"].startswith(_TORCH_DIR)]
+    if not users:
+        return None
+    last = users[-1]
+    return Place(last["file"], int(last["line"]),
+                 linecache.getline(last["file"], int(last["line"])).strip())
+
+
+def _frames(node: torch.fx.Node) -> list[Place]:
+    return [Place(m["file"], int(m["line"]),
+                  linecache.getline(m["file"], int(m["line"])).strip())
+            for m in _FRAME.finditer(node.stack_trace or "")
+            if not m["file"].startswith(_TORCH_DIR)]
+
+
+class _Keeper(torch.fx.Interpreter):
+    """Runs the traced graph and keeps every node's value."""
+
+    def __init__(self, module: torch.fx.GraphModule) -> None:
+        super().__init__(module, garbage_collect_values=False)
+        self.values: dict[torch.fx.Node, Any] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        value = super().run_node(n)
+        self.values[n] = value
+        return value
+
+
+def run(traced: torch.fx.GraphModule, example: torch.Tensor) -> dict[torch.fx.Node, Any]:
+    keeper = _Keeper(traced)
+    with torch.no_grad():
+        keeper.run(example)
+    return keeper.values
+
+
+def new_layer(taken: set[str], node: torch.fx.Node, type_name: str, params: dict[str, Any],
+              inputs: list[str], path: str | None = None,
+              weights: dict[str, torch.Tensor] | None = None) -> Layer:
+    """A layer for an fx node: its id from the module path (`layer1.0.conv1`), or for a
+    function from the module it was called in and the op (`layer1.0` + `add`)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    scope_path = next(reversed(stack.values()))[0] if stack else ""
+    if path is None:
+        path = f"{scope_path}.{node.name}" if scope_path else node.name
+        scope = tuple(scope_path.split(".")) if scope_path else ()
+    else:
+        scope = tuple(path.split(".")[:-1])
+    place = place_of(node)
+    return Layer(node_id(path, taken), type_name, params, inputs, scope, weights or {},
+                 str(place) if place else "")
+
