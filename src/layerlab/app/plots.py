@@ -1,115 +1,88 @@
-"""Live plots (pyqtgraph): every run overlaid in its own colour, redrawn on a timer at a
-bounded rate, downsampled and clipped to view so a million points stay smooth."""
+"""Training curves (pyqtgraph): every run overlaid in its own colour with its label in the
+legend, smoothed as TensorBoard smooths, by step, epoch or training time; redrawn on a timer at
+a bounded rate, downsampled and clipped to view so a million points stay smooth."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from pyqtgraph.exporters import ImageExporter
+from PySide6.QtCore import QBuffer, QIODevice, QRectF, Qt, QTimer
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
+    QFileDialog,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
+    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
-from layerlab.core.trainer import EpochRecord, StepRecord
+from layerlab.app.plot_hover import Hover
+from layerlab.app.plot_tools import AXES, RunData, Series, ema, run_colour
+from layerlab.core.records import StepRecord
+
+__all__ = ["RunPlots", "run_colour"]
 
 # Redraws cost the GUI thread Python time (pyqtgraph repaints axes in Python), and the
-# training thread waits for the GIL meanwhile: 10 a second keeps curves live and training
+# training thread waits for the GIL meanwhile: 5 a second keeps curves live and training
 # near full speed (benchmarks/bench_window.py).
 REDRAW_MS = 200
-COLOURS = ["#4c9be8", "#e8594c", "#2fa37a", "#c98b2a", "#8a63c9", "#2b9db3", "#d4a017",
-           "#7a7a7a"]
-SMOOTH = 0.95
+SMOOTHING = 0.95  # the default: per-step losses of small batches are noisy
 
 
-class Series:
-    """A growing array, doubled in place so appending stays cheap."""
-
-    def __init__(self) -> None:
-        self.x = np.empty(1024)
-        self.y = np.empty(1024)
-        self.n = 0
-        self.dirty = False
-
-    def append(self, x: float, y: float) -> None:
-        self.dirty = True
-        if self.n == len(self.x):
-            self.x = np.resize(self.x, 2 * self.n)
-            self.y = np.resize(self.y, 2 * self.n)
-        self.x[self.n], self.y[self.n] = x, y
-        self.n += 1
-
-    def data(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.x[: self.n], self.y[: self.n]
-
-
-class Run:
-    def __init__(self, number: int, colour: str) -> None:
-        self.number, self.colour = number, colour
-        self.loss, self.smooth = Series(), Series()
-        self.val_loss, self.val_acc = Series(), Series()
-        self._ema: float | None = None
-        self.curves: list[pg.PlotDataItem] = []
-
-    def add(self, record: object) -> None:
-        if isinstance(record, StepRecord):
-            self.loss.append(record.step, record.loss)
-            self._ema = record.loss if self._ema is None else \
-                SMOOTH * self._ema + (1 - SMOOTH) * record.loss
-            self.smooth.append(record.step, self._ema)
-        elif isinstance(record, EpochRecord):
-            if record.val_loss is not None:
-                self.val_loss.append(record.epoch, record.val_loss)
-            score = record.val_accuracy if record.val_accuracy is not None else \
-                record.val_r2  # a regression's R² where a classification has accuracy
-            if score is not None:
-                self.val_acc.append(record.epoch, score)
-
-
-def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
-    plot = pg.PlotWidget(title=title)
+def _plot(view: pg.GraphicsLayoutWidget, column: int, name: str, title: str,
+          left: str) -> pg.PlotItem:
+    plot = view.addPlot(row=0, col=column, title=title)
+    plot.setObjectName(name)
     plot.setLabel("left", left)
-    plot.setLabel("bottom", bottom)
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setDownsampling(auto=True, mode="peak")
     plot.setClipToView(True)
-    plot.addLegend(offset=(-10, 10))
-    plot.disableAutoRange()  # ranges change in steps (see _grow): axes repaint rarely
+    plot.disableAutoRange()  # ranges change in steps (see _fit): axes repaint rarely
     plot.getAxis("left").enableAutoSIPrefix(False)
+    plot.getAxis("bottom").enableAutoSIPrefix(False)
     return plot
 
 
-def _grow(plot: pg.PlotWidget, runs: list[Run], pick: int, log: bool,
-          fixed_y: tuple[float, float] | None = None) -> None:
+def _fit(plot: pg.PlotItem, curves: list[tuple[np.ndarray, np.ndarray]], log: bool,
+         floor: float, fixed_y: tuple[float, float] | None = None) -> None:
     """Widen the view only when the data leave it (doubling the x range, 10% headroom),
     so that most redraws repaint the curves but not the axes, which cost far more."""
-    xs, ys = [], []
-    for run in runs:
-        x, y = (run.loss, run.smooth, run.val_loss, run.val_acc)[pick].data()
-        if len(x):
-            xs.append(x.max())
-            finite = y[np.isfinite(y) & ((y > 0) if log else True)]
-            if len(finite):
-                ys += [finite.min(), finite.max()]
+    xs = [x.max() for x, _y in curves if len(x)]
+    ys = [y[np.isfinite(y) & ((y > 0) if log else True)] for _x, y in curves]
+    ys = [y for y in ys if len(y)]
     if not xs or not ys:
         return
     (_x0, x1), (y0, y1) = plot.viewRange()
-    top, low, high = max(xs), min(ys), max(ys)
+    top = max(xs)
+    low, high = min(y.min() for y in ys), max(y.max() for y in ys)
     if log:
         low, high = np.log10(low), np.log10(high)
-    if top > x1 or x1 > 8 * max(top, 1):
-        plot.setXRange(0, max(8.0, 2 ** np.ceil(np.log2(max(top, 1) * 1.25))), padding=0)
+    if top > x1 or x1 > 8 * max(top, floor):
+        plot.setXRange(0, max(floor, _nice(top * 1.25)), padding=0)
     span = max(high - low, 1e-6)
     if fixed_y is not None:
         if (y0, y1) != fixed_y:
             plot.setYRange(*fixed_y, padding=0)
     elif low < y0 or high > y1 or span < 0.4 * (y1 - y0):
         plot.setYRange(low - 0.1 * span, high + 0.1 * span, padding=0)
+
+
+def _nice(value: float) -> float:
+    """The least of 1, 2, 5, 10, 20, … at or above `value`."""
+    power = 10 ** np.floor(np.log10(max(value, 1e-9)))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= value))
 
 
 def _first_step(records: list[object]) -> int | None:
@@ -120,72 +93,221 @@ def _last_step(records: list[object]) -> int:
     return next((r.step for r in reversed(records) if isinstance(r, StepRecord)), -1)
 
 
+def _swatch(colour: str) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(colour))
+    return QIcon(pixmap)
+
+
 class RunPlots(QWidget):
-    """Training loss per step (raw and smoothed), validation loss and accuracy per epoch."""
+    """Training loss per step (raw and smoothed), validation loss and accuracy per epoch, one
+    colour per run. Runs are keyed by text (a run's folder); `add(records)` feeds the run
+    being trained, the last one given to add_run."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.loss_plot = _plot("training loss", "loss", "step")
-        self.val_plot = _plot("validation loss", "loss", "epoch")
-        self.acc_plot = _plot("validation accuracy or R²", "accuracy / R²",
-                              "epoch")
-        for name, plot in (("lossPlot", self.loss_plot), ("valLossPlot", self.val_plot),
-                           ("accuracyPlot", self.acc_plot)):
-            plot.setObjectName(name)
-            plot.setAccessibleName(name)
-        self.log = QCheckBox("log scale")
-        self.log.setObjectName("logScale")
-        self.log.setAccessibleName("Log scale")
-        self.log.toggled.connect(self._set_log)
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setObjectName("runPlotsView")
+        self.view.setAccessibleName("Training curves")
+        self.view.setToolTip("Point at a curve to read its run and value; drag to pan, "
+                             "wheel to zoom, right-click for more")
+        self.loss_plot = _plot(self.view, 0, "lossPlot", "training loss", "loss")
+        self.val_plot = _plot(self.view, 1, "valLossPlot", "validation loss", "loss")
+        self.acc_plot = _plot(self.view, 2, "accuracyPlot", "validation accuracy or R²",
+                              "accuracy / R²")
+        self.view.ci.layout.setColumnStretchFactor(0, 2)
+        self.legend = self.loss_plot.addLegend(offset=(-10, 10))
+        self.legend.sigSampleClicked.connect(self._legend_clicked)
+        self.hover = Hover(self._plots())
+        self.view.scene().sigMouseMoved.connect(
+            lambda pos: self.hover.point_at(pos, self._runs.values(),
+                                            self.x_axis.currentText(), self.log.isChecked()))
         self.run_list = QListWidget()
         self.run_list.setObjectName("runList")
         self.run_list.setAccessibleName("Runs")
-        self.run_list.setMaximumWidth(130)
-        self.run_list.itemChanged.connect(self._visibility)
-        self.clear_button = QPushButton("Clear runs")
-        self.clear_button.setObjectName("clearRuns")
-        self.clear_button.setAccessibleName("Clear runs")
-        self.clear_button.clicked.connect(self.clear)
-        side = QVBoxLayout()
-        side.addWidget(self.run_list)
-        side.addWidget(self.log)
-        side.addWidget(self.clear_button)
+        self.run_list.setToolTip("Runs on the plots: untick one to hide its curves")
+        self.run_list.itemChanged.connect(self._ticked)
+        self.run_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout = QHBoxLayout(self)
-        layout.addLayout(side)
-        for plot in (self.loss_plot, self.val_plot, self.acc_plot):
-            layout.addWidget(plot, 2 if plot is self.loss_plot else 1)
-        self.runs: list[Run] = []
+        layout.addLayout(self._controls())
+        layout.addWidget(self.view, 1)
+        self._runs: dict[str, RunData] = {}
+        self._live: RunData | None = None  # where add(records) goes
+        self._numbered = 0
         self._held: list[object] = []  # traced steps waiting for the run they begin
         self._dirty = False
+        self._refit = False
         self.timer = QTimer(self)
         self.timer.setObjectName("plotTimer")
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self.redraw)
         self.timer.start()
+        self._axis_changed()
 
-    def new_run(self) -> Run:
-        number = (self.runs[-1].number + 1) if self.runs else 1
-        run = Run(number, COLOURS[(number - 1) % len(COLOURS)])
-        pen = pg.mkPen(run.colour, width=1)
-        faint = pg.mkPen(pg.mkColor(run.colour).lighter(160), width=1)
-        run.curves = [
-            self.loss_plot.plot(pen=faint),
-            self.loss_plot.plot(pen=pg.mkPen(run.colour, width=2), name=f"run {number}"),
-            self.val_plot.plot(pen=pen, symbol="o", symbolSize=5, name=f"run {number}"),
-            self.acc_plot.plot(pen=pen, symbol="o", symbolSize=5, name=f"run {number}"),
-        ]
-        self.runs.append(run)
-        item = QListWidgetItem(f"run {number}")
-        item.setForeground(pg.mkColor(run.colour))
+    def _controls(self) -> QVBoxLayout:
+        self.x_axis = QComboBox()
+        self.x_axis.addItems(list(AXES))
+        self.smoothing = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing.setRange(0, 99)
+        self.smoothing.setValue(round(100 * SMOOTHING))
+        self.smoothing_label = QLabel()
+        self.log = QCheckBox("log scale")
+        self.export_button = QPushButton("Export…")
+        self.clear_button = QPushButton("Clear runs")
+        for widget, name, accessible, tip in (
+            (self.x_axis, "plotXAxis", "Plot x axis",
+             "Place points by optimizer step, by epoch, or by seconds of training"),
+            (self.smoothing, "plotSmoothing", "Smoothing",
+             "Smooth the per-step training loss (exponential moving average, as TensorBoard "
+             "does); the raw curve stays faint behind. 0 draws it raw"),
+            (self.log, "logScale", "Log scale", "Loss axes on a log scale"),
+            (self.export_button, "exportPlots", "Export plots",
+             "Save the three plots as one PNG image or SVG drawing"),
+            (self.clear_button, "clearRuns", "Clear runs", "Take every run off the plots"),
+        ):
+            widget.setObjectName(name)
+            widget.setAccessibleName(accessible)
+            widget.setToolTip(tip)
+        self.smoothing_label.setObjectName("plotSmoothingValue")
+        self.x_axis.currentTextChanged.connect(self._axis_changed)
+        self.smoothing.valueChanged.connect(self._smoothing_changed)
+        self.log.toggled.connect(self._set_log)
+        self.export_button.clicked.connect(self._export_clicked)
+        self.clear_button.clicked.connect(self.clear)
+        self.smoothing_label.setText(f"smoothing {SMOOTHING:.2f}")
+        side = QVBoxLayout()
+        side.addWidget(self.run_list, 1)
+        for widget in (QLabel("x axis"), self.x_axis, self.smoothing_label, self.smoothing,
+                       self.log, self.export_button, self.clear_button):
+            widget.setMaximumWidth(150)
+            side.addWidget(widget)
+        self.run_list.setMaximumWidth(150)
+        return side
+
+    # -- runs ---------------------------------------------------------------------------
+    @property
+    def runs(self) -> list[RunData]:
+        return list(self._runs.values())
+
+    def add_run(self, key: str, label: str, colour: str) -> None:
+        """A run being trained: add(records) feeds it from now on. A key already shown keeps
+        its curves and goes on from them (a paused run resumed)."""
+        self._live = self._runs.get(key) or self._make_run(key, label, colour)
+        self.rename_run(key, label)
+
+    def new_run(self) -> RunData:
+        """A run named by its number, for callers that keep no run folders."""
+        number = self._numbered + 1
+        self.add_run(f"run {number}", f"run {number}", run_colour(number - 1))
+        assert self._live is not None
+        return self._live
+
+    def load_run(self, key: str, label: str, colour: str,
+                 rows: list[Mapping[str, object]]) -> None:
+        """A run from its metrics.csv rows (dicts by header). A run already shown takes the
+        label, colour and rows in its place; one drawn from live steps keeps those (they
+        are finer than the file's epochs)."""
+        run = self._runs.get(key) or self._make_run(key, label, colour)
+        if not run.loss.n:
+            run.load(rows)
+        self.rename_run(key, label)
+        if colour != run.colour:
+            self._recolour(run, colour)
+        self._dirty = True
+
+    def rename_run(self, key: str, label: str) -> None:
+        run = self._runs[key]
+        run.label = label
+        self._restyle(run)
+
+    def set_run_visible(self, key: str, on: bool) -> None:
+        run = self._runs[key]
+        run.visible = on
+        self._restyle(run)
+        self._refit = self._dirty = True
+
+    def remove_run(self, key: str) -> None:
+        run = self._runs.pop(key)
+        for plot, curve in zip(self._curve_plots(), run.curves, strict=True):
+            plot.removeItem(curve)
+        self.run_list.takeItem(self._row(key))
+        if self._live is run:
+            self._live = None
+        self.hover.hide()
+        self._refit = self._dirty = True
+
+    def clear(self) -> None:
+        for key in list(self._runs):
+            self.remove_run(key)
+        self._held = []
+
+    def mark_best(self, key: str | None) -> None:
+        """Draw one run (or none) thicker, with a star before its label."""
+        for run in self._runs.values():
+            if run.best != (run.key == key):
+                run.best = run.key == key
+                self._restyle(run)
+
+    def _make_run(self, key: str, label: str, colour: str) -> RunData:
+        self._numbered += 1
+        run = RunData(key, label, colour, self._numbered)
+        run.curves = [plot.plot() for plot in self._curve_plots()]
+        self.legend.addItem(run.curves[1], label)
+        self._runs[key] = run
+        item = QListWidgetItem(label)
+        item.setData(Qt.ItemDataRole.UserRole, key)
         item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
         item.setCheckState(Qt.CheckState.Checked)
         self.run_list.addItem(item)
+        self._recolour(run, colour)
         return run
 
+    def _recolour(self, run: RunData, colour: str) -> None:
+        run.colour = colour
+        faint = QColor(colour)
+        faint.setAlpha(70)
+        run.curves[0].setPen(pg.mkPen(faint, width=1))
+        for curve in run.curves[2:]:
+            curve.setSymbol("o")
+            curve.setSymbolSize(5)
+            curve.setSymbolBrush(colour)
+            curve.setSymbolPen(colour)
+        self.run_list.item(self._row(run.key)).setIcon(_swatch(colour))
+        self._restyle(run)
+
+    def _restyle(self, run: RunData) -> None:
+        """Pens, visibility and texts from the run's colour, label, visibility and best."""
+        width = 3.5 if run.best else 2.0
+        run.curves[1].setPen(pg.mkPen(run.colour, width=width))
+        for curve in run.curves[2:]:
+            curve.setPen(pg.mkPen(run.colour, width=width - 0.5))
+        for index, curve in enumerate(run.curves):
+            curve.setVisible(run.visible and (index > 0 or self._weight() > 0))
+        text = f"★ {run.label}" if run.best else run.label
+        sample_label = self.legend.getLabel(run.curves[1])
+        if sample_label is not None:
+            sample_label.setText(text)
+        self.legend.updateSize()
+        item = self.run_list.item(self._row(run.key))
+        self.run_list.blockSignals(True)
+        item.setText(text)
+        item.setToolTip(f"{run.label}\n{run.key}" if run.key != run.label else run.label)
+        item.setCheckState(Qt.CheckState.Checked if run.visible else Qt.CheckState.Unchecked)
+        font = item.font()
+        font.setBold(run.best)
+        item.setFont(font)
+        self.run_list.blockSignals(False)
+
+    def _row(self, key: str) -> int:
+        return next(i for i in range(self.run_list.count())
+                    if self.run_list.item(i).data(Qt.ItemDataRole.UserRole) == key)
+
+    # -- live records -------------------------------------------------------------------
     def add(self, records: list[object]) -> None:
-        if not self.runs:
+        if self._live is None:
             self.new_run()
-        run = self.runs[-1]
+        run = self._live
+        assert run is not None
         if self._held and run.loss.n == 0:  # the traced steps this run continues
             if _first_step(records) == _last_step(self._held) + 1:
                 records = self._held + records
@@ -201,48 +323,141 @@ class RunPlots(QWidget):
         first = _first_step(records)
         if first is None:
             return
-        loss = self.runs[-1].loss if self.runs else None
-        if loss is not None and loss.n and loss.x[loss.n - 1] == first - 1:
+        loss = self._live.loss if self._live is not None else None
+        if loss is not None and loss.n and loss.column("step")[-1] == first - 1:
             self.add(records)
             return
         if self._held and _last_step(self._held) + 1 != first:
             self._held = []
         self._held += records
 
+    # -- drawing ------------------------------------------------------------------------
+    def _plots(self) -> tuple[pg.PlotItem, pg.PlotItem, pg.PlotItem]:
+        return self.loss_plot, self.val_plot, self.acc_plot
+
+    def _curve_plots(self) -> tuple[pg.PlotItem, ...]:
+        return self.loss_plot, self.loss_plot, self.val_plot, self.acc_plot
+
+    def _weight(self) -> float:
+        return self.smoothing.value() / 100
+
     def redraw(self) -> None:
         if not self._dirty:
             return
         self._dirty = False
-        for run in self.runs:
-            series = (run.loss, run.smooth, run.val_loss, run.val_acc)
-            for curve, s in zip(run.curves, series, strict=True):
-                if s.dirty:  # untouched plots are not repainted
-                    s.dirty = False
-                    curve.setData(*s.data())
-        log = self.log.isChecked()
-        _grow(self.loss_plot, self.runs, 0, log)
-        _grow(self.val_plot, self.runs, 2, log)
-        _grow(self.acc_plot, self.runs, 3, False, fixed_y=(0.0, 1.02))
+        axis = self.x_axis.currentText()
+        for run in self._runs.values():
+            if run.dirty:  # untouched runs are not repainted
+                run.dirty = False
+                self._draw(run, axis)
+        if self._refit:
+            self._refit = False
+            for plot in self._plots():
+                plot.setRange(xRange=(0, 1e-9), yRange=(0, 1e-9), padding=0)
+        visible = [run for run in self._runs.values() if run.visible]
+        log, floor = self.log.isChecked(), 10.0 if axis == "step" else 1.0
+        _fit(self.loss_plot, [r.shown[0] for r in visible] + [r.shown[1] for r in visible],
+             log, floor)
+        _fit(self.val_plot, [r.shown[2] for r in visible], log, floor)
+        _fit(self.acc_plot, [r.shown[3] for r in visible], False, floor, fixed_y=(0.0, 1.02))
 
-    def clear(self) -> None:
-        for plot in (self.loss_plot, self.val_plot, self.acc_plot):
-            plot.clear()
-            plot.addLegend(offset=(-10, 10))
-        self.runs.clear()
-        self._held = []
-        self.run_list.clear()
+    def _draw(self, run: RunData, axis: str) -> None:
+        train = run.train_series()
+        smooth = train is run.loss and self._weight() > 0
+        shown = [self._points(run, train, axis)]
+        x, y = shown[0]
+        shown.append((x, ema(y, self._weight())) if smooth else (x, y))
+        shown += [self._points(run, run.val_loss, axis), self._points(run, run.val_acc, axis)]
+        for curve, (x, y) in zip(run.curves, shown, strict=True):
+            curve.setData(x, y)
+        run.shown = shown
 
-    def _visibility(self, item: QListWidgetItem) -> None:
-        row = self.run_list.row(item)
-        if 0 <= row < len(self.runs):
-            visible = item.checkState() == Qt.CheckState.Checked
-            for curve in self.runs[row].curves:
-                curve.setVisible(visible)
+    @staticmethod
+    def _points(run: RunData, series: Series, axis: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = run.x(series, axis), series.column("value")
+        known = np.isfinite(x)
+        return (x, y.copy()) if known.all() else (x[known], y[known])
+
+    def _changed_view(self) -> None:
+        for run in self._runs.values():
+            run.dirty = True
+            self._restyle(run)
+        self.hover.hide()
+        self._dirty = True
+
+    def _axis_changed(self) -> None:
+        for plot in self._plots():
+            plot.setLabel("bottom", AXES[self.x_axis.currentText()])
+        self._refit = True
+        self._changed_view()
+
+    def _smoothing_changed(self, value: int) -> None:
+        self.smoothing_label.setText(f"smoothing {value / 100:.2f}")
+        self._changed_view()
 
     def _set_log(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
         self.val_plot.setLogMode(y=on)
-        for plot in (self.loss_plot, self.val_plot):
-            plot.setYRange(0, 1e-9)  # force a refit on the next redraw
-        self._dirty = True
+        self._refit = self._dirty = True
         self.redraw()
+
+    def _ticked(self, item: QListWidgetItem) -> None:
+        self.set_run_visible(item.data(Qt.ItemDataRole.UserRole),
+                             item.checkState() == Qt.CheckState.Checked)
+
+    def _legend_clicked(self, curve: pg.PlotDataItem) -> None:
+        """A legend sample toggles its curve; the run's other curves follow."""
+        run = next((r for r in self._runs.values() if r.curves[1] is curve), None)
+        if run is not None:
+            self.set_run_visible(run.key, curve.isVisible())
+
+    def hover_text(self) -> str:
+        """What the pointer shows now ("" when it points at nothing)."""
+        return self.hover.text()
+
+    # -- export -------------------------------------------------------------------------
+    def export(self, path: Path) -> None:
+        """The three plots and the legend as one picture: an SVG drawing for a .svg path,
+        else a PNG at twice the on-screen size. OSError when the file cannot be written."""
+        self.redraw()
+        path.write_bytes(self._svg() if path.suffix.lower() == ".svg" else self._png())
+
+    def _png(self) -> bytes:
+        exporter = ImageExporter(self.view.ci)
+        exporter.parameters()["width"] = int(2 * self.view.ci.width())
+        buffer = QBuffer()
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        exporter.export(toBytes=True).save(buffer, "PNG")
+        return bytes(buffer.data().data())
+
+    def _svg(self) -> bytes:
+        """Qt's own SVG writer: pyqtgraph 0.14's SVG exporter fails on Qt 6.11's closed paths
+        (pyqtgraph issue 3495)."""
+        source = self.view.ci.sceneBoundingRect()
+        target = QRectF(0, 0, source.width(), source.height())
+        buffer = QBuffer()
+        generator = QSvgGenerator()
+        generator.setOutputDevice(buffer)
+        generator.setSize(target.size().toSize())
+        generator.setViewBox(target)
+        generator.setTitle("LayerLab training curves")
+        painter = QPainter(generator)
+        painter.fillRect(target, self.view.backgroundBrush())
+        self.view.scene().render(painter, target, source)
+        painter.end()
+        return bytes(buffer.data().data())
+
+    def _export_clicked(self) -> None:
+        name, chosen = QFileDialog.getSaveFileName(
+            self, "Export plots", str(Path.home() / "training curves.png"),
+            "PNG image (*.png);;SVG drawing (*.svg)")
+        if not name:
+            return
+        path = Path(name)
+        if path.suffix.lower() not in (".png", ".svg"):
+            path = path.with_suffix(".svg" if "svg" in chosen.lower() else ".png")
+        try:
+            self.export(path)
+        except OSError as error:
+            QMessageBox.warning(self, "Export plots",
+                                f"Could not write {path}: {error.strerror or error}.")
