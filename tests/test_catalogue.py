@@ -18,6 +18,8 @@ PRODUCT_TYPES = {
     "activation": ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softmax",
                    "LogSoftmax"],
     "merge": ["Add", "Multiply", "Concat"],
+    "tensor": ["Split", "Chunk", "Permute", "Transpose", "Expand", "Select", "Slice",
+               "Parameter"],
     "sequence": ["Embedding", "MultiheadAttention", "TransformerEncoderLayer", "LSTM", "GRU",
                  "Mean"],
     "loss": ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "L1Loss", "NLLLoss"],

@@ -41,9 +41,9 @@ def test_product_example_loads_and_round_trips_exactly(tmp_path):
     assert project.graph.nodes["fc1"]["params"]["init"] == "kaiming_uniform"
     assert layerlab.infer_shapes(project.graph)["fc2"] == (10,)
     project.save(tmp_path / "again.layerlab.json")
-    # a version 1 file is saved as version 2, drawn left to right as it always was
+    # a version 1 file is saved as version 3, drawn left to right as it always was
     assert json.loads((tmp_path / "again.layerlab.json").read_text()) == {
-        **MNIST, "version": 2, "view": {"direction": "LR"}}
+        **MNIST, "version": 3, "view": {"direction": "LR"}}
 
 
 def test_unknown_keys_survive(tmp_path):
@@ -57,7 +57,7 @@ def test_unknown_keys_survive(tmp_path):
     data["version"], data["view"] = 2, {"direction": "TB", "grid": 20}
     path.write_text(json.dumps(data))
     layerlab.load_project(path).save()
-    assert json.loads(path.read_text()) == data
+    assert json.loads(path.read_text()) == {**data, "version": 3}
 
 
 def test_missing_training_settings_take_defaults():

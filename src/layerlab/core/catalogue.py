@@ -11,16 +11,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from layerlab.core.layers import activation, conv, dense, loss, merge, norm, op, sequence
+from layerlab.core.layers import (
+    activation,
+    conv,
+    dense,
+    loss,
+    merge,
+    norm,
+    op,
+    plumbing,
+    sequence,
+)
 from layerlab.core.layers.common import INITIALISERS
 from layerlab.core.spec import LayerSpec
 
 GROUPS = ("input", "dense", "convolution", "normalization", "activation", "merge",
-          "sequence", "operation", "loss")
+          "tensor", "sequence", "operation", "loss")
 
 CATALOGUE: dict[str, LayerSpec] = {
     spec.type: spec
-    for module in (dense, conv, norm, activation, merge, sequence, op, loss)
+    for module in (dense, conv, norm, activation, merge, plumbing, sequence, op, loss)
     for spec in module.SPECS
 }
 

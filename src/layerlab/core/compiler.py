@@ -8,6 +8,8 @@ person would write, and a GraphModule trains exactly as fast as a hand-written m
 
 from __future__ import annotations
 
+import operator
+
 import networkx as nx
 import torch
 import torch.fx
@@ -15,6 +17,7 @@ from torch import nn
 
 from layerlab.core.catalogue import CATALOGUE, apply_init
 from layerlab.core.errors import GraphError
+from layerlab.core.ports import value_key
 from layerlab.core.shapes import Analysis, analyze
 
 NODE_META = "layerlab_node"
@@ -39,8 +42,9 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
     analysis = checked(graph)
     modules = nn.Module()
     fx_graph = torch.fx.Graph()
-    values: dict[str, torch.fx.Node] = {}
-    for node in analysis.order:
+    values: dict[str, torch.fx.Node] = {}  # by value key (core/ports.py)
+    # the Input first: a Parameter, which has no input edge, takes its batch size from it
+    for node in sorted(analysis.order, key=lambda n: n != analysis.input_node):
         if node == analysis.loss_node:
             continue
         ctx = analysis.contexts[node]
@@ -60,12 +64,28 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
                 value = spec.emit(fx_graph, ctx, args)
         if value.op != "placeholder":
             value._rename(node)  # the variable in .code reads as the node id
-        value.meta[NODE_META] = node
-        values[node] = value
+        value.meta[NODE_META] = node  # several outputs: the tuple of them, then each port
+        if spec.outputs is None:
+            values[node] = value
+        else:
+            values.update(_ports(fx_graph, node, value, len(analysis.port_shapes[node])))
     fx_graph.output(values[analysis.output_node])
     fx_graph.lint()
     model = torch.fx.GraphModule(modules, fx_graph, class_name="LayerLabModel")
     return model
+
+
+def _ports(fx_graph: torch.fx.Graph, node: str, pieces: torch.fx.Node,
+           count: int) -> dict[str, torch.fx.Node]:
+    """One fx value per output port of a layer with several (`chunk_0 = chunk[0]`), each
+    tagged with its value key, so that a traced step records every port."""
+    out = {}
+    for port in range(count):
+        item = fx_graph.call_function(operator.getitem, (pieces, port))
+        item._rename(f"{node}_{port}")
+        item.meta[NODE_META] = key = value_key(node, port, True)
+        out[key] = item
+    return out
 
 
 def build_loss(graph: nx.DiGraph) -> nn.Module | None:

@@ -20,15 +20,17 @@ from layerlab.core import (
     explain_conv,
     explain_layers,
     explain_loss,
+    explain_plumbing,
     explain_recurrent,
 )
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.explain_rules import Local, Part, Rule, RuleFn, Tensor, Unexplained
+from layerlab.core.ports import owner, port_of, value_key
 from layerlab.core.tracer import StepTrace
 
 RULES: dict[str, RuleFn] = {**explain_layers.RULES, **explain_conv.RULES,
                             **explain_loss.RULES, **explain_composite.RULES,
-                            **explain_recurrent.RULES}
+                            **explain_recurrent.RULES, **explain_plumbing.RULES}
 
 __all__ = ["NodeExplanation", "Part", "Unexplained", "explain_node"]
 
@@ -91,11 +93,28 @@ class _Step:
                    if k.startswith(f"{node}.")}
         xs = tuple(_values(self.value(src)) for src in trace.inputs[node])
         targets = trace.loss_targets if trace.loss_targets is not None else trace.targets
-        return Local(node, spec.resolve(self.graph.nodes[node].get("params", {})), xs,
-                     None if spec.is_loss else _values(self.value(node)),
-                     torch.ones(()) if spec.is_loss else self.dy(node),
+        params = spec.resolve(self.graph.nodes[node].get("params", {}))
+        ys, dys = self.ports(node, spec.output_count(params)) if spec.outputs else ((), ())
+        return Local(node, params, xs,
+                     None if spec.is_loss else ys[0] if ys else _values(self.value(node)),
+                     torch.ones(()) if spec.is_loss else dys[0] if dys else self.dy(node),
                      weights, trace.extras.get(node, {}), int(trace.kept["batch"]),
-                     self.sample, None if targets is None else _values(targets))
+                     self.sample, None if targets is None else _values(targets), ys, dys)
+
+    def ports(self, node: str, count: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Values and dL/d(value) of each output port; a port nothing uses gets zeros."""
+        keys = [value_key(node, k, True) for k in range(count)]
+        ys = tuple(_values(self.value(k)) for k in keys)
+        dys = []
+        for key, y in zip(keys, ys, strict=True):
+            try:
+                dys.append(self.dy(key))
+            except Unexplained:
+                dys.append(torch.zeros_like(y))
+        if all(key not in self.backward and key not in self.derived for key in keys):
+            raise Unexplained(f"no gradient reaches {node}'s outputs: they hold integer "
+                              "values or nothing after them learns")
+        return ys, tuple(dys)
 
     def value(self, node: str) -> Tensor:
         if node not in self.forward:
@@ -103,11 +122,12 @@ class _Step:
         return self.forward[node]
 
     def dy(self, node: str) -> Tensor:
-        """dL/d(output): recorded by autograd, or summed from the rules of the nodes fed."""
+        """dL/d(output): recorded by autograd, or summed from the rules of the nodes fed.
+        `node` is a value key (core/ports.py): a node id, or `node:k` for one port."""
         if node in self.backward:
             return self.backward[node].float()
         total = None
-        for consumer in self.graph.successors(node):
+        for consumer in self.consumers(node):
             grad = self.rule(consumer).grads[self.trace.inputs[consumer].index(node)]
             if grad is not None:
                 total = grad if total is None else total + grad
@@ -117,11 +137,15 @@ class _Step:
         self.derived.add(node)
         return total
 
+    def consumers(self, key: str) -> list[str]:
+        """The nodes that take the value `key`."""
+        return [c for c in self.graph.successors(owner(key)) if key in self.trace.inputs[c]]
+
     def share_sum(self, source: str) -> Tensor | None:
         """Σ over the nodes `source` feeds of their rule's dL/d(source): what autograd
         recorded for it. None when some of them have no rule here."""
         total = None
-        for consumer in self.graph.successors(source):
+        for consumer in self.consumers(source):
             try:
                 grad = self.rule(consumer).grads[self.trace.inputs[consumer].index(source)]
             except Unexplained:
@@ -235,6 +259,9 @@ def _names(step: _Step, node: str) -> _Names:
         return "ŷ" if n == output else n
     sources = step.trace.inputs[node]
     names = _Names(y=name(node))
+    for key in step.forward:  # a layer with several outputs: {y0}, {y1}, … name its ports
+        if ":" in key and owner(key) == node:
+            names[f"y{port_of(key)}"] = name(key)
     if sources:
         names["x"] = name(sources[0])
     for k, src in enumerate(sources):

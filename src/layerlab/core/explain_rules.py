@@ -32,6 +32,10 @@ class Local:
     batch: int  # samples in the whole batch
     sample: int  # the sample whose terms are shown
     targets: Tensor | None = None  # the kept targets, as the loss saw them
+    # a layer with several outputs (Split, Chunk): each port's value and dL/d(value);
+    # `y` and `dy` are then port 0's
+    ys: tuple[Tensor, ...] = ()
+    dys: tuple[Tensor, ...] = ()
 
     def weight(self, name: str) -> Tensor | None:
         return self.weights.get(name)

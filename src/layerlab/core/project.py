@@ -22,10 +22,14 @@ import networkx as nx
 from layerlab.core import groups as groups_io
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.errors import GraphError, ProjectFileError
+from layerlab.core.ops import params_problem
 from layerlab.core.validation import normalise_training, training_problems
 
 FORMAT = "layerlab-project"
-VERSION = 2  # 2: "view" (how the canvas draws the graph: direction of flow, groups)
+# 2: "view" (how the canvas draws the graph: direction of flow, groups); 3: an edge's
+# "out_port", the output of a layer with several (Split, Chunk) it leaves from, written only
+# where it is not 0 — a version-2 file migrates by adding nothing
+VERSION = 3
 KNOWN_KEYS = ("format", "version", "name", "graph", "training", "view")
 DIRECTIONS = ("TB", "LR")  # top to bottom (the default), left to right
 
@@ -64,6 +68,8 @@ class Project:
         graph = nx.node_link_data(self.graph, edges="edges")
         graph["nodes"] = [{"id": n["id"], **{k: v for k, v in n.items() if k != "id"}}
                           for n in graph["nodes"]]
+        graph["edges"] = [{k: v for k, v in e.items() if (k, v) != ("out_port", 0)}
+                          for e in graph["edges"]]  # out_port is written where not 0
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -234,6 +240,10 @@ def _check_nodes(nodes: list[Any], errors: list[Error]) -> None:
             errors.append((node_id, f"{node_id} has no layer type"))
         if "params" in node and not isinstance(node["params"], dict):
             errors.append((node_id, f"params of {node_id} must be an object"))
+        elif node.get("type") == "Op":  # a file is data: it names only allowed calls
+            problem = params_problem(node.get("params", {}))
+            if problem:
+                errors.append((node_id, f"{node_id} {problem}"))
         if not _is_point(node.get("pos", [0, 0])):
             errors.append((node_id, f"pos of {node_id} must be two numbers [x, y]"))
         if not isinstance(node.get("frozen", False), bool):
@@ -253,6 +263,11 @@ def _check_edges(edges: list[Any], errors: list[Error]) -> None:
             errors.append((edge["target"], f"the edge from {pair[0]} into {pair[1]} appears "
                                            "twice"))
         seen.add(pair)
+        port = edge.get("out_port", 0)
+        if isinstance(port, bool) or not isinstance(port, int) or port < 0:
+            errors.append((edge["target"], f"out_port of the edge from {pair[0]} into "
+                                           f"{pair[1]} must be a whole number ≥ 0, not "
+                                           f"{port!r}"))
         bends = edge.get("bends", [])
         if not (isinstance(bends, list) and all(_is_point(p) for p in bends)):
             errors.append((edge["target"], f"bends of the edge from {pair[0]} into {pair[1]} "

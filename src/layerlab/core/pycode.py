@@ -15,6 +15,7 @@ import torch
 import torch.fx
 
 from layerlab.core.catalogue import CATALOGUE, OPTIMIZERS
+from layerlab.core.ops import allowed_name, python_call
 from layerlab.core.project import Project
 from layerlab.core.settings import OPTIMIZER_CLASSES, settings_from
 from layerlab.core.shapes import Analysis
@@ -90,10 +91,26 @@ def _expression(n: torch.fx.Node, names: dict[torch.fx.Node, str]) -> str:
     if n.target is operator.mul:
         return f"{_arg(n.args[0], names)} * {_arg(n.args[1], names)}"
     if n.target is operator.getitem:
-        return f"{_arg(n.args[0], names)}[{_arg(n.args[1], names)}]"
+        return f"{_arg(n.args[0], names)}[{_index(n.args[1], names)}]"
     if n.target is torch.cat:
         return f"torch.cat({_call(n.args, n.kwargs, names)})"
+    name = allowed_name(n.target)
+    if name is not None:  # an Op node's allow-listed function
+        return python_call(name, [_arg(a, names) for a in n.args],
+                           {k: _arg(v, names) for k, v in n.kwargs.items()})
     raise AssertionError(f"no Python form for fx node {n.format_node()}")
+
+
+def _index(item: Any, names: dict[torch.fx.Node, str]) -> str:
+    """An index as a person writes it: x[:, 0], x[:, 2:8:2], chunk[1]."""
+    if isinstance(item, tuple):
+        return ", ".join(_index(i, names) for i in item)
+    if isinstance(item, slice):
+        step = "" if item.step is None else f":{item.step}"
+        start = "" if item.start is None else repr(item.start)
+        stop = "" if item.stop is None else repr(item.stop)
+        return f"{start}:{stop}{step}"
+    return _arg(item, names)
 
 
 def train_source(project: Project, analysis: Analysis) -> str:

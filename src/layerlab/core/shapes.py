@@ -20,7 +20,8 @@ from torch import nn
 
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.errors import GraphError
-from layerlab.core.spec import Ctx, LayerSpec, Shape, ShapeError
+from layerlab.core.ports import in_edges_in_port_order, out_port, value_key
+from layerlab.core.spec import Ctx, LayerSpec, Shape, ShapeError, fmt_output
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Names a submodule cannot take: they would shadow nn.Module or GraphModule attributes.
@@ -36,7 +37,8 @@ Error = tuple[str | None, str]
 class Analysis:
     """What the graph is: shapes, resolved layer contexts, order, and every error."""
 
-    shapes: dict[str, Shape] = field(default_factory=dict)
+    shapes: dict[str, Shape] = field(default_factory=dict)  # several outputs: port 0's
+    port_shapes: dict[str, tuple[Shape, ...]] = field(default_factory=dict)  # those nodes
     dtypes: dict[str, str] = field(default_factory=dict)
     contexts: dict[str, Ctx] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
@@ -51,6 +53,19 @@ class Analysis:
 
     def errors_of(self, node: str) -> list[str]:
         return [m for n, m in self.errors if n == node]
+
+    def out_shape(self, node: str, port: int = 0) -> Shape | None:
+        """The shape leaving output `port` of `node`, or None when unknown or no such port."""
+        if node in self.port_shapes:
+            ports = self.port_shapes[node]
+            return ports[port] if 0 <= port < len(ports) else None
+        return self.shapes.get(node) if port == 0 else None
+
+    def shown(self, node: str) -> str:
+        """The node's output for a person: [8, 4], or [8, 2] · [8, 2] for several ports."""
+        if node in self.port_shapes:
+            return " · ".join(fmt_output(s) for s in self.port_shapes[node])
+        return fmt_output(self.shapes.get(node))
 
 
 def infer_shapes(graph: nx.DiGraph) -> dict[str, Shape]:
@@ -197,7 +212,8 @@ def _check_inputs(graph: nx.DiGraph, specs: dict[str, LayerSpec],
 def _arity_message(node: str, spec: LayerSpec, count: int, sources: str) -> str:
     got = f"receives {count} (from {sources})" if count else "has none"
     if spec.max_inputs == 0:
-        return f"an Input takes no inputs but {node} {got}"
+        article = "an" if spec.type[0] in "AEIOU" else "a"
+        return f"{article} {spec.type} takes no inputs but {node} {got}"
     if spec.max_inputs is None:
         return f"{node} needs at least {spec.min_inputs} inputs but {got}"
     return f"{node} needs exactly {spec.min_inputs} input but {got}"
@@ -226,19 +242,33 @@ def _infer_node(graph: nx.DiGraph, node: str, spec: LayerSpec, inputs_ok: set[st
                 a: Analysis) -> None:
     if node not in inputs_ok:
         return
-    edges = sorted(graph.in_edges(node, data=True), key=lambda e: e[2].get("port", 0))
-    sources = tuple(e[0] for e in edges)
-    if any(s not in a.shapes for s in sources):
+    edges = in_edges_in_port_order(graph, node)
+    if any(s not in a.shapes for s, _ in edges):
         return  # an upstream problem is already reported
-    ctx = Ctx(node, spec.resolve(graph.nodes[node].get("params", {})),
-              tuple(a.shapes[s] for s in sources), sources,
-              tuple(a.dtypes[s] for s in sources))
+    in_shapes = []
+    for src, data in edges:
+        port = out_port(data)
+        whole = isinstance(port, int) and not isinstance(port, bool)
+        shape = a.out_shape(src, port) if whole else None
+        if shape is None:
+            count = len(a.port_shapes.get(src, ((),)))
+            a.errors.append((node, f"the edge from {src} into {node} leaves from output port "
+                                   f"{port!r}, but {src} has {count} (0 to {count - 1})"))
+            return
+        in_shapes.append(shape)
+    sources = tuple(value_key(s, out_port(d), s in a.port_shapes) for s, d in edges)
+    ctx = Ctx(node, spec.resolve(graph.nodes[node].get("params", {})), tuple(in_shapes),
+              sources, tuple(a.dtypes[s] for s, _ in edges))
     dtype_problem = _dtype_problem(ctx, spec)
     if dtype_problem:
         a.errors.append((node, dtype_problem))
         return
     try:
-        a.shapes[node] = tuple(spec.infer(ctx))
+        inferred = spec.infer(ctx)
+        if spec.outputs is not None:
+            a.port_shapes[node] = tuple(tuple(s) for s in inferred)  # type: ignore[union-attr]
+            inferred = inferred[0]
+        a.shapes[node] = tuple(inferred)  # type: ignore[arg-type]
     except ShapeError as exc:
         a.errors.append((node, str(exc)))
         return
@@ -276,3 +306,9 @@ def _check_outputs(graph: nx.DiGraph, specs: dict[str, LayerSpec], a: Analysis) 
                                "connect them into one or add a loss node"))
     elif sinks:
         a.output_node = sinks[0]
+    if a.output_node is not None and specs.get(a.output_node) is not None and \
+            specs[a.output_node].outputs is not None:
+        a.errors.append((a.output_node, f"the model's output must be one tensor, but "
+                                        f"{a.output_node} has several; put a layer after "
+                                        "the port you want"))
+        a.output_node = None

@@ -189,9 +189,12 @@ class LayerSpec:
     description: str
     formula: str
     params: tuple[Param, ...]
-    infer: Callable[[Ctx], Shape]
+    infer: Callable[[Ctx], Shape | tuple[Shape, ...]]  # a tuple per port with `outputs`
     build: Callable[[Ctx], Ctor] | None = None  # how to construct the torch module
     emit: Callable[..., Any] | None = None  # custom fx emission; None: call the module
+    # several output ports (Split, Chunk): how many, from the resolved parameters; `infer`
+    # then gives one shape per port and `emit` a tuple of tensors
+    outputs: Callable[[dict[str, Any]], int] | None = None
     min_inputs: int = 1
     max_inputs: int | None = 1
     input_dtype: str = "float32"  # "float32", "int64" or "any"
@@ -200,7 +203,15 @@ class LayerSpec:
 
     @property
     def has_init(self) -> bool:
-        return any(p.name == "init" for p in self.params)
+        """Whether the layer takes the shared weight initialisers (layers.common.INIT); a
+        layer whose `init` has choices of its own (Parameter) initialises itself."""
+        return any(p.name == "init" and "default" in p.choices for p in self.params)
+
+    def output_count(self, params: dict[str, Any]) -> int:
+        """Output ports of a node with these resolved parameters: 0 for a loss."""
+        if self.is_loss:
+            return 0
+        return 1 if self.outputs is None else self.outputs(params)
 
     @property
     def is_merge(self) -> bool:

@@ -28,6 +28,7 @@ from layerlab.core.optimizer_state import (
     Regularisation,
     capture,
 )
+from layerlab.core.ports import input_keys
 from layerlab.core.trace_extras import ExtrasRecorder, wants_extras
 
 HIST_BINS = 32
@@ -169,9 +170,7 @@ class StepRecorder(torch.fx.Interpreter):
         self.keep = keep
         self.param_budget = param_budget
         self.trace = StepTrace()
-        self.trace.inputs = {n: [e[0] for e in sorted(graph.in_edges(n, data=True),
-                                                      key=lambda e: e[2].get("port", 0))]
-                             for n in graph}
+        self.trace.inputs = {n: input_keys(graph, n) for n in graph}  # value keys
         self._types = {n: d.get("type", "") for n, d in graph.nodes(data=True)}
         self._live: dict[str, torch.Tensor] = {}
         self._before: dict[str, torch.Tensor] = {}
@@ -197,6 +196,9 @@ class StepRecorder(torch.fx.Interpreter):
             self.trace.stats[node] = Stats.of(out, self._types.get(node, ""))
             if out.requires_grad:
                 self._live[node] = out
+        elif node is not None and isinstance(out, tuple):  # Split, Chunk: each port is
+            # recorded as `node:k` (core/ports.py); the node's statistics cover them all
+            self.trace.stats[node] = Stats.of(torch.cat([o.detach().reshape(-1) for o in out]))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
