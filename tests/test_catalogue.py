@@ -11,12 +11,13 @@ from helpers import chain_graph, sample_input
 
 PRODUCT_TYPES = {
     "input": ["Input"],
-    "dense": ["Linear", "Flatten", "Reshape", "Dropout", "Identity"],
+    "dense": ["Linear", "Flatten", "Reshape", "Dropout", "Identity", "Dropout1d", "Dropout2d",
+              "AlphaDropout", "StochasticDepth"],
     "convolution": ["Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
                     "AvgPool2d", "AdaptiveAvgPool2d"],
     "normalization": ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "Standardize"],
     "activation": ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softmax",
-                   "LogSoftmax"],
+                   "LogSoftmax", "ReLU6", "Hardswish", "Hardsigmoid"],
     "merge": ["Add", "Multiply", "Concat"],
     "tensor": ["Split", "Chunk", "Permute", "Transpose", "Expand", "Select", "Slice",
                "Parameter"],

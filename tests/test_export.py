@@ -19,6 +19,7 @@ from layerlab.cli import main
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.export import ExportError, export, sample_input
 from layerlab.core.shapes import analyze
+from test_catalogue_extra import extra_graph
 
 from conftest import EXAMPLES
 
@@ -114,7 +115,7 @@ def l1_graph():
 
 
 GRAPHS = {"dense": dense_graph, "conv": conv_graph, "sequence": sequence_graph,
-          "bce": bce_graph, "l1": l1_graph}
+          "bce": bce_graph, "l1": l1_graph, "extra": extra_graph}
 
 
 def test_the_graphs_cover_every_layer_type():

@@ -15,6 +15,7 @@ from layerlab.core.layers import (
     activation,
     conv,
     dense,
+    extra,
     loss,
     merge,
     norm,
@@ -30,7 +31,7 @@ GROUPS = ("input", "dense", "convolution", "normalization", "activation", "merge
 
 CATALOGUE: dict[str, LayerSpec] = {
     spec.type: spec
-    for module in (dense, conv, norm, activation, merge, plumbing, sequence, op, loss)
+    for module in (dense, conv, norm, activation, merge, plumbing, sequence, extra, op, loss)
     for spec in module.SPECS
 }
 

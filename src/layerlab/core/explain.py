@@ -18,6 +18,7 @@ import torch
 from layerlab.core import (
     explain_composite,
     explain_conv,
+    explain_extra,
     explain_layers,
     explain_loss,
     explain_plumbing,
@@ -30,6 +31,7 @@ from layerlab.core.tracer import StepTrace
 
 RULES: dict[str, RuleFn] = {**explain_layers.RULES, **explain_conv.RULES,
                             **explain_loss.RULES, **explain_composite.RULES,
+                            **explain_extra.RULES,
                             **explain_recurrent.RULES, **explain_plumbing.RULES}
 
 __all__ = ["NodeExplanation", "Part", "Unexplained", "explain_node"]

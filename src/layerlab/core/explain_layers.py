@@ -245,16 +245,20 @@ def _batch_norm(v: Local) -> Rule:
 
 
 def _layer_norm(v: Local) -> Rule:
-    x, s = v.xs[0], v.sample
+    """Over several trailing dimensions it is the rule over one, on them flattened."""
+    x, s, k = v.xs[0], v.sample, v.params["normalized_dims"]
     gamma = v.weights.get("weight")
-    dx, dg, db = layer_norm_back(x, gamma, v.params["eps"], v.dy)
+    dx, dg, db = layer_norm_back(x.flatten(-k), None if gamma is None else gamma.flatten(),
+                                 v.params["eps"], v.dy.flatten(-k))
+    dx = dx.reshape(x.shape)
     params = {}
     if gamma is not None:
-        params["weight"] = dg
+        params["weight"] = dg.reshape(gamma.shape)
     if "bias" in v.weights:
-        params["bias"] = db
+        params["bias"] = db.reshape(v.weights["bias"].shape)
+    over = "the last dimension" if k == 1 else f"the last {k} dimensions together"
     return Rule("dL/d{x} = (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)), ĝ = γ ⊙ dL/d{y}, "
-                "x̂ = ({x} − mean({x}))/σ over the last dimension;  dL/dγ = Σ dL/d{y}·x̂;  "
+                f"x̂ = ({{x}} − mean({{x}}))/σ over {over};  dL/dγ = Σ dL/d{{y}}·x̂;  "
                 "dL/dβ = Σ dL/d{y}", [dx], params,
                 terms={"{x}": x[s], "dL/d{y}": v.dy[s], "dL/d{x}": dx[s]})
 

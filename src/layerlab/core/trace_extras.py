@@ -18,9 +18,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from layerlab.core.layers.extra import MASKED
 from layerlab.core.layers.norm import Standardize
 
-RANDOM = (nn.Dropout, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM, nn.GRU)
+DROPOUTS = (nn.Dropout, *MASKED)  # one mask per step, shaped like (or broadcast over) x
+RANDOM = (*DROPOUTS, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM, nn.GRU)
 _BERNOULLI = {torch.ops.aten.bernoulli_.float, torch.ops.aten.bernoulli.p}
 _NATIVE_DROPOUT = torch.ops.aten.native_dropout.default
 
@@ -68,7 +70,7 @@ class ExtrasRecorder:
         with _RandomDraws() as random:
             out = call()
         masks = [m.detach() != 0 for m in random.draws]
-        if isinstance(module, nn.Dropout):
+        if isinstance(module, DROPOUTS):
             self.values[node] = {"training": module.training,
                                  "masks": [m[: self.keep].cpu() for m in masks]}
         else:

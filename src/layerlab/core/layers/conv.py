@@ -43,10 +43,7 @@ def _spatial_out(ctx: Ctx, n: int, kernel: tuple[int, ...], stride: tuple[int, .
 def _conv_shape(ctx: Ctx, n: int) -> Shape:
     need_rank(ctx, (n + 1,), LAYOUT[n])
     p = ctx.params
-    groups, channels = p["groups"], ctx.shape[0]
-    if channels % groups or p["out_channels"] % groups:
-        raise ShapeError(f"groups={groups} must divide both the input channels ({channels}) "
-                         f"and out_channels ({p['out_channels']})")
+    _check_groups(ctx)
     kernel, stride, dilation = ctx.size("kernel_size", n), ctx.size("stride", n), \
         ctx.size("dilation", n)
     if p["padding"] == "same":
@@ -58,6 +55,15 @@ def _conv_shape(ctx: Ctx, n: int) -> Shape:
     padding = (0,) * n if p["padding"] == "valid" else ctx.size("padding", n)
     _check_padding_mode(ctx, [(pad, pad) for pad in padding])
     return (p["out_channels"], *_spatial_out(ctx, n, kernel, stride, padding, dilation))
+
+
+def _check_groups(ctx: Ctx) -> None:
+    """Grouped (and depthwise: groups = input channels) convolutions split the channels
+    into equal groups, so groups must divide both channel counts."""
+    groups, channels, out = ctx.params["groups"], ctx.shape[0], ctx.params["out_channels"]
+    if channels % groups or out % groups:
+        raise ShapeError(f"{ctx.node_id} has groups={groups}, which must divide both its "
+                         f"input channels ({channels}, {ctx.src()}) and out_channels ({out})")
 
 
 def _check_padding_mode(ctx: Ctx, pads: list[tuple[int, int]]) -> None:
@@ -82,7 +88,8 @@ def _conv_params(n: int) -> tuple[Param, ...]:
         Param("padding", "padding", 0, minimum=0, length=n,
               help="Zeros added on each side, or 'same' / 'valid'."),
         _size("dilation", n, 1, "Spacing between filter taps."),
-        Param("groups", "int", 1, minimum=1, help="Split channels into independent groups."),
+        Param("groups", "int", 1, minimum=1, help="Split channels into independent groups; "
+              "groups = input channels is a depthwise convolution."),
         BIAS,
         Param("padding_mode", "choice", "zeros", choices=("zeros", "reflect", "replicate",
                                                           "circular"),
@@ -103,10 +110,7 @@ def _conv_build(cls: type[nn.Module]):
 def _conv_transpose_shape(ctx: Ctx) -> Shape:
     need_rank(ctx, (3,), LAYOUT[2])
     p = ctx.params
-    groups, channels = p["groups"], ctx.shape[0]
-    if channels % groups or p["out_channels"] % groups:
-        raise ShapeError(f"groups={groups} must divide both the input channels ({channels}) "
-                         f"and out_channels ({p['out_channels']})")
+    _check_groups(ctx)
     k, s, pad, op, d = (ctx.size(name, 2) for name in
                         ("kernel_size", "stride", "padding", "output_padding", "dilation"))
     if any(o >= max(si, di) for o, si, di in zip(op, s, d, strict=True)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from layerlab.core.spec import Ctx, LayerSpec, Param, Shape, ctor, need_rank
+from layerlab.core.spec import Ctor, Ctx, LayerSpec, Param, Shape, ShapeError, ctor, need_rank
 
 EPS = Param("eps", "float", 1e-5, minimum=0.0, help="Added to the variance for stability.")
 MOMENTUM = Param("momentum", "float", 0.1, minimum=0.0, maximum=1.0,
@@ -27,7 +27,19 @@ def _bn2d_shape(ctx: Ctx) -> Shape:
 
 def _ln_shape(ctx: Ctx) -> Shape:
     need_rank(ctx, (1, 2, 3, 4), "[..., D]")
+    dims = ctx.params["normalized_dims"]
+    if dims > len(ctx.shape):
+        raise ShapeError(f"{ctx.node_id} normalises over its last {dims} dimensions but "
+                         f"receives {ctx.src()}, which has {len(ctx.shape)}")
     return ctx.shape
+
+
+def _layer_norm(ctx: Ctx) -> Ctor:
+    """nn.LayerNorm over the last `normalized_dims` sizes (one size is written as an int)."""
+    p = dict(ctx.params)
+    dims = p.pop("normalized_dims")
+    shape = ctx.shape[-1] if dims == 1 else list(ctx.shape[-dims:])
+    return ctor(nn.LayerNorm, shape, **p)
 
 
 def _bn(cls: type[nn.Module]):
@@ -69,16 +81,21 @@ SPECS = [
         params=(EPS, MOMENTUM, AFFINE, TRACK), infer=_bn2d_shape, build=_bn(nn.BatchNorm2d),
     ),
     LayerSpec(
-        "LayerNorm", "normalization", "Normalises each sample over its last dimension, then "
-        "rescales it; the transformer's normaliser.",
+        "LayerNorm", "normalization", "Normalises each sample over its last dimension(s), "
+        "then rescales it; the transformer's normaliser, and ConvNeXt's over the channels "
+        "of an [H, W, C] map.",
         "y = γ·(x - mean(x)) / √(var(x) + ε) + β",
         params=(
+            Param("normalized_dims", "int", 1, minimum=1, maximum=4,
+                  help="How many trailing dimensions are normalised together: 1 = the last "
+                       "(features, or C of [H, W, C]); 3 = a whole [C, H, W] sample. "
+                       "torch's normalized_shape is their sizes."),
             EPS,
             Param("elementwise_affine", "bool", True, help="Learn a scale γ and shift β."),
             Param("bias", "bool", True, help="Learn the shift β."),
         ),
         infer=_ln_shape,
-        build=lambda c: ctor(nn.LayerNorm, c.shape[-1], **c.params),
+        build=_layer_norm,
     ),
     LayerSpec(
         "Standardize", "normalization", "Subtracts each feature's mean and divides by its "
