@@ -23,6 +23,7 @@ PRODUCT_TYPES = {
                "Parameter"],
     "sequence": ["Embedding", "MultiheadAttention", "TransformerEncoderLayer", "LSTM", "GRU",
                  "Mean"],
+    "operation": ["Op"],
     "loss": ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "L1Loss", "NLLLoss"],
 }
 

@@ -70,13 +70,15 @@ def conv_graph():
              ("avg", "AvgPool2d", {"kernel_size": 2}),
              ("adapt", "AdaptiveAvgPool2d", {"output_size": [2, 3]}), ("flat", "Flatten", {}),
              ("rows", "Reshape", {"shape": [2, 9]}),
+             ("roll", "Op", {"fn": "torch.roll", "args": [1, -1]}),
              ("conv1d", "Conv1d", {"out_channels": 3, "kernel_size": 3, "padding": 1}),
              ("pool1d", "MaxPool1d", {"kernel_size": 3}), ("flat2", "Flatten", {}),
              ("head", "Linear", {"out_features": 4}), ("loss", "CrossEntropyLoss", {})]
     for node, typ, params in nodes:
         g.add_node(node, type=typ, params=params)
-    chain(g, ["x", "conv", "bn", "pool", "up", "avg", "adapt", "flat", "rows", "conv1d",
-              "pool1d", "flat2", "head", "loss"])
+    chain(g, ["x", "conv", "bn", "pool", "up", "avg", "adapt", "flat", "rows"])
+    g.add_edge("rows", "roll", port=0)  # an Op node: an allow-listed torch call
+    chain(g, ["roll", "conv1d", "pool1d", "flat2", "head", "loss"])
     return g
 
 

@@ -29,6 +29,7 @@ from layerlab.app.group_page import GroupPage
 from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.errors import format_error
+from layerlab.core.ops import node_title
 from layerlab.core.shapes import valid_id_error
 from layerlab.core.spec import Param
 
@@ -47,6 +48,8 @@ def parse_value(param: Param, text: str) -> Any:
         raise ValueError("a value is needed")
     if param.kind == "text":
         return text
+    if param.kind == "json":  # an Op node's arguments, as the file writes them
+        return _finite(json.loads(text))
     if param.kind == "padding" and text in ("same", "valid"):
         return text
     if param.kind == "float":
@@ -62,15 +65,17 @@ def parse_value(param: Param, text: str) -> Any:
 def _finite(value: Any) -> Any:
     """`value` unless it holds inf or nan ("1e309", "nan", "[Infinity]"): the project file
     is JSON, which has no such numbers, so they must never reach the document."""
-    if isinstance(value, list):
-        for item in value:
+    if isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
             _finite(item)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("not a finite number")
     return value
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, kind: str = "") -> str:
+    if kind == "json":
+        return json.dumps(value, ensure_ascii=False)
     if value is None:
         return ""
     if isinstance(value, list):
@@ -208,7 +213,7 @@ class Inspector(QStackedWidget):
         self.id_error = label(name="nodeIdError")
         self.id_error.setStyleSheet("color: #e0443e;")
         form.addRow("", self.id_error)
-        title = spec.type if spec else data.get("type", "?")
+        title = node_title(data)
         form.addRow(label(f"<b>{title}</b>"))
         if spec:
             form.addRow(label(f"<code>{spec.formula}</code><br>{spec.description}",
@@ -286,7 +291,7 @@ class Inspector(QStackedWidget):
                 if isinstance(value, int):
                     editor.setValue(value)
             elif isinstance(editor, QLineEdit) and not editor.hasFocus():
-                editor.setText(format_value(value))
+                editor.setText(format_value(value, param.kind))
                 editor.setStyleSheet("")
             editor.blockSignals(False)
         self.frozen.blockSignals(True)
@@ -295,10 +300,14 @@ class Inspector(QStackedWidget):
         a = self.doc.analysis
         inputs = [e[0] for e in sorted(self.doc.graph.in_edges(node, data=True),
                                        key=lambda e: e[2].get("port", 0))]
-        ins = ", ".join(f"{src} {list(a.shapes[src]) if src in a.shapes else '?'}"
-                        for src in inputs) or "none"
-        out = list(a.shapes[node]) if node in a.shapes else "?"
-        self.shapes.setText(f"in: {ins}<br>out: {out}")
+        ctx = a.contexts.get(node)
+        if ctx is not None:  # by value key: the second port of a Split reads split:1
+            ins = ", ".join(f"{key} {list(shape)}"
+                            for key, shape in zip(ctx.in_ids, ctx.in_shapes, strict=True))
+        else:
+            ins = ", ".join(f"{src} {list(a.shapes[src]) if src in a.shapes else '?'}"
+                            for src in inputs)
+        self.shapes.setText(f"in: {ins or 'none'}<br>out: {a.shown(node)}")
         self.count.setText(f"{self.doc.counts.get(node, 0):,}")
         self.node_errors.setText("<br>".join(a.errors_of(node)))
 

@@ -9,11 +9,11 @@ from PySide6.QtWidgets import QApplication
 GROUP_COLOURS = {
     "input": "#4c9be8", "dense": "#5b6ee1", "convolution": "#2fa37a",
     "normalization": "#c98b2a", "activation": "#c2449a", "merge": "#8a63c9",
-    "tensor": "#6f8f2f", "sequence": "#2b9db3", "loss": "#7a7a7a",
+    "tensor": "#6f8f2f", "sequence": "#2b9db3", "operation": "#a8841a", "loss": "#7a7a7a",
 }
 GROUP_LETTERS = {"input": "In", "dense": "D", "convolution": "C", "normalization": "N",
                  "activation": "f", "merge": "+", "tensor": "T", "sequence": "S",
-                 "loss": "L"}
+                 "operation": "Op", "loss": "L"}
 ERROR_COLOUR = QColor("#e0443e")  # no layer group may use a red near this one
 WARNING_COLOUR = QColor("#e69b00")  # a diagnostic verdict: worth a look, not an error
 GROUP_BLOCK_COLOUR = QColor("#4a5568")  # a group of layers (slate: no layer group's hue)

@@ -21,6 +21,7 @@ from layerlab.core import (
     explain_extra,
     explain_layers,
     explain_loss,
+    explain_op,
     explain_plumbing,
     explain_recurrent,
 )
@@ -32,7 +33,8 @@ from layerlab.core.tracer import StepTrace
 RULES: dict[str, RuleFn] = {**explain_layers.RULES, **explain_conv.RULES,
                             **explain_loss.RULES, **explain_composite.RULES,
                             **explain_extra.RULES,
-                            **explain_recurrent.RULES, **explain_plumbing.RULES}
+                            **explain_recurrent.RULES, **explain_op.RULES,
+                            **explain_plumbing.RULES}
 
 __all__ = ["NodeExplanation", "Part", "Unexplained", "explain_node"]
 

@@ -251,22 +251,24 @@ def emit(g: torch.fx.Graph, params: dict[str, Any], inputs: list[torch.fx.Node])
 
 
 def python_call(name: str, args: list[str], kwargs: dict[str, str]) -> str:
-    """The call as Python source, arguments already written: `torch.einsum('…', a, b)`,
-    `a.view(-1, 4)`, `a + b`."""
+    """An allow-listed function's call as Python source, its arguments already written:
+    `torch.einsum('bij,bjk->bik', a, b)`, `(a - b)`. (Tensor methods are fx call_method
+    nodes, which the export writes as `a.view(-1, 4)` for any layer.)"""
     allowed = ALLOWED[name]
     if allowed.symbol is not None:
         return (f"{allowed.symbol}{args[0]}" if len(args) == 1 else
                 f"({args[0]} {allowed.symbol} {args[1]})")
-    parts = [*args[1:]] if allowed.method else [*args]
-    parts += [f"{k}={v}" for k, v in kwargs.items()]
-    head = f"{args[0]}.{allowed.method}" if allowed.method else name
-    return f"{head}({', '.join(parts)})"
+    return f"{name}({', '.join([*args, *(f'{k}={v}' for k, v in kwargs.items())])})"
 
 
-def title(params: Any) -> str:
-    """What the canvas calls an Op node: its function ("torch.einsum")."""
+def node_title(data: dict[str, Any]) -> str:
+    """What the window calls a node: an Op node by its function ("torch.einsum"), any other
+    by its type."""
+    params = data.get("params")
     fn = params.get("fn") if isinstance(params, dict) else None
-    return fn if isinstance(fn, str) and fn in ALLOWED else "Op"
+    if data.get("type") == "Op" and isinstance(fn, str) and fn in ALLOWED:
+        return fn
+    return str(data.get("type", "?"))
 
 
 def op_params(fn: str, args: list[Any] | tuple[Any, ...] = (),

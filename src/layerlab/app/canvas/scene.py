@@ -16,6 +16,7 @@ from layerlab.app.canvas.items import EdgeItem, NodeItem, PortItem
 from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
 from layerlab.core.catalogue import CATALOGUE
+from layerlab.core.ops import node_title
 from layerlab.core.spec import fmt_output
 
 
@@ -136,7 +137,7 @@ class GraphScene(QGraphicsScene):
             shape = fmt_output(analysis.shapes.get(node))
             if count:
                 shape += f" · {count:,} params"
-            shown = (data.get("type", "?"), spec.group if spec else "dense", lines, shape,
+            shown = (node_title(data), spec.group if spec else "dense", lines, shape,
                      errors.get(node, []), bool(data.get("frozen")),
                      self._input_port_count(node, spec), bool(spec) and not spec.is_loss)
             if self._shown.get(node) != shown:  # repaint only what changed
