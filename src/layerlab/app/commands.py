@@ -76,10 +76,13 @@ class RemoveItems(QUndoCommand):
 
 
 class Connect(QUndoCommand):
-    def __init__(self, doc: Document, source: str, target: str, port: int | None) -> None:
+    def __init__(self, doc: Document, source: str, target: str, port: int | None,
+                 out_port: int = 0) -> None:
         super().__init__(f"Connect {source} → {target}")
         self.doc, self.source, self.target = doc, source, target
         self.data = {} if port is None else {"port": port}
+        if out_port:  # output ports other than the first (Split, Chunk); 0 is not written
+            self.data["out_port"] = out_port
 
     def redo(self) -> None:
         self.doc.add_edge(self.source, self.target, self.data)

@@ -13,7 +13,6 @@ from layerlab.core.fit import dataset_fit
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.shapes import Analysis, analyze
-from layerlab.core.spec import fmt_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +44,7 @@ def print_summary(project: Project, analysis: Analysis) -> None:
     for node, data in project.graph.nodes(data=True):
         count = counts.get(node)
         frozen = " (frozen)" if data.get("frozen") else ""
-        rows.append((str(node), str(data.get("type", "?")), fmt_output(analysis.shapes.get(node)),
+        rows.append((str(node), str(data.get("type", "?")), analysis.shown(node),
                      "?" if count is None else f"{count:,}{frozen}"))
     print_table(rows)
     total = sum(counts.values())

@@ -17,6 +17,7 @@ from layerlab.core.datasets import DATASETS, DatasetError
 from layerlab.core.diagnostics import diagnose, judged_weights, update_ratios
 from layerlab.core.errors import GraphError
 from layerlab.core.explain import NodeExplanation, explain_node
+from layerlab.core.ports import owner
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.spec import fmt_shape
@@ -173,7 +174,7 @@ def print_trace(project: Project, trace: StepTrace, loss_type: str,
     for node, _ in trace.forward:
         s = trace.stats[node]
         g = grads.get(node)
-        rows.append((node, project.graph.nodes[node]["type"], fmt_shape(s.shape[1:]),
+        rows.append((node, project.graph.nodes[owner(node)]["type"], fmt_shape(s.shape[1:]),
                      f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.min:.3g}", f"{s.max:.3g}",
                      f"{100 * s.zeros:.0f}%", "—" if g is None else f"{g.norm:.3g}"))
     print_table(rows)

@@ -126,7 +126,8 @@ def _culprit(graph: nx.DiGraph, analysis: Analysis,
     for node in analysis.order:
         spec = CATALOGUE[graph.nodes[node]["type"]]
         ctx = analysis.contexts[node]
-        if spec.type == "Input" or spec.is_loss or spec.is_merge:
+        if spec.type == "Input" or spec.is_loss or spec.is_merge or spec.max_inputs == 0 \
+                or spec.outputs is not None:  # no input of its own, or several outputs
             continue
         single = nx.DiGraph()
         single.add_node("x", type="Input", params={"shape": list(ctx.shape),

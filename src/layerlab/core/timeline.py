@@ -12,8 +12,9 @@ import networkx as nx
 
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.diagnostics import node_of
+from layerlab.core.ports import owner
 from layerlab.core.spec import fmt_shape
-from layerlab.core.tracer import StepTrace
+from layerlab.core.tracer import Stats, StepTrace
 
 PHASES = ("forward", "loss", "backward", "update")
 
@@ -27,12 +28,12 @@ class Event:
 
 def timeline(trace: StepTrace, graph: nx.DiGraph) -> list[Event]:
     """Forward in execution order, the loss, backward in autograd's order, then updates."""
-    events = [("forward", node) for node, _ in trace.forward]
+    events = [("forward", node) for node in _nodes(trace.forward)]
     loss = next((n for n, d in graph.nodes(data=True)
                  if CATALOGUE.get(d.get("type", "")) and CATALOGUE[d["type"]].is_loss), None)
     if loss is not None:
         events.append(("loss", loss))
-    events += [("backward", node) for node, _ in trace.backward]
+    events += [("backward", node) for node in _nodes(trace.backward)]
     updated: list[str] = []
     for key in trace.param_stats:
         node = node_of(key)
@@ -42,8 +43,22 @@ def timeline(trace: StepTrace, graph: nx.DiGraph) -> list[Event]:
     return [Event(phase, node, i) for i, (phase, node) in enumerate(events)]
 
 
+def _nodes(values: list[tuple[str, object]]) -> list[str]:
+    """The nodes of recorded values, once each: a Split records one value per port."""
+    return list(dict.fromkeys(owner(key) for key, _ in values))
+
+
+def _keys(stats: dict[str, Stats], node: str) -> list[str]:
+    """`node:0`, `node:1`, … for a layer with several outputs, else [node]."""
+    return [k for k in stats if ":" in k and owner(k) == node] or [node]
+
+
 def grad_norms_by_node(trace: StepTrace) -> dict[str, float]:
-    return {node: stats.norm for node, stats in trace.grad_stats.items()}
+    """‖dL/dy‖ per node; over all its ports for a layer with several outputs."""
+    squares: dict[str, float] = {}
+    for key, stats in trace.grad_stats.items():
+        squares[owner(key)] = squares.get(owner(key), 0.0) + stats.norm ** 2
+    return {node: math.sqrt(total) for node, total in squares.items()}
 
 
 def update_ratio(trace: StepTrace, node: str) -> float:
@@ -61,16 +76,21 @@ def describe(event: Event, trace: StepTrace, graph: nx.DiGraph) -> str:
     head = f"{node} · {typ}" + (f" · {spec.formula}" if spec else "")
     if event.phase == "forward":
         s = trace.stats[node]
+        shape = " · ".join(fmt_shape(trace.stats[k].shape[1:]) for k in _keys(trace.stats, node))
         zeros = f" · {100 * s.zeros:.0f}% zeros" if s.zeros > 0 else ""
         dead = f" · {100 * s.dead:.0f}% of units dead" if s.dead else ""
-        return (f"{head} · output {fmt_shape(s.shape[1:])} · mean |y| "
+        return (f"{head} · output {shape} · mean |y| "
                 f"{s.mean_abs:.3g} · mean {s.mean:.3g} · std {s.std:.3g}"
                 f"{zeros}{dead}")
     if event.phase == "loss":
         return f"{head} · loss {float(trace.loss):.6g} over a batch of {trace.kept['batch']}"
     if event.phase == "backward":
-        g = trace.grad_stats[node]  # the rule itself, with numbers: explain.explain_node
-        return f"dL/dy for {node} ({typ}) has norm {g.norm:.3g} · mean {g.mean:.3g}"
+        keys = _keys(trace.grad_stats, node)  # the rule itself: explain.explain_node
+        if keys == [node]:
+            g = trace.grad_stats[node]
+            return f"dL/dy for {node} ({typ}) has norm {g.norm:.3g} · mean {g.mean:.3g}"
+        return (f"dL/dy for {node} ({typ}) over its {len(keys)} outputs has norm "
+                f"{grad_norms_by_node(trace)[node]:.3g}")
     ratio = update_ratio(trace, node)
     keys = [k for k in trace.updates if node_of(k) == node]
     return (f"{node} · {typ} · update of {', '.join(keys)} · ‖Δw‖/‖w‖ = {ratio:.2e} "

@@ -66,21 +66,19 @@ def paint_header(painter: QPainter, colour: QColor, title: str) -> QFont:
     return bold
 
 class PortItem(QGraphicsEllipseItem):
-    """An input (index ≥ 0) or output (index -1) connection point of a node."""
+    """A connection point of a node: input `index` (the operand order of a merge), or
+    output `index` (0 unless the layer has several outputs, as Split and Chunk do)."""
 
-    def __init__(self, node: str, index: int, parent: QGraphicsItem) -> None:
+    def __init__(self, node: str, index: int, parent: QGraphicsItem,
+                 is_output: bool = False) -> None:
         r = PORT_RADIUS
         super().__init__(-r, -r, 2 * r, 2 * r, parent)
-        self.node, self.index = node, index
+        self.node, self.index, self.is_output = node, index, is_output
         self.setBrush(QBrush(QColor("#f5f5f5")))
         self.setPen(QPen(QColor("#555555"), 1.5))
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setZValue(2)
-
-    @property
-    def is_output(self) -> bool:
-        return self.index < 0
 
     def hoverEnterEvent(self, event: object) -> None:
         self.setBrush(QBrush(QColor("#ffd54f")))
@@ -107,7 +105,7 @@ class NodeItem(QGraphicsItem):
         self.verdict = ""  # a diagnostic badge: vanishing, exploding, dead, …
         self.health: list[str] = []  # the sentences of the verdicts a run's health raised
         self.inputs: list[PortItem] = []
-        self.output: PortItem | None = None
+        self.outputs: list[PortItem] = []
         self.thumbnail = QGraphicsPixmapItem(self)
         self.thumbnail.setVisible(False)
         self.thumbnail.setToolTip(f"{node}'s output over the input plane, the mean of all "
@@ -126,12 +124,12 @@ class NodeItem(QGraphicsItem):
         self.setZValue(1)
 
     def show(self, type_name: str, group: str, lines: list[str], shape_text: str,
-             errors: list[str], frozen: bool, n_inputs: int, has_output: bool) -> None:
+             errors: list[str], frozen: bool, n_inputs: int, n_outputs: int) -> None:
         self.prepareGeometryChange()
         self.type_name, self.group, self.lines = type_name, group, lines
         self.shape_text, self.errors, self.frozen = shape_text, errors, frozen
         self.height = (3 + len(lines)) * LINE + 10
-        self._make_ports(n_inputs, has_output)
+        self._make_ports(n_inputs, n_outputs)
         self._tooltip()
         self.update()
 
@@ -139,32 +137,34 @@ class NodeItem(QGraphicsItem):
         tip = [f"{self.node} · {self.type_name}"] + [f"problem: {e}" for e in self.errors]
         self.setToolTip("\n".join(tip + [f"training: {h}" for h in self.health]))
 
-    def _make_ports(self, n_inputs: int, has_output: bool) -> None:
+    @property
+    def output(self) -> PortItem | None:
+        """The first output port (the only one of most layers), or None for a loss."""
+        return self.outputs[0] if self.outputs else None
+
+    def _make_ports(self, n_inputs: int, n_outputs: int) -> None:
         if len(self.inputs) != n_inputs:
-            for port in self.inputs:
-                port.setParentItem(None)
-                if port.scene():
-                    port.scene().removeItem(port)
+            _drop(self.inputs)
             self.inputs = [PortItem(self.node, i, self) for i in range(n_inputs)]
         for i, port in enumerate(self.inputs):
             along = (i + 1) / (n_inputs + 1)
             port.setPos(*((NODE_WIDTH * along, 0) if self.flow == "TB"
                           else (0, self.height * along)))
-        if has_output and self.output is None:
-            self.output = PortItem(self.node, -1, self)
-        elif not has_output and self.output is not None:
-            self.output.setParentItem(None)
-            if self.output.scene():
-                self.output.scene().removeItem(self.output)
-            self.output = None
-        if self.output is not None:
-            self.output.setPos(self.output_pos() - self.scenePos())
+        if len(self.outputs) != n_outputs:
+            _drop(self.outputs)
+            self.outputs = [PortItem(self.node, k, self, is_output=True)
+                            for k in range(n_outputs)]
+            for k, port in enumerate(self.outputs):
+                if n_outputs > 1:
+                    port.setToolTip(f"output {k} of {self.node}: drag to connect it")
+        for k, port in enumerate(self.outputs):
+            port.setPos(self.output_pos(k) - self.scenePos())
 
     def set_flow(self, flow: str) -> None:
         """Where the ports sit: "TB" (top and bottom) or "LR" (left and right)."""
         if flow != self.flow:
             self.flow = flow
-            self._make_ports(len(self.inputs), self.output is not None)
+            self._make_ports(len(self.inputs), len(self.outputs))
 
     def set_step_state(self, colour: QColor | None, caption: str, verdict: str) -> None:
         if (self.highlight, self.caption, self.verdict) != (colour, caption, verdict):
@@ -196,9 +196,12 @@ class NodeItem(QGraphicsItem):
                                       else QPointF(0, self.height / 2))
         return self.inputs[min(port, len(self.inputs) - 1)].scenePos()
 
-    def output_pos(self) -> QPointF:
-        return self.scenePos() + (QPointF(NODE_WIDTH / 2, self.height + OUTPUT_BELOW)
-                                  if self.flow == "TB" else QPointF(NODE_WIDTH, self.height / 2))
+    def output_pos(self, port: int = 0) -> QPointF:
+        """Where output `port` sits: spread along the node's far side when it has several."""
+        along = (min(port, max(len(self.outputs) - 1, 0)) + 1) / (max(len(self.outputs), 1) + 1)
+        return self.scenePos() + (QPointF(NODE_WIDTH * along, self.height + OUTPUT_BELOW)
+                                  if self.flow == "TB" else QPointF(NODE_WIDTH,
+                                                                    self.height * along))
 
     def boundingRect(self) -> QRectF:
         """The body, the value label above it and the verdict badge below it: what is
@@ -293,6 +296,13 @@ class NodeItem(QGraphicsItem):
 
 
 THUMB = 48
+
+
+def _drop(ports: list[PortItem]) -> None:
+    for port in ports:
+        port.setParentItem(None)
+        if port.scene():
+            port.scene().removeItem(port)
 
 
 def heat_image(values: np.ndarray) -> QImage:

@@ -17,6 +17,7 @@ from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.ops import node_title
+from layerlab.core.ports import out_port, output_count
 from layerlab.core.spec import fmt_output
 
 
@@ -134,12 +135,12 @@ class GraphScene(QGraphicsScene):
                 if spec and spec.key_params else []
             lines = [line for line in lines if line]
             count = self.doc.counts.get(node, 0)
-            shape = fmt_output(analysis.shapes.get(node))
+            shape = analysis.shown(node)
             if count:
                 shape += f" · {count:,} params"
             shown = (node_title(data), spec.group if spec else "dense", lines, shape,
                      errors.get(node, []), bool(data.get("frozen")),
-                     self._input_port_count(node, spec), bool(spec) and not spec.is_loss)
+                     self._input_port_count(node, spec), output_count(g, node) if spec else 0)
             if self._shown.get(node) != shown:  # repaint only what changed
                 self._shown[node] = shown
                 item.show(*shown)
@@ -166,11 +167,12 @@ class GraphScene(QGraphicsScene):
         data = self.doc.graph.edges[source, target]
         port = data.get("port", 0)
         port = port if isinstance(port, int) and not isinstance(port, bool) else 0
-        start, end = src.output_pos(), dst.input_pos(port)
+        leaves = out_port(data) if isinstance(out_port(data), int) else 0
+        start, end = src.output_pos(leaves), dst.input_pos(port)
         bends = [QPointF(x, y) for x, y in data.get("bends", [])]
         if not _along_flow([start, *bends, end], self.flow):
             bends = []  # the nodes moved since the layout: the bends no longer lead there
-        edge.route(start, end, fmt_output(self.doc.analysis.shapes.get(source)), bends,
+        edge.route(start, end, fmt_output(self.doc.analysis.out_shape(source, leaves)), bends,
                    self.flow)
         self._routed.add((source, target))
 
@@ -199,8 +201,8 @@ class GraphScene(QGraphicsScene):
         spec = CATALOGUE.get(self.doc.graph.nodes[node].get("type", ""))
         return spec is not None and not spec.is_loss
 
-    def connect_ports(self, source: str, target: str, port: int) -> bool:
-        """Connect source's output to target's input `port`, or say why not."""
+    def connect_ports(self, source: str, target: str, port: int, source_port: int = 0) -> bool:
+        """Connect source's output `source_port` to target's input `port`, or say why not."""
         g = self.doc.graph
         spec = CATALOGUE.get(g.nodes[target].get("type", ""))
         if self.doc.structure_locked:
@@ -221,7 +223,8 @@ class GraphScene(QGraphicsScene):
             self.message.emit(f"Port {port} of {target} is already fed by {taken[port]}.")
             return False
         merge = spec is not None and spec.is_merge
-        self.doc.undo_stack.push(Connect(self.doc, source, target, port if merge else None))
+        self.doc.undo_stack.push(Connect(self.doc, source, target, port if merge else None,
+                                         source_port))
         self.message.emit(f"Connected {source} → {target}.")
         return True
 
@@ -250,11 +253,11 @@ class GraphScene(QGraphicsScene):
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if self._drag_line is not None and self._drag_port is not None:
             self.removeItem(self._drag_line)
-            source = self._drag_port.node
+            source, leaves = self._drag_port.node, self._drag_port.index
             self._drag_line, self._drag_port = None, None
             target = self._port_at(event.scenePos())
             if target is not None and not target.is_output:
-                self.connect_ports(source, target.node, target.index)
+                self.connect_ports(source, target.node, target.index, leaves)
             event.accept()
             return
         super().mouseReleaseEvent(event)

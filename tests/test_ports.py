@@ -1,0 +1,259 @@
+"""Several output ports: a Chunk feeding two branches compiles to what a person would write,
+its ports are kept in the file (format version 3), the canvas draws one port per output and
+a drag from the second makes an edge with out_port 1, and every export carries them."""
+
+import importlib.util
+import json
+import sys
+
+import networkx as nx
+import pytest
+import torch
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+
+import layerlab
+from explain_twins import traced
+from layerlab.core.explain import explain_node
+from layerlab.core.export import export
+from layerlab.core.project import Project
+from layerlab.core.shapes import analyze
+from layerlab.core.timeline import describe, timeline
+
+
+def chunk_graph() -> nx.DiGraph:
+    """x → pre → chunk; its first half through a Linear, its second through a ReLU; joined
+    again."""
+    g = nx.DiGraph()
+    g.add_node("x", type="Input", params={"shape": [8]}, pos=[0, 0])
+    g.add_node("pre", type="Linear", params={"out_features": 8}, pos=[0, 50])
+    g.add_node("chunk", type="Chunk", params={"chunks": 2, "dim": 1}, pos=[0, 100])
+    g.add_node("a", type="Linear", params={"out_features": 4}, pos=[-100, 200])
+    g.add_node("b", type="ReLU", params={}, pos=[100, 200])
+    g.add_node("cat", type="Concat", params={"dim": 1}, pos=[0, 300])
+    g.add_node("head", type="Linear", params={"out_features": 3}, pos=[0, 400])
+    g.add_node("loss", type="CrossEntropyLoss", params={}, pos=[0, 500])
+    g.add_edges_from([("x", "pre"), ("pre", "chunk"), ("chunk", "a")])
+    g.add_edge("chunk", "b", out_port=1)
+    g.add_edge("a", "cat", port=0)
+    g.add_edge("b", "cat", port=1)
+    g.add_edges_from([("cat", "head"), ("head", "loss")])
+    return g
+
+
+class HandWritten(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = torch.nn.Linear(8, 8)
+        self.a = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = self.pre(x).chunk(2, dim=1)
+        return self.head(torch.cat([self.a(first), torch.relu(second)], dim=1))
+
+
+def test_a_chunk_into_two_branches_equals_the_hand_written_module():
+    model = layerlab.build_model(chunk_graph())
+    twin = HandWritten()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
+    assert "chunk_1 = chunk[1]" in model.code and "b = self.b(chunk_1)" in model.code
+
+
+def test_port_shapes_equal_the_real_ones():
+    g = chunk_graph()
+    g.nodes["chunk"]["type"], g.nodes["chunk"]["params"] = "Split", {"sizes": [3, 5]}
+    g.nodes["a"]["params"] = {"out_features": 3}
+    a = analyze(g)
+    assert a.ok, a.errors
+    x = torch.randn(2, 8)
+    assert a.port_shapes["chunk"] == tuple(tuple(p.shape[1:]) for p in x.split([3, 5], 1))
+    assert a.out_shape("chunk", 1) == (5,) and a.out_shape("chunk", 2) is None
+    assert a.shown("chunk") == "[3] · [5]"
+    assert layerlab.build_model(g)(x).shape == (2, 3)
+
+
+def test_an_edge_from_a_port_that_does_not_exist_names_both_nodes():
+    g = chunk_graph()
+    g.edges["chunk", "b"]["out_port"] = 2
+    assert ("b", "the edge from chunk into b leaves from output port 2, but chunk has 2 "
+                 "(0 to 1)") in analyze(g).errors
+    g.edges["chunk", "b"]["out_port"] = 0
+    g.edges["pre", "chunk"]["out_port"] = 1
+    assert ("chunk", "the edge from pre into chunk leaves from output port 1, but pre has 1 "
+                     "(0 to 0)") in analyze(g).errors
+
+
+def test_the_output_of_the_model_is_one_tensor():
+    g = chunk_graph()
+    g.remove_nodes_from(["a", "b", "cat", "head", "loss"])
+    assert ("chunk", "the model's output must be one tensor, but chunk has several; put a "
+                     "layer after the port you want") in analyze(g).errors
+
+
+def test_the_file_keeps_out_port_and_writes_it_only_where_it_is_not_0(tmp_path):
+    project = Project(graph=chunk_graph(), name="ports")
+    project.graph.edges["chunk", "a"]["out_port"] = 0
+    path = tmp_path / "ports.layerlab.json"
+    project.save(path)
+    data = json.loads(path.read_text())
+    assert data["version"] == 3
+    edges = {(e["source"], e["target"]): e for e in data["graph"]["edges"]}
+    assert edges["chunk", "b"]["out_port"] == 1 and "out_port" not in edges["chunk", "a"]
+    again = layerlab.load_project(path)
+    assert again.graph.edges["chunk", "b"]["out_port"] == 1
+    assert nx.utils.edges_equal(again.graph.edges, project.graph.edges)
+
+
+def test_a_version_2_file_still_loads(tmp_path):
+    g = chunk_graph()
+    g.remove_edge("chunk", "b")
+    g.add_edge("x", "b")  # version 2 had no out_port: every edge leaves from output 0
+    g.nodes["chunk"]["type"], g.nodes["chunk"]["params"] = "Identity", {}
+    g.nodes["a"]["params"] = {"out_features": 4}
+    g.nodes["b"]["type"] = "Linear"
+    g.nodes["b"]["params"] = {"out_features": 4}
+    data = Project(graph=g).to_dict()
+    data["version"] = 2
+    path = tmp_path / "old.layerlab.json"
+    path.write_text(json.dumps(data))
+    project = layerlab.load_project(path)
+    assert layerlab.infer_shapes(project.graph)["cat"] == (8,)
+    project.save()
+    assert json.loads(path.read_text())["version"] == 3
+
+
+@pytest.mark.parametrize("bad", [-1, "1", 1.5, True])
+def test_a_malformed_out_port_is_refused_naming_the_edge(tmp_path, bad):
+    data = Project(graph=chunk_graph()).to_dict()
+    next(e for e in data["graph"]["edges"] if e["target"] == "b")["out_port"] = bad
+    path = tmp_path / "bad.layerlab.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(layerlab.GraphError) as caught:
+        layerlab.load_project(path)
+    assert caught.value.errors == [("b", f"out_port of the edge from chunk into b must be a "
+                                         f"whole number ≥ 0, not {bad!r}")]
+
+
+def test_a_traced_step_keeps_each_port_and_walks_node_by_node():
+    g = chunk_graph()
+    _, trace = traced(g, torch.randn(6, 8), torch.randint(0, 3, (6,)))
+    forward = dict(trace.forward)
+    torch.testing.assert_close(torch.cat([forward["chunk:0"], forward["chunk:1"]], 1),
+                               forward["pre"])
+    assert trace.inputs["b"] == ["chunk:1"]
+    events = timeline(trace, g)
+    assert [e.node for e in events if e.phase == "forward"] == [
+        "x", "pre", "chunk", "a", "b", "cat", "head"]
+    assert sum(e.node == "chunk" and e.phase == "backward" for e in events) == 1
+    chunk = next(e for e in events if e.node == "chunk")
+    assert "output [4] · [4]" in describe(chunk, trace, g)
+    e = explain_node(trace, g, "chunk")
+    assert e.formula == "dL/dpre = [dL/dchunk:0, dL/dchunk:1] joined along dim 1 (a port " \
+                        "nothing uses sends zeros)"
+    assert e.matches
+    torch.testing.assert_close(e.terms["dL/dchunk:1"], trace.grad("chunk:1")[0])
+
+
+def plumbing_graph() -> nx.DiGraph:
+    """Every plumbing layer in one model: a split into two ports, a learned class token
+    expanded and joined in front, every second token sliced out and the first selected."""
+    g = nx.DiGraph()
+    layers = {
+        "x": ("Input", {"shape": [4, 6]}), "pre": ("Linear", {"out_features": 6}),
+        "split": ("Split", {"sizes": [2, 4], "dim": 2}),
+        "perm": ("Permute", {"dims": [0, 2, 1]}), "swap": ("Transpose", {"dim0": 1, "dim1": 2}),
+        "act": ("ReLU", {}), "joined": ("Concat", {"dim": 2}),
+        "cls": ("Parameter", {"shape": [1, 1], "init": "normal"}),
+        "wide": ("Expand", {"sizes": [-1, 6]}), "tokens": ("Concat", {"dim": 1}),
+        "every2": ("Slice", {"dim": 1, "start": 0, "step": 2}),
+        "first": ("Select", {"dim": 1, "index": 0}),
+    }
+    for node, (typ, params) in layers.items():
+        g.add_node(node, type=typ, params=params)
+    g.add_edges_from([("x", "pre"), ("pre", "split"), ("split", "perm"), ("perm", "swap"),
+                      ("cls", "wide"), ("tokens", "every2"), ("every2", "first")])
+    g.add_edge("split", "act", out_port=1)
+    g.add_edge("swap", "joined", port=0)
+    g.add_edge("act", "joined", port=1)
+    g.add_edge("wide", "tokens", port=0)
+    g.add_edge("joined", "tokens", port=1)
+    return g
+
+
+def test_onnx_export_of_every_plumbing_layer_matches_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    project = Project(graph=plumbing_graph(), name="plumbing")
+    assert layerlab.infer_shapes(project.graph)["first"] == (6,)
+    report = export(project, layerlab.build_model(project.graph), "onnx", tmp_path / "m.onnx")
+    assert "onnxruntime matches torch within" in report.detail  # batch 1 and 7
+    assert float(report.detail.split("within ")[1].split()[0]) < 1e-5
+
+
+def run_exported(tmp_path, graph: nx.DiGraph, monkeypatch) -> tuple[str, torch.nn.Module]:
+    """Export `graph` to Python and safetensors; load the file without LayerLab."""
+    project = Project(graph=graph, name="exported")
+    model = layerlab.build_model(graph).eval()
+    export(project, model, "safetensors", tmp_path / "w.safetensors")
+    export(project, model, "python", tmp_path / "exported.py")
+    monkeypatch.setitem(sys.modules, "layerlab", None)  # it must run without LayerLab
+    spec = importlib.util.spec_from_file_location("exported", tmp_path / "exported.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    again = module.load_model(str(tmp_path / "w.safetensors"))
+    x = torch.randn(3, *graph.nodes["x"]["params"]["shape"])
+    torch.testing.assert_close(again(x), model(x))
+    return (tmp_path / "exported.py").read_text(), model
+
+
+def test_python_export_carries_the_ports(tmp_path, monkeypatch):
+    source, _ = run_exported(tmp_path, chunk_graph(), monkeypatch)
+    assert "chunk = pre.chunk(2, 1)" in source and "b = self.b(chunk_1)" in source
+
+
+def test_python_export_writes_the_learned_tensor_and_indexing_as_a_person_would(
+        tmp_path, monkeypatch):
+    source, _ = run_exported(tmp_path, plumbing_graph(), monkeypatch)
+    assert "class LearnedTensor(nn.Module)" in source
+    assert "self.cls = LearnedTensor((1, 1), init='normal')" in source
+    assert "cls = self.cls(x)" in source and "wide = cls.expand(-1, -1, 6)" in source
+    assert "every2 = tokens[:, 0::2]" in source and "first = every2[:, 0]" in source
+    assert "split_1 = split[1]" in source and "perm = split_0.permute(0, 2, 1)" in source
+
+
+def drag(qtbot, win, start: QPointF, end: QPointF) -> None:
+    """Press at `start`, move with the button held, release at `end` (scene points)."""
+    viewport = win.view.viewport()
+    a, b = win.view.mapFromScene(start), win.view.mapFromScene(end)
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=a)
+    for t in (0.3, 0.7, 1.0):
+        p = QPointF(a + (b - a) * t)
+        QApplication.sendEvent(viewport, QMouseEvent(
+            QEvent.Type.MouseMove, p, viewport.mapToGlobal(p), Qt.MouseButton.NoButton,
+            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=b)
+
+
+def test_dragging_from_the_second_output_port_connects_it_and_undo_removes_it(window, qtbot):
+    g = chunk_graph()
+    g.remove_edge("chunk", "b")
+    window.set_project(Project(graph=g, name="ports"))
+    scene = window.scene
+    chunk, b = scene.nodes["chunk"], scene.nodes["b"]
+    assert len(chunk.outputs) == 2 and len(scene.nodes["a"].outputs) == 1
+    assert len(scene.nodes["loss"].outputs) == 0
+    first, second = (p.scenePos() for p in chunk.outputs)
+    assert first != second and chunk.shape_text.startswith("[4] · [4]")
+    window.view.centerOn(chunk)
+    drag(qtbot, window, second, b.inputs[0].scenePos())
+    assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
+    assert window.doc.analysis.ok
+    edge = scene.edges["chunk", "b"]
+    assert edge.path().pointAtPercent(0) == second  # it leaves from the port it was dragged
+    window.actions["actionUndo"].trigger()
+    assert not window.doc.graph.has_edge("chunk", "b")
+    window.actions["actionRedo"].trigger()
+    assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
