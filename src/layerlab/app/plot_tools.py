@@ -37,7 +37,11 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     if weight <= 0 or not finite.any():
         return out
     kept = y[finite]
-    out[finite] = _accumulate(kept, weight) / (1 - weight ** np.arange(1, len(kept) + 1))
+    debias = np.ones(len(kept))
+    # past 1e-17, 1 − weight**n is 1: powers left to underflow would crawl through subnormals
+    early = min(len(kept), int(np.ceil(17 / -np.log10(weight))))
+    debias[:early] = 1 - weight ** np.arange(1, early + 1)
+    out[finite] = _accumulate(kept, weight) / debias
     return out
 
 

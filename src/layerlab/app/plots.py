@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -38,6 +39,11 @@ __all__ = ["RunPlots", "run_colour"]
 # training thread waits for the GIL meanwhile: 5 a second keeps curves live and training
 # near full speed (benchmarks/bench_window.py).
 REDRAW_MS = 200
+# pyqtgraph draws ~5 points per pixel by default; peak downsampling to one x-bin per pixel
+# looks the same, and a 2-pixel antialiased pen costs Qt ~10 µs a point: ten runs of 5,000
+# steps repainted in ~100 ms at 5, ~45 ms at 1, ~20 ms with each line cached as a pixmap
+# (CPU time, benchmarks/bench_plots.py)
+DOWNSAMPLE = 1.0
 SMOOTHING = 0.95  # the default: per-step losses of small batches are noisy
 
 
@@ -251,7 +257,10 @@ class RunPlots(QWidget):
     def _make_run(self, key: str, label: str, colour: str) -> RunData:
         self._numbered += 1
         run = RunData(key, label, colour, self._numbered)
-        run.curves = [plot.plot() for plot in self._curve_plots()]
+        run.curves = [plot.plot(autoDownsampleFactor=DOWNSAMPLE)
+                      for plot in self._curve_plots()]
+        for curve in run.curves:  # a growing run repaints its plot, not the others' lines
+            curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.legend.addItem(run.curves[1], label)
         self._runs[key] = run
         item = QListWidgetItem(label)
@@ -277,10 +286,11 @@ class RunPlots(QWidget):
 
     def _restyle(self, run: RunData) -> None:
         """Pens, visibility and texts from the run's colour, label, visibility and best."""
-        width = 3.5 if run.best else 2.0
+        # unsmoothed steps zigzag: a 2-pixel pen would cost Qt several times a 1-pixel one
+        width = (2.0 if self._weight() > 0 else 1.0) + (1.5 if run.best else 0.0)
         run.curves[1].setPen(pg.mkPen(run.colour, width=width))
         for curve in run.curves[2:]:
-            curve.setPen(pg.mkPen(run.colour, width=width - 0.5))
+            curve.setPen(pg.mkPen(run.colour, width=1.5 + (1.5 if run.best else 0.0)))
         for index, curve in enumerate(run.curves):
             curve.setVisible(run.visible and (index > 0 or self._weight() > 0))
         text = f"★ {run.label}" if run.best else run.label
