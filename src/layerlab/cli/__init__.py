@@ -29,8 +29,10 @@ COMMANDS = {
     "datasets": "list the datasets, their shapes and classes",
     "new": "write a starter project sized to your own table or image folder",
     "render": "draw the graph as a picture: png or svg",
+    "import": "a PyTorch or ONNX model onto the canvas, weights and all, checked against it",
 }
 CLOSED_PIPE = 141
+MODULE_OF = {"import": "import_model"}  # a command whose name is a Python keyword
 
 
 class CliError(Exception):
@@ -52,7 +54,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, summary in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=summary, description=summary)
         if name == command:
-            module = import_module(f"layerlab.cli.{name}")
+            module = import_module(f"layerlab.cli.{MODULE_OF.get(name, name)}")
             module.add_arguments(sub_parser)
             sub_parser.set_defaults(run=module.run)
     return parser

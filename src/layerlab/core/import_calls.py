@@ -132,6 +132,30 @@ def _getitem(mapper: Mapper, node: Node) -> None:
     raise mapper.refusal(node, "indexes a tensor, which needs a Select or Slice node")
 
 
+def _stochastic_depth(mapper: Mapper, node: Node) -> None:
+    """torchvision.ops.stochastic_depth(input, p, mode, training)."""
+    params = {"p": mapper.value(node, 1, "p"), "mode": mapper.value(node, 2, "mode", "row")}
+    mapper.add(node, "StochasticDepth", params, [mapper.ref(node, node.args[0])])
+
+
+def _layer_norm(mapper: Mapper, node: Node) -> None:
+    """F.layer_norm(x, normalized_shape, weight, bias, eps) with the module's own weight and
+    bias (ConvNeXt's LayerNorm2d): a LayerNorm node named after the module holding them."""
+    shape = mapper.value(node, 1, "normalized_shape")
+    tensors = {name: node.args[i] if len(node.args) > i else node.kwargs.get(name)
+               for i, name in ((2, "weight"), (3, "bias"))}
+    owners = {str(t.target).rpartition(".")[0] for t in tensors.values()
+              if isinstance(t, Node) and t.op == "get_attr"}
+    if len(owners) != 1 or any(isinstance(t, Node) and t.op != "get_attr"
+                               for t in tensors.values()):
+        raise mapper.refusal(node, "normalises with weights that are not one module's own")
+    weights = {name: mapper.values[t] for name, t in tensors.items() if t is not None}
+    params = {"normalized_dims": len(shape), "eps": mapper.value(node, 4, "eps", 1e-5),
+              "elementwise_affine": "weight" in weights, "bias": "bias" in weights}
+    mapper.add(node, "LayerNorm", params, [mapper.ref(node, node.args[0])],
+               path=owners.pop(), weights=weights)
+
+
 _MAX_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
              ("ceil_mode", False), ("return_indices", False))
 _AVG_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
@@ -146,4 +170,5 @@ FUNCTIONS: dict[str, Rule] = {
     "adaptive_avg_pool2d": _adaptive_avg_pool,
     "max_pool2d": _pool("MaxPool2d", _MAX_POOL), "avg_pool2d": _pool("AvgPool2d", _AVG_POOL),
     "dropout": _dropout, "mean": _mean, "getitem": _getitem,
+    "stochastic_depth": _stochastic_depth, "layer_norm": _layer_norm,
 }

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
+from layerlab.core import ops
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.import_calls import FUNCTIONS
 from layerlab.core.import_fx import custom_function_caller, new_layer, place_of
@@ -44,6 +46,8 @@ def op_name(node: Node) -> str:
     target = node.target
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__name__", str(target))
+    if module.startswith("torch._C._") and name.startswith(module[10:] + "_"):
+        return f"torch.{module[10:]}.{name[len(module) - 9:]}"  # torch._C._fft.fft_rfft
     module = {"_operator": "operator", "torch._C._nn": "torch.nn.functional",
               "torch._C._VariableFunctions": "torch"}.get(module, module)
     return f"{module}.{name}" if module else name
@@ -131,10 +135,7 @@ class Mapper:
 
     def value(self, node: Node, index: int, name: str, default: Any = None) -> Any:
         """Argument `index` (or keyword `name`) of a call, as the traced run saw it."""
-        if len(node.args) > index:
-            arg = node.args[index]
-        else:
-            arg = node.kwargs.get(name, default)
+        arg = node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
         return self._concrete(arg)
 
     def _concrete(self, arg: Any) -> Any:
@@ -194,9 +195,41 @@ class Mapper:
         if key in _SKIPPED:
             return
         rule = FUNCTIONS.get(key) if key is not None else None
-        if rule is None:
-            raise self.refusal(node, "is not in LayerLab's catalogue of layers")
-        rule(self, node)
+        try:
+            if rule is None:
+                raise self.refusal(node, "is neither in LayerLab's catalogue of layers nor on "
+                                         "its list of allowed operations")
+            rule(self, node)
+        except ImportRefused:
+            if not self._op_node(node):
+                raise
+
+    def _op_node(self, node: Node) -> bool:
+        """An allow-listed call the catalogue has no layer for, as an Op node (its sizes
+        as the traced run computed them); False when the call is not allowed."""
+        if "Op" not in CATALOGUE or ops.allowed_name(node.target) is None:
+            return False
+        stand_in = SimpleNamespace(op=node.op, target=node.target,
+                                   args=self._literal(node.args),
+                                   kwargs=self._literal(node.kwargs))
+        try:
+            params, sources = ops.from_fx(stand_in)  # type: ignore[arg-type]
+        except ops.OpError as exc:
+            raise self.refusal(node, f"cannot be an Op node: {exc}") from None
+        self.add(node, "Op", params, [self.ref(node, s) for s in sources])
+        return True
+
+    def _literal(self, value: Any) -> Any:
+        """Arguments with every value that is not a layer's tensor replaced by what the
+        traced run computed (sizes, shapes)."""
+        if isinstance(value, Node):
+            return value if value in self.refs or value.op == "get_attr" else \
+                self.values[value]
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._literal(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._literal(v) for k, v in value.items()}
+        return value
 
     def _check_inplace(self, node: Node, inplace: bool) -> None:
         first = node.args[0] if node.args else None
@@ -234,10 +267,9 @@ def _plain(value: Any) -> Any:
 def _layer_norm(mapper: Mapper, node: Node, module: nn.Module
                 ) -> tuple[dict[str, Any], list[str]]:
     assert isinstance(module, nn.LayerNorm)
-    if len(module.normalized_shape) != 1:
-        raise mapper.refusal(node, f"normalises over {len(module.normalized_shape)} "
-                                   "dimensions; LayerNorm layers normalise over the last one")
-    return _module_params(mapper, node, module)
+    params, inputs = _module_params(mapper, node, module)
+    params["normalized_dims"] = len(module.normalized_shape)
+    return params, inputs
 
 
 def _attention(mapper: Mapper, node: Node, module: nn.Module
