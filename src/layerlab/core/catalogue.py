@@ -50,6 +50,8 @@ INIT_FORMULAS = {
     "kaiming_uniform": "W ~ U(-a, a), a = √(6 / fan_in)",
     "kaiming_normal": "W ~ N(0, σ²), σ = √(2 / fan_in)",
     "zeros": "W = 0 (every unit learns the same thing: a lesson in symmetry)",
+    "normal": "W ~ N(0, 0.01²): small random numbers, the same at every layer's size "
+              "(signals fade layer by layer in a deep net)",
 }
 
 
@@ -82,6 +84,8 @@ def _init_matrix(weight: torch.Tensor, scheme: str) -> None:
         nn.init.xavier_normal_(weight)
     elif scheme == "kaiming_uniform":
         nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+    elif scheme == "normal":
+        nn.init.normal_(weight, std=0.01)
     else:
         nn.init.kaiming_normal_(weight, nonlinearity="relu")
 
