@@ -9,6 +9,7 @@ from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from layerlab.app.document import Document
+from layerlab.app.runs_ops import RunsOps
 from layerlab.app.training_dock import TrainingDock
 from layerlab.core.atomic import atomic_write_text
 from layerlab.core.errors import GraphError, ProjectFileError, format_error
@@ -42,6 +43,7 @@ class FilesMixin:
     doc: Document
     settings: QSettings
     training: TrainingDock
+    runs: RunsOps
 
     def confirm_discard(self) -> bool:
         """True when there are no unsaved changes, or the person saved or discarded them.
@@ -49,7 +51,7 @@ class FilesMixin:
         focus = QApplication.focusWidget()
         if focus is not None:
             focus.clearFocus()  # a line edit commits (editingFinished) as it loses focus
-        if self.doc.undo_stack.isClean():
+        if self.doc.undo_stack.isClean() and not self.runs.unsaved():
             return True
         answer = self.ask_save_changes()
         if answer == QMessageBox.StandardButton.Save:
@@ -58,7 +60,8 @@ class FilesMixin:
 
     def ask_save_changes(self) -> QMessageBox.StandardButton:
         return QMessageBox.question(
-            self, "Unsaved changes", f"Save the changes to {self.doc.project.name}?",
+            self, "Unsaved changes", f"Save the changes to {self.doc.project.name}?" + (
+                " Its runs are kept only if it is saved." if self.runs.unsaved() else ""),
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
             | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
 
@@ -120,12 +123,14 @@ class FilesMixin:
         return self._write(Path(path))
 
     def _write(self, path: Path) -> bool:
+        before = self.doc.project.path
         try:
             self.doc.project.save(path)
         except OSError as exc:
             self.show_error("Cannot save", f"{path}: {exc.strerror}")
             return False
         self.doc.undo_stack.setClean()
+        self.runs.saved(before)
         self._remember(path)
         self.update_title()
         self.statusBar().showMessage(f"Saved {path}", 4000)

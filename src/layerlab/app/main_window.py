@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab import __version__
-from layerlab.app import edit_ops, layout_ops, new_from_data, picture
+from layerlab.app import edit_ops, layout_ops, new_from_data, picture, runs_ops
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
 from layerlab.app.commands import SetAttribute
@@ -72,6 +72,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.tabifyDockWidget(self.training_dock, self.stepper_dock)
         self.stepper_dock.hide()  # shown when step-through starts
         self.health = HealthBadges(self.scene, self.training.controller, self.doc)
+        self.runs = runs_ops.install(self)  # the runs table and the run folders
         self._status_bar()
         self._menus()
         self._wire()

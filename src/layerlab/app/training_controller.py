@@ -4,19 +4,30 @@ A run always ends idle. The graph is locked only once everything that can fail i
 thread (the snapshot of a project whose settings have problems) has passed; whatever the
 worker slot does, a marker queued behind it in the torch thread comes back once the slot
 has returned, so a slot that ended without a word still ends the run (as "failed").
+
+Every run is a folder (core/runs.py), written by the worker: beside the project
+(NAME.runs/) once it has a file, else in this session's folder until its first save. Its
+label says what differs from the project's saved settings (`base_training`); its colour is
+its place among the project's runs.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from layerlab.app.document import Document
-from layerlab.app.training_worker import TrainingWorker
+from layerlab.app.plots import run_colour
+from layerlab.app.training_worker import RunRequest, TrainingWorker
 from layerlab.core.errors import GraphError
 from layerlab.core.project import Project
+from layerlab.core.runs import RunInfo, differences, list_runs, run_label, runs_folder
 from layerlab.core.trainer import Control
 from layerlab.core.validation import training_problems
 
@@ -51,10 +62,15 @@ class TrainingController(QObject):
     loadRequested = Signal(object, str)
     adaptRequested = Signal(object)
     echoRequested = Signal(str, int)
+    nextRunRequested = Signal(object)
+    moveRequested = Signal(object, object, bool)
+    forgetRequested = Signal()
     stateChanged = Signal(str)  # idle, running, paused
     started = Signal()  # a run was sent to the torch thread
     ended = Signal(str)  # how the run ended: finished, stopped, failed
     refused = Signal(str)  # a request that was not sent, and why
+    run_started = Signal(str, str, str)  # its key (the run folder), label, colour
+    run_ended = Signal(str, str)  # its key ("" when it never began), how it ended
 
     def __init__(self, doc: Document) -> None:
         super().__init__()
@@ -75,7 +91,12 @@ class TrainingController(QObject):
         self.loadRequested.connect(self.worker.load)
         self.adaptRequested.connect(self.worker.adapt)
         self.echoRequested.connect(self.echo.answer)
+        self.nextRunRequested.connect(self.worker.next_run)
+        self.moveRequested.connect(self.worker.move_runs)
+        self.forgetRequested.connect(self.worker.reset)
         self.echo.answered.connect(self._answered)
+        self.worker.began.connect(self._began)
+        self.worker.moved.connect(self._moved)
         self.worker.stopped.connect(self._stopped)
         self.worker.failed.connect(self._failed)
         self.thread.start()
@@ -84,6 +105,68 @@ class TrainingController(QObject):
         self.state = "idle"
         self._run = 0  # the number of the last run sent
         self._live = 0  # the run whose slot is running in the torch thread (0: none)
+        self.run_key = ""  # the folder of the run that began last ("" for none)
+        self.epochs = 1  # how many epochs the run sent last trains
+        self._began_key = ""  # the folder of the run sent last, once it began
+        self.colours: dict[str, str] = {}  # each run's colour, by key, in the project
+        self.base_training: dict[str, Any] = copy.deepcopy(doc.project.training)
+        self._session: Path | None = None  # runs of projects never saved, until closed
+        self._untitled = 0  # which never-saved project the session's runs are of
+        self._moves: list[tuple[Path, Path, bool]] = []  # asked of the torch thread, not done
+        doc.reset.connect(self._project_replaced)
+
+    # -- where runs are kept ------------------------------------------------------------
+    def runs_project(self) -> Path:
+        """The project file whose runs folder keeps this project's runs: its own, or a
+        name in this session's folder while it has never been saved."""
+        return self.doc.project.path or self._session_project()
+
+    def _session_project(self) -> Path:
+        if self._session is None:
+            self._session = Path(tempfile.mkdtemp(prefix="layerlab-runs-"))
+        return self._session / f"untitled-{self._untitled}.layerlab.json"
+
+    def runs(self) -> list[RunInfo]:
+        """The project's runs, oldest first, as their folders hold them."""
+        if self.doc.project.path is None and self._session is None:
+            return []
+        return list_runs(self.runs_project())
+
+    def unsaved_runs(self) -> bool:
+        """Whether runs of a project never saved would be lost with it."""
+        if self.doc.project.path is not None or self._session is None:
+            return False
+        folder = runs_folder(self.runs_project())
+        return folder.is_dir() and any(folder.iterdir())
+
+    def move_runs(self, source: Path | None) -> None:
+        """The project was just saved to its path from `source` (its last file, or None):
+        its runs go with it (moved out of the session's folder, copied from the old
+        place), in the torch thread, after any run; `worker.moved` says when."""
+        old = runs_folder(source if source is not None else self._session_project())
+        move = (old, runs_folder(self.doc.project.path), source is not None)
+        self._moves.append(move)
+        self.moveRequested.emit(*move)
+
+    def _moved(self, report: str) -> None:
+        if self._moves:
+            self._moves.pop(0)
+        self.colours.clear()  # the runs have new keys: colours by their order, as on opening
+
+    def colour(self, key: str) -> str:
+        """The run's colour: a new key gets the next of the palette."""
+        if key not in self.colours:
+            self.colours[key] = run_colour(len(self.colours))
+        return self.colours[key]
+
+    def _project_replaced(self) -> None:
+        """Another project: its saved settings are the base of labels; the last project's
+        trainer and run are not continued."""
+        self.base_training = copy.deepcopy(self.doc.project.training)
+        self.colours.clear()
+        self.run_key = ""
+        self._untitled += 1
+        self.forgetRequested.emit()
 
     def snapshot(self) -> Project:
         """A copy of the project for the torch thread; GraphError when it cannot be used."""
@@ -99,16 +182,27 @@ class TrainingController(QObject):
             self.refused.emit("; ".join(message for _, message in exc.errors))
             return None
 
-    def train(self, paused: bool = False) -> bool:
+    def train(self, paused: bool = False, project: Project | None = None,
+              label: str | None = None, varied: dict[str, str] | None = None) -> bool:
+        """Train `project` (default: the document's) as a run labelled `label` (default:
+        what differs from the saved settings); True when it was sent to the torch thread.
+        A Train after Stop of the same project continues that run and its folder."""
         if self.state != "idle":
             return False
-        project = self._usable()
+        project = project or self._usable()
         if project is None:
             return False
         self.control = Control()
         if paused:
             self.control.pause()
         self._run += 1
+        self._began_key = ""
+        self.epochs = int(project.training.get("epochs", 1))
+        if varied is None:
+            varied = differences(project.training, self.base_training)
+        self.nextRunRequested.emit(RunRequest(
+            runs_folder(self.runs_project()),
+            label or run_label(project.training, self.base_training), varied))
         self.echoRequested.emit("begin", self._run)
         self.startRequested.emit(project, self.control)
         self.echoRequested.emit("end", self._run)
@@ -211,10 +305,17 @@ class TrainingController(QObject):
         if self.state != "idle" and self._live == self._run:
             self._ended("failed")
 
+    def _began(self, key: str, label: str) -> None:
+        if self.state != "idle":
+            self.run_key = self._began_key = key
+            self.run_started.emit(key, label, self.colour(key))
+
     def _ended(self, outcome: str) -> None:
+        key = self._began_key
         self.doc.set_locked(False)
         self._set_state("idle")
         self.ended.emit(outcome)
+        self.run_ended.emit(key, outcome)
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -225,3 +326,7 @@ class TrainingController(QObject):
         self.stop()
         self.thread.quit()
         self.thread.wait()
+        for move in self._moves:  # saved as the window closed: the thread had no time
+            self.worker.move_runs(*move)
+        if self._session is not None:  # unsaved runs: the window asked before closing
+            shutil.rmtree(self._session, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""The training dock: settings (stored in the project), run controls, progress, live plots,
-the decision boundary, a dataset preview and the results of a run.
+"""The training dock: settings (stored in the project), run controls, progress, live plots
+above the project's runs table, the decision boundary, a dataset preview and the results of
+a run.
 
 The settings form asks core what each field means: a value core refuses is marked on its
 field (and Train says why it is off) and never reaches the document or the undo stack, so
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QSpinBox,
+    QSplitter,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -34,6 +36,7 @@ from layerlab.app.commands import SetTraining
 from layerlab.app.data_panel import DataPanel
 from layerlab.app.document import Document
 from layerlab.app.plots import RunPlots
+from layerlab.app.runs_table import RunsTable
 from layerlab.app.statistics_view import StatisticsStore
 from layerlab.app.training_controller import TrainingController
 from layerlab.app.training_form import (
@@ -81,6 +84,7 @@ class TrainingDock(QWidget):
         self.controller.refused.connect(self.show_failure)
         self.controller.stateChanged.connect(self._state_changed)
         self.controller.started.connect(self._run_started)
+        self.controller.run_started.connect(self._run_began)
         self.controller.ended.connect(self._run_ended)
         self.statistics = StatisticsStore(self.controller.adapt)  # Standardize nodes'
         self.actions: dict[str, QAction] = {}
@@ -89,7 +93,7 @@ class TrainingDock(QWidget):
         self.reasons: dict[str, str] = {}  # field (or file location) → why it cannot be used
         self._filling = False
         self._file_problems = False  # the message area lists an opened file's problems
-        self._new_run = False
+        self._position = ""  # "epoch 3/150 · step 120": where the run stands
         self._start_time = 0.0
         self._build()
         doc.reset.connect(self.clear_run_views)
@@ -123,12 +127,21 @@ class TrainingDock(QWidget):
         left.addWidget(self._message_area())
         left.addStretch(1)
         self.plots = RunPlots()
+        self.runs_table = RunsTable()
+        curves = QSplitter(Qt.Orientation.Vertical)
+        curves.setObjectName("curvesSplitter")
+        curves.setAccessibleName("Curves and runs")
+        curves.addWidget(self.plots)
+        curves.addWidget(self.runs_table)
+        curves.setStretchFactor(0, 3)
+        curves.setStretchFactor(1, 2)
+        curves.setChildrenCollapsible(False)
         self.boundary = BoundaryView()
         self.preview = DatasetPreview()
         self.results = ResultsView()
         self.tabs = QTabWidget()
         self.tabs.setObjectName("trainingTabs")
-        self.tabs.addTab(self.plots, "Curves")
+        self.tabs.addTab(curves, "Curves")
         self.tabs.addTab(self.boundary, "Decision boundary")
         self.tabs.addTab(self.preview, "Dataset")
         self.tabs.addTab(self.results, "Results")
@@ -247,6 +260,7 @@ class TrainingDock(QWidget):
         self.statistics.clear()
         self.progress.reset()
         self.progress.setFormat("ready")
+        self._position = ""
         self.show_message("")
 
     # -- settings ---------------------------------------------------------------------
@@ -353,17 +367,22 @@ class TrainingDock(QWidget):
 
     def _run_started(self) -> None:
         self.show_message("")
-        self._new_run = True  # the plots get a run once it sends its first step
         self._start_time = time.perf_counter()
+        self._position = ""  # the last run's place is not this one's
+        self._show_state(self.controller.state)
+
+    def _run_began(self, key: str, label: str, colour: str) -> None:
+        """The run's folder exists: its curves go on from here (a continued run's too)."""
+        self.plots.add_run(key, label, colour)
 
     def _run_ended(self, outcome: str) -> None:
-        text = self.progress.format().split(" · ETA")[0]
         self.progress.setValue(max(self.progress.value(), 0))  # a bar never started shows no text
-        if outcome == "failed":
-            self.progress.setFormat(f"{text} · failed" if text.startswith("epoch")
-                                    else "failed")
-        elif text.startswith("epoch"):
-            self.progress.setFormat(f"{text} · done")
+        self._show_state(outcome)
+
+    def _show_state(self, state: str) -> None:
+        """The progress line: the run's state (running, paused, stopped, finished, failed),
+        then where it stands."""
+        self.progress.setFormat(f"{state} · {self._position}" if self._position else state)
 
     def receive(self, records: list[object]) -> None:
         steps = []
@@ -381,11 +400,7 @@ class TrainingDock(QWidget):
             elif isinstance(record, StatisticsRecord):
                 self.statistics.update(record)
         if steps:
-            if self._new_run:
-                self.plots.new_run()
-                self._new_run = False
-                self.plots.add(steps)
-            elif self.controller.state == "idle":  # a traced step
+            if self.controller.state == "idle":  # a traced step
                 self.plots.add_between_runs(steps)
             else:
                 self.plots.add(steps)
@@ -395,17 +410,22 @@ class TrainingDock(QWidget):
         last = next((r for r in reversed(records) if isinstance(r, StepRecord)), None)
         if last is None:
             return
-        total = self.doc.project.training.get("epochs", 1) * last.batches
+        epochs = self.controller.epochs if self.controller.state != "idle" else \
+            self.doc.project.training.get("epochs", 1)
+        total = epochs * last.batches
         done = (last.epoch - 1) * last.batches + last.batch
         self.progress.setMaximum(total)
         self.progress.setValue(done)
+        self._position = f"epoch {last.epoch}/{epochs} · step {last.step}"
         if self.controller.state == "idle":  # a single traced step, not a run
-            self.progress.setFormat(f"epoch {last.epoch} · step {last.step}")
-            return
-        elapsed = time.perf_counter() - self._start_time
-        eta = elapsed / max(done, 1) * (total - done)
-        self.progress.setFormat(f"epoch {last.epoch} · step {last.step} · "
-                                f"{last.samples_per_s:,.0f} samples/s · ETA {eta:.0f} s")
+            self.progress.setFormat(self._position)
+        elif self.controller.state == "paused":
+            self._show_state("paused")
+        else:
+            elapsed = time.perf_counter() - self._start_time
+            eta = elapsed / max(done, 1) * (total - done)
+            self.progress.setFormat(f"running · {self._position} · "
+                                    f"{last.samples_per_s:,.0f} samples/s · ETA {eta:.0f} s")
 
     def _preview(self, record: PreviewRecord) -> None:
         if record.kind == "points":
@@ -442,6 +462,8 @@ class TrainingDock(QWidget):
                                               "training controls.", 10_000)
 
     def _state_changed(self, state: str) -> None:
+        if state != "idle":
+            self._show_state(state)
         if not self.actions:
             return
         idle = state == "idle"

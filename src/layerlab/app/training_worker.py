@@ -8,20 +8,27 @@ batched and sent at most every 50 ms; decision-boundary images at most every 250
 The worker is a thin adapter: what it computes comes from core (layerlab.core.insight, the
 trainer), and every slot ends in a message, whatever goes wrong: `stopped` or `failed` for a
 run, `failed` for a preview or a recording, `done` for an export or a weights file.
+
+A run asked for with a RunRequest writes its folder with core's RunWriter, here, at the
+trainer's epoch ends and state changes: the GUI thread never waits for a disk. A run that
+continues the same trainer (Train after Stop) continues its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from layerlab.core.compiler import build_model
-from layerlab.core.datasets import DatasetError, project_folder
+from layerlab.core.datasets import DatasetError, absolute_data, project_folder
 from layerlab.core.errors import GraphError, format_error
 from layerlab.core.export import ExportError, export
 from layerlab.core.health_watch import HealthWatch
@@ -32,6 +39,7 @@ from layerlab.core.insight import (
     validation_results,
 )
 from layerlab.core.project import Project
+from layerlab.core.runs import RUN_JSON, RunError, RunWriter, new_run_folder
 from layerlab.core.settings import settings_from
 from layerlab.core.standardize import StatisticsRecord, adapt, statistics
 from layerlab.core.tracer import StepTrace
@@ -49,7 +57,7 @@ from layerlab.core.weights import WeightsError, load_weights
 T = TypeVar("T")
 SEND_EVERY_S = 0.05
 BOUNDARY_EVERY_S = 0.25
-KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, OSError)
+KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, RunError, OSError)
 log = logging.getLogger("layerlab")
 
 
@@ -71,17 +79,31 @@ def describe(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}" + (f": {first}" if first else "")
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """Where and as what the next run is written: the folder that keeps the project's runs
+    (the session's, for a project never saved), its label and the settings varied for it."""
+
+    parent: Path
+    label: str
+    varied: dict[str, str] = field(default_factory=dict)
+
+
 class TrainingWorker(QObject):
     records = Signal(object)  # a list of records
     failed = Signal(str)
     stopped = Signal(str)  # the final state: finished, stopped
     done = Signal(str, str)  # a finished job (export, weights) and its report for a person
     traced = Signal(object)  # a StepTrace of the next batch (step-through)
+    began = Signal(str, str)  # a run's folder and label, as it begins (or continues)
+    moved = Signal(str)  # the runs went with their project; what went wrong, or ""
 
     def __init__(self) -> None:
         super().__init__()
         self.trainer: Trainer | None = None
         self.health: HealthWatch | None = None  # the trainer's verdicts from health records
+        self.writer: RunWriter | None = None  # the trainer's run folder, once it ran
+        self._request: RunRequest | None = None  # how the next start writes its run
         self._buffer: list[object] = []
         self._last_send = 0.0
         self._last_boundary = 0.0
@@ -94,10 +116,16 @@ class TrainingWorker(QObject):
         behind this has not begun, so Stop ends it at once."""
         import torch._dynamo  # noqa: F401
 
+    @Slot(object)
+    def next_run(self, request: RunRequest | None) -> None:
+        """The next `start` writes its run as `request` says (None: no folder)."""
+        self._request = request
+
     @Slot(object, object)
     def start(self, project: Project, control: Control) -> None:
         """Train `project` (a snapshot); continue the current trainer when it is the same.
         Ends in `stopped` (finished or stopped) or `failed`, so the window always ends idle."""
+        request, self._request = self._request, None
         if control.stopping:  # stopped while this request waited behind other work
             self.stopped.emit("stopped")
             return
@@ -105,9 +133,11 @@ class TrainingWorker(QObject):
         def run() -> str:
             if self.trainer is not None and self.trainer.epoch >= \
                     self.trainer.settings.epochs:
-                self.trainer = None  # that run is complete: Train starts another
+                self.reset()  # that run is complete: Train starts another
             trainer = self._ensure_trainer(project)
             trainer.control = control
+            if request is not None:
+                self._write_run(trainer, project, request)
             self._send_boundary(force=True)
             state = trainer.run()
             self._send_boundary(force=True)
@@ -118,9 +148,56 @@ class TrainingWorker(QObject):
                               [statistics_record(trainer), results])
             return state
 
-        state = self._attempt(run)
-        if state is not None:
-            self.stopped.emit(state)
+        try:
+            state = run()
+        except Exception as exc:  # the thread boundary: nothing escapes a slot
+            message = describe(exc)
+            if self.writer is not None and self.writer.status in ("running", "paused") \
+                    and self.trainer is not None:  # torch's own error: no "failed" record
+                with contextlib.suppress(OSError):  # the disk's problem is not the run's
+                    self.writer.fail(self.trainer, message)
+            self._fail(message)
+            return
+        self.stopped.emit(state)
+
+    def _write_run(self, trainer: Trainer, project: Project, request: RunRequest) -> None:
+        """The trainer's run folder: the one it has (a continued run) or a new one, whose
+        snapshot finds its data from anywhere (as `layerlab train --out` writes it)."""
+        if self.writer is None:
+            snapshot = Project.from_dict(project.to_dict())
+            snapshot.training = absolute_data(project.training, project_folder(project.path))
+            self.writer = RunWriter(new_run_folder(request.parent, request.label), snapshot,
+                                    label=request.label, varied=request.varied)
+            self.writer.attach(trainer)
+            self.writer.set_status("running")  # listed from its first moment
+        self.began.emit(str(self.writer.folder), self.writer.label)
+
+    @Slot(object, object, bool)
+    def move_runs(self, source: Path, target: Path, keep: bool) -> None:
+        """The runs go with their project when it is saved elsewhere: moved out of the
+        session's folder, copied (`keep`) from the project's last place, which keeps its
+        own."""
+        try:
+            for child in sorted(source.iterdir()) if source.is_dir() else []:
+                if (child / RUN_JSON).is_file():
+                    self._move_run(child, target, keep)
+            report = ""
+        except OSError as exc:
+            report = f"Cannot {'copy' if keep else 'move'} the runs to {target}: " \
+                     f"{exc.strerror or exc}"
+        self.moved.emit(report)
+
+    def _move_run(self, folder: Path, target: Path, keep: bool) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        dest, n = target / folder.name, 2
+        while dest.exists():
+            dest, n = target / f"{folder.name}-{n}", n + 1
+        if keep:
+            shutil.copytree(folder, dest)
+        else:
+            shutil.move(folder, dest)
+        if self.writer is not None and self.writer.folder == folder:
+            self.writer.folder = dest  # a stopped run continues where its project is now
 
     @Slot(object, int)
     def preview(self, project: Project, ticket: int) -> None:
@@ -147,7 +224,7 @@ class TrainingWorker(QObject):
 
     def _ensure_trainer(self, project: Project) -> Trainer:
         if self.trainer is None or self.trainer.project.to_dict() != project.to_dict():
-            self.trainer = None  # a trainer that fails to build leaves none behind
+            self.reset()  # a trainer that fails to build leaves none behind
             self.trainer = Trainer(project, settings_from(project.training))
             self.health = HealthWatch(self.trainer)
             self.trainer.add_listener(self._collect)
@@ -220,8 +297,11 @@ class TrainingWorker(QObject):
         self._flush()
         self.failed.emit(message)
 
+    @Slot()
     def reset(self) -> None:
+        """Forget the trainer and its run: the next run starts fresh, in a new folder."""
         self.trainer = None
+        self.writer = None
 
     def _collect(self, record: Record) -> None:
         if isinstance(record, HealthRecord):  # sent on as the verdicts that stand, if any
