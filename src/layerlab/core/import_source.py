@@ -1,8 +1,7 @@
-"""What `layerlab import` reads: `file.py:Name`, `package.module:factory`, `.pt2`, `.onnx`.
+"""What `layerlab import` reads: `file.py:Name`, `package.module:factory`, `.onnx`.
 
 A Python source is the user's own code, run as the user asked (as `python file.py` would);
-a `.pt2` is read with torch.export.load and an `.onnx` with onnx, neither of which runs code
-from the file.
+an `.onnx` file is read with onnx, which runs no code from the file.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ def read(source: str, input_shape: Sequence[int] | None,
         from layerlab.core import import_onnx
 
         return import_onnx.read(Path(source), input_shape)
-    if suffix == ".pt2":
-        from layerlab.core import import_fx
-
-        return import_fx.from_exported(_load_pt2(Path(source)), Path(source).stem)
     module, name = build(source, args)
     from layerlab.core import import_fx
 
@@ -87,12 +82,3 @@ def _load_package(name: str) -> Any:
     except Exception as exc:
         raise ImportRefused(f"{name}: cannot be imported ({type(exc).__name__}: {exc})") \
             from None
-
-
-def _load_pt2(path: Path) -> torch.export.ExportedProgram:
-    if not path.is_file():
-        raise ImportRefused(f"{path}: no such file")
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise ImportRefused(f"{path}: not a torch.export program ({exc})") from None
