@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import fnmatch
 import io
 import itertools
 import json
@@ -81,7 +82,8 @@ class PlannedRun:
 # -- reading --set ----------------------------------------------------------------------
 def parse_sets(sets: Sequence[str], project: Project) -> list[Axis]:
     """`KEY=V1,V2…` each; keys: optimizer, lr, batch_size, epochs, l1, l2, seed, and per
-    node NODE.PARAM (a layer parameter), NODE.type (an activation's type), NODE.init.
+    node NODE.PARAM (a layer parameter), NODE.type (an activation's type), NODE.init,
+    where NODE may be a pattern (`fc*.init`: every node it matches gets the value).
     Every value is checked against `project`; SweepError names the first culprit."""
     axes: list[Axis] = []
     for text in sets:
@@ -109,31 +111,43 @@ def parse_value(key: str, text: str, project: Project) -> Any:
             raise SweepError(f"--set {key}: {spec.label} must be {spec.expected()}, "
                              f"not {text!r}")
         return value
-    node, dot, name = key.rpartition(".")
-    if not dot or node not in project.graph:
+    name = key.rpartition(".")[2]
+    values = [_node_value(key, node, project.graph.nodes[node].get("type"), name, text)
+              for node in matched_nodes(key, project)]
+    return values[0]
+
+
+def matched_nodes(key: str, project: Project) -> list[str]:
+    """The nodes a NODE.PARAM key names: one node id, or every node a pattern with * or ?
+    matches (`fc*.init` sets the init of fc1, fc2, …); SweepError when none."""
+    pattern, dot, _ = key.rpartition(".")
+    ids = [str(n) for n in project.graph.nodes]
+    nodes = fnmatch.filter(ids, pattern) if any(c in pattern for c in "*?[") else \
+        [pattern] if pattern in ids else []
+    if not dot or not nodes:
         known = ", ".join([*TRAINING_KEYS, "NODE.PARAM"])
         raise SweepError(f"--set {key}: no such setting or node (keys: {known}; nodes: "
-                         f"{', '.join(map(str, project.graph.nodes))})")
-    node_type = project.graph.nodes[node].get("type")
+                         f"{', '.join(ids)})")
+    return nodes
+
+
+def _node_value(key: str, node: str, node_type: Any, name: str, text: str) -> Any:
     if name == "type":
-        return _activation_type(key, node_type, text)
+        return _activation_type(key, node, node_type, text)
     spec = CATALOGUE.get(node_type)
     names = [p.name for p in spec.params] if spec else []
-    if name not in names:
+    if spec is None or name not in names:
         raise SweepError(f"--set {key}: node {node} ({node_type}) has no parameter {name!r}"
                          + (f"; it has {', '.join(names)}" if names else ""))
-    param = spec.param(name) if spec else None
-    assert param is not None
-    value = _param_value(param, text)
-    reason = param.check(value)
+    value = _param_value(spec.param(name), text)
+    reason = spec.param(name).check(value)
     if reason:
         raise SweepError(f"--set {key}: {name} of node {node} {reason}")
     return value
 
 
-def _activation_type(key: str, node_type: Any, text: str) -> str:
+def _activation_type(key: str, node: str, node_type: Any, text: str) -> str:
     activations = {t.lower(): t for t, s in CATALOGUE.items() if s.group == "activation"}
-    node = key.rpartition(".")[0]
     if node_type not in activations.values():
         raise SweepError(f"--set {key}: node {node} is a {node_type}, not an activation; "
                          "only an activation's type can be varied")
@@ -186,18 +200,19 @@ def apply_values(project: Project, values: dict[str, Any]) -> Project:
     out.training = with_overrides(out.training, **{k: v for k, v in values.items()
                                                    if k in TRAINING_KEYS})
     for key, value in values.items():
-        if key in TRAINING_KEYS:
-            continue
-        node, _, name = key.rpartition(".")
-        data = out.graph.nodes[node]
-        if name == "type":
-            params = data.get("params", {})
-            kept = {p.name for p in CATALOGUE[value].params}
-            data["type"] = value
-            data["params"] = {k: v for k, v in params.items() if k in kept}
-        else:
-            data.setdefault("params", {})[name] = value
+        if key not in TRAINING_KEYS:
+            for node in matched_nodes(key, out):
+                _set_node(out.graph.nodes[node], key.rpartition(".")[2], value)
     return out
+
+
+def _set_node(data: dict[str, Any], name: str, value: Any) -> None:
+    if name == "type":  # parameters the new activation does not have are dropped
+        kept = {p.name for p in CATALOGUE[value].params}
+        data["type"] = value
+        data["params"] = {k: v for k, v in data.get("params", {}).items() if k in kept}
+    else:
+        data.setdefault("params", {})[name] = value
 
 
 def _check_plan(project: Project, label: str) -> None:
