@@ -24,6 +24,7 @@ COMMANDS = {
     "examples": "list the bundled examples or write one out",
     "train": "train a project headless, with a progress bar",
     "sweep": "train every combination of a few settings, each as its own run, and compare",
+    "lessons": "list the ready experiments (optimizers, over-fitting, …) or run one",
     "trace": "record one training step node by node, with gradient-health verdicts",
     "export": "export a trained model: onnx, pt2, python, safetensors",
     "datasets": "list the datasets, their shapes and classes",

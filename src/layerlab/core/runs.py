@@ -59,8 +59,9 @@ def runs_folder(project_path: str | os.PathLike[str]) -> Path:
 
 
 def slug(label: str) -> str:
-    """A label as a folder name: letters, digits and . = _ - kept, anything else one '-'."""
-    text = re.sub(r"[^A-Za-z0-9.=_-]+", "-", label).strip("-.")
+    """A label as a folder name: letters, digits and . = _ - kept, a pattern's * ? [ ]
+    dropped, anything else one '-'."""
+    text = re.sub(r"[^A-Za-z0-9.=_-]+", "-", re.sub(r"[*?\[\]]", "", label)).strip("-.")
     return text[:60].rstrip("-.") or "run"
 
 

@@ -1,0 +1,68 @@
+"""`layerlab lessons [NAME]`: list the bundled lessons, or run one headless.
+
+`layerlab lessons optimizers` writes the lesson's project as `./optimizers.layerlab.json`
+(or into --dir), says what to look for, and runs its sweep into `optimizers.runs/` beside it,
+as `layerlab sweep` would; open the project in the window to see the runs' curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from layerlab.cli import CliError
+from layerlab.cli.common import check_folder, print_table, read_project, write_failed
+from layerlab.cli.sweep import sweep
+from layerlab.core.lessons import Lesson, lessons, load_lesson, write_lesson_project
+from layerlab.core.runs import runs_folder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="the lesson to run (without: list them)")
+    parser.add_argument("--dir", default=".", metavar="DIR", help="where the lesson's "
+                        "project and its runs folder go (default: here)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run "
+                        "(default: the lesson's)")
+    parser.add_argument("--workers", type=int, metavar="N", help="runs trained at once, "
+                        "in processes (default: one per two idle cores, at least 1)")
+    parser.add_argument("--force", action="store_true", help="replace a project file of "
+                        "that name that is not the lesson's")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.name is None:
+        rows = [("name", "title", "runs")]
+        rows += [(lesson.name, lesson.title, str(lesson.runs)) for lesson in lessons()]
+        print_table(rows, left=2)
+        return 0
+    try:
+        lesson = load_lesson(args.name)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0]), 2) from None
+    folder = Path(args.dir)
+    path = _write_project(lesson, folder, args.force)
+    print(f"{lesson.title}\n{lesson.look_for}\nproject → {path}", flush=True)
+    return sweep(read_project(str(path)), str(path), list(lesson.sets), runs_folder(path),
+                 epochs=args.epochs if args.epochs is not None else lesson.epochs,
+                 workers=args.workers)
+
+
+def _write_project(lesson: Lesson, folder: Path, force: bool) -> Path:
+    """The lesson's project in `folder`: kept when it is already the lesson's own (its runs
+    gather beside it), refused (without --force) when another file has its name."""
+    check_folder(folder)
+    path = folder / f"{lesson.name}.layerlab.json"
+    if path.exists() and not force:
+        try:
+            same = path.read_text(encoding="utf-8") == lesson.project_text()
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise CliError(f"{path} exists and is not the lesson's project; use --force to "
+                           "replace it, or choose another --dir")
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_lesson_project(lesson, folder)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
