@@ -312,6 +312,7 @@ def test_the_inspector_edits_fn_from_the_allow_list_and_the_args_undoably(window
     window.set_project(Project(graph=graph(CASES[0][0])))
     window.scene.select_only(["op"])
     assert window.scene.nodes["op"].type_name == "torch.einsum"  # shown as what it is
+    assert window.scene.nodes["op"].lines == ["('bij,bjk->bik', x0, x1)"]
     combo = window.inspector.findChild(QComboBox, "param_fn")
     assert [combo.itemText(i) for i in range(combo.count())] == list(ops.NAMES)
     combo.setFocus()
@@ -334,3 +335,13 @@ def test_the_inspector_edits_fn_from_the_allow_list_and_the_args_undoably(window
     window.doc.undo_stack.undo()
     assert window.doc.analysis.ok
     assert window.doc.graph.nodes["op"]["params"]["args"][0] == "bij,bjk->bik"
+
+
+def test_the_palette_finds_the_op_node_by_a_function_name(window, qtbot):
+    palette = window.palette_widget
+    qtbot.keyClicks(palette.search, "einsum")
+    shown = [palette.tree.topLevelItem(i).child(j).text(0)
+             for i in range(palette.tree.topLevelItemCount())
+             for j in range(palette.tree.topLevelItem(i).childCount())
+             if not palette.tree.topLevelItem(i).child(j).isHidden()]
+    assert shown == ["Op"]

@@ -20,6 +20,7 @@ from layerlab.app.style import group_icon
 from layerlab.core.catalogue import by_group, describe
 
 TYPE_ROLE = Qt.ItemDataRole.UserRole
+KEYWORDS_ROLE = Qt.ItemDataRole.UserRole + 1  # more words the search finds a layer by
 
 
 class LayerTree(QTreeWidget):
@@ -60,6 +61,7 @@ class Palette(QWidget):
                 child.setData(0, TYPE_ROLE, spec.type)
                 child.setIcon(0, group_icon(group, 16))
                 child.setToolTip(0, describe(spec.type))
+                child.setData(0, KEYWORDS_ROLE, " ".join(spec.keywords).lower())
                 child.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
                                | Qt.ItemFlag.ItemIsDragEnabled)
                 parent.addChild(child)
@@ -76,7 +78,7 @@ class Palette(QWidget):
             for j in range(group.childCount()):
                 child = group.child(j)
                 match = not needle or needle in child.text(0).lower() or \
-                    needle in child.toolTip(0).lower()
+                    needle in child.toolTip(0).lower() or needle in child.data(0, KEYWORDS_ROLE)
                 child.setHidden(not match)
                 visible += match
             group.setHidden(visible == 0)

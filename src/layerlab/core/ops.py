@@ -271,6 +271,26 @@ def node_title(data: dict[str, Any]) -> str:
     return str(data.get("type", "?"))
 
 
+def caption(params: dict[str, Any], n_inputs: int) -> str:
+    """An Op node's arguments as the canvas shows them, the inputs named x0, x1, … by port:
+    `('bij,bjk->bik', x0, x1)`, `(x0, 1, dims=-1)`."""
+    args, kwargs = params.get("args", []), params.get("kwargs", {})
+    if args_problem(args) or kwargs_problem(kwargs):
+        return "(arguments not valid)"
+    if not references(args, kwargs):
+        args = [ref(k) for k in range(n_inputs)] + args
+    parts = [_source(a) for a in args] + [f"{k}={_source(v)}" for k, v in kwargs.items()]
+    return f"({', '.join(parts)})"
+
+
+def _source(value: Any) -> str:
+    if is_ref(value):
+        return f"x{value[INPUT]}"
+    if isinstance(value, list):
+        return f"[{', '.join(_source(v) for v in value)}]"
+    return repr(value)
+
+
 def op_params(fn: str, args: list[Any] | tuple[Any, ...] = (),
               kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """An Op node's params for a call of `fn` (tuples become lists); raises OpError when the

@@ -88,6 +88,6 @@ SPECS = [
                   help='Keyword arguments, a JSON object: {"dim": -1}.'),
         ),
         infer=_infer, emit=_emit, min_inputs=1, max_inputs=None, input_dtype="any",
-        key_params=("args", "kwargs"),
+        caption=ops.caption, keywords=ops.NAMES,
     ),
 ]
