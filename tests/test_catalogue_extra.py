@@ -26,11 +26,6 @@ sys.modules.setdefault("torchvision._meta_registrations",
                        types.ModuleType("torchvision._meta_registrations"))
 from torchvision.ops import stochastic_depth  # noqa: E402
 
-
-def w(m, name):
-    return getattr(m, name)
-
-
 # (type, params, input shape, twin(x, module, training)): torch's functional form
 CASES = [
     ("ReLU6", {}, [7], lambda x, m, t: F.relu6(x)),
@@ -196,29 +191,30 @@ def test_chain_rule_of_dropouts_uses_the_mask_the_step_drew(typ, params, shape, 
      lambda x, w: F.conv2d(x, w["weight"], w["bias"], padding=1, groups=3)),
     ("Conv1d", {"out_channels": 4, "kernel_size": 2, "groups": 2}, [4, 6],
      lambda x, w: F.conv1d(x, w["weight"], w["bias"], groups=2)),
-    ("Concat", None, None, None),
 ])
-def test_chain_rule_of_grouped_convolutions_and_concat_over_height(typ, params, shape, twin):
-    if typ == "Concat":  # two images joined along their height: dim 2 of [N, C, H, W]
-        g = nx.DiGraph()
-        g.add_node("x", type="Input", params={"shape": [2, 3, 4]})
-        for node, h in (("a", 1), ("b", 2)):
-            g.add_node(node, type="Conv2d", params={"out_channels": 2, "kernel_size": [h, 1]})
-            g.add_edge("x", node)
-        g.add_node("cat", type="Concat", params={"dim": 2})
-        g.add_edge("a", "cat", port=0)
-        g.add_edge("b", "cat", port=1)
-        for node, (t, p) in zip(("flat", "head"), tail(), strict=True):
-            g.add_node(node, type=t, params=p)
-        g.add_node("loss", type="CrossEntropyLoss", params={})
-        nx.add_path(g, ["cat", "flat", "head", "loss"])
-        assert layerlab.infer_shapes(g)["cat"] == (2, 5, 4)
-        check(g, torch.randn(4, 2, 3, 4), labels(4), "cat",
-              lambda a, b, w: torch.cat([a, b], 2))
-        return
+def test_chain_rule_of_depthwise_and_grouped_convolutions(typ, params, shape, twin):
     g = chain_graph(shape, (typ, params), *tail(), loss="CrossEntropyLoss")
     e = check(g, torch.randn(5, *shape), labels(5), "n0", twin, atol=1e-5)
     assert e.param_grads["n0.weight"].shape[1] == shape[0] // params["groups"]
+
+
+def test_concat_over_the_height_of_images():
+    """Two images joined along dim 2 of [N, C, H, W]: shape, values and chain rule."""
+    g = nx.DiGraph()
+    g.add_node("x", type="Input", params={"shape": [2, 3, 4]})
+    for node, h in (("a", 1), ("b", 2)):
+        g.add_node(node, type="Conv2d", params={"out_channels": 2, "kernel_size": [h, 1]})
+        g.add_edge("x", node)
+    g.add_node("cat", type="Concat", params={"dim": 2})
+    g.add_edge("a", "cat", port=0)
+    g.add_edge("b", "cat", port=1)
+    g.add_node("loss", type="MSELoss", params={})
+    g.add_edge("cat", "loss")
+    assert layerlab.infer_shapes(g)["cat"] == (2, 5, 4)
+    model = layerlab.build_model(g)
+    x = torch.randn(4, 2, 3, 4)
+    torch.testing.assert_close(model(x), torch.cat([model.a(x), model.b(x)], 2))
+    check(g, x, torch.randn(4, 2, 5, 4), "cat", lambda a, b, w: torch.cat([a, b], 2))
 
 
 def errors(shape, *layers):
