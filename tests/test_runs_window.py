@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QMessageBox
 from safetensors.torch import load_file
 
@@ -80,6 +80,21 @@ def test_runs_are_folders_listed_again_when_the_project_opens(window, qtbot, tmp
     plots = window.training.plots
     assert [run.label for run in plots.runs] == ["adam lr=0.01", "lr=0.05"]
     assert len({run.colour for run in plots.runs}) == 2
+
+    table = window.training.runs_table
+    select_row(window, qtbot, first)
+    table.actions["runsToggle"].trigger()  # hide its curves, then show them again
+    assert [run.visible for run in plots.runs] == [False, True]
+    assert not any(curve.isVisible() for curve in plots.runs[0].curves)
+    assert table.table.item(0, 0).checkState() == Qt.CheckState.Unchecked
+    table.actions["runsToggle"].trigger()
+    assert [run.visible for run in plots.runs] == [True, True]
+    header = table.table.horizontalHeader()  # by best validation loss: up, then down
+    best = [run.label for run in sorted(list_runs(path), key=lambda run: run.best_val_loss)]
+    for order in (best, best[::-1]):
+        qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton,
+                         pos=QPoint(header.sectionViewportPosition(3) + 5, 5))
+        assert shown_labels(window) == order
     window.doc.undo_stack.setClean()
 
     again = MainWindow(offer_recovery=False)  # a fresh window, as after closing LayerLab
@@ -103,36 +118,11 @@ def test_runs_are_folders_listed_again_when_the_project_opens(window, qtbot, tmp
         again.training.controller.shutdown()
 
 
-def test_rename_persists_and_delete_removes_the_folder(window, qtbot, tmp_path):
+def test_restore_load_rename_and_delete_a_run_from_the_table(window, qtbot, tmp_path):
+    """Restore its settings (one undo step), load its weights, rename it (run.json keeps
+    the label), delete it (asked first; its folder goes)."""
     path = tiny_spiral(tmp_path)
     window.open_path(path, confirmed=True)
-    key = train(window, qtbot)
-    table = window.training.runs_table
-    grid = table.table
-    rect = grid.visualRect(grid.model().index(table.row_of(key), 0))
-    for gesture in (qtbot.mouseClick, qtbot.mouseDClick):  # a double-click, as Qt sees one
-        gesture(grid.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    qtbot.waitUntil(lambda: grid.state() == QAbstractItemView.State.EditingState)
-    editor = grid.viewport().findChild(QLineEdit)
-    editor.selectAll()
-    qtbot.keyClicks(editor, "baseline")
-    qtbot.keyClick(editor, Qt.Key.Key_Return)  # the delegate commits on the next turn
-    qtbot.waitUntil(lambda: read_run(key).label == "baseline")
-    assert [run.label for run in window.training.plots.runs] == ["baseline"]
-    assert shown_labels(window) == ["baseline"]
-
-    asked = []
-    window.runs.ask_delete = lambda labels: asked.append(labels) or True
-    select_row(window, qtbot, key)
-    table.actions["runsDelete"].trigger()
-    assert asked == [["baseline"]]
-    assert not Path(key).exists() and list_runs(path) == []
-    assert shown_labels(window) == [] and window.training.plots.runs == []
-
-
-def test_restore_settings_is_one_undo_step_and_weights_load_from_the_run(window, qtbot,
-                                                                         tmp_path):
-    window.open_path(tiny_spiral(tmp_path), confirmed=True)
     set_lr(window, qtbot, "0.05")
     key = train(window, qtbot)
     set_lr(window, qtbot, "0.2")
@@ -154,6 +144,28 @@ def test_restore_settings_is_one_undo_step_and_weights_load_from_the_run(window,
     saved = load_file(Path(key) / "weights.safetensors")
     model = window.training.controller.worker.trainer.model.state_dict()
     assert saved and all(torch.equal(model[name], value) for name, value in saved.items())
+
+    table = window.training.runs_table
+    grid = table.table
+    rect = grid.visualRect(grid.model().index(table.row_of(key), 0))
+    for gesture in (qtbot.mouseClick, qtbot.mouseDClick):  # a double-click, as Qt sees one
+        gesture(grid.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: grid.state() == QAbstractItemView.State.EditingState)
+    editor = grid.viewport().findChild(QLineEdit)
+    editor.selectAll()
+    qtbot.keyClicks(editor, "baseline")
+    qtbot.keyClick(editor, Qt.Key.Key_Return)  # the delegate commits on the next turn
+    qtbot.waitUntil(lambda: read_run(key).label == "baseline")
+    assert [run.label for run in window.training.plots.runs] == ["baseline"]
+    assert shown_labels(window) == ["baseline"]
+
+    asked = []
+    window.runs.ask_delete = lambda labels: asked.append(labels) or True
+    select_row(window, qtbot, key)
+    table.actions["runsDelete"].trigger()
+    assert asked == [["baseline"]]
+    assert not Path(key).exists() and list_runs(path) == []
+    assert shown_labels(window) == [] and window.training.plots.runs == []
 
 
 def test_the_progress_line_and_run_json_say_paused_then_stopped(window, qtbot, tmp_path):

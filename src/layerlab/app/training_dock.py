@@ -135,6 +135,7 @@ class TrainingDock(QWidget):
         curves.addWidget(self.runs_table)
         curves.setStretchFactor(0, 3)
         curves.setStretchFactor(1, 2)
+        curves.setSizes([600, 400])  # in proportion: the table shows a few runs at once
         curves.setChildrenCollapsible(False)
         self.boundary = BoundaryView()
         self.preview = DatasetPreview()
