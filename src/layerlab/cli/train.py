@@ -43,7 +43,7 @@ from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.runs import (
     RUN_FILES,
     RunWriter,
-    format_value,
+    differences,
     new_run_folder,
     run_label,
     runs_folder,
@@ -167,8 +167,7 @@ def _run(project: Project, args: argparse.Namespace) -> int:
             out = new_run_folder(out, label)
     except OSError as exc:
         raise write_failed(out, exc) from None
-    varied = {k: format_value(getattr(args, k)) for k in OVERRIDES
-              if getattr(args, k) is not None}
+    varied = differences(project.training, base)
     bar = ProgressBar(trainer)
     trainer.add_listener(bar.update)
     trainer.add_listener(_health_warnings(HealthWatch(trainer)))

@@ -1,0 +1,113 @@
+"""core/runs.py: run folders beside the project, run.json, labels, reading runs back."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from layerlab.cli import main
+from layerlab.core.runs import (
+    RunError,
+    delete_run,
+    list_runs,
+    new_run_folder,
+    read_run,
+    rename_run,
+    run_label,
+    runs_folder,
+    slug,
+)
+
+from conftest import EXAMPLES
+
+
+def test_runs_folder_sits_beside_the_project(tmp_path):
+    assert runs_folder(tmp_path / "spiral.layerlab.json") == tmp_path / "spiral.runs"
+    assert runs_folder(tmp_path / "net.json") == tmp_path / "net.runs"
+
+
+def test_a_new_run_folder_is_claimed_with_a_suffix_when_taken(tmp_path):
+    when = datetime(2026, 1, 2, 3, 4, 5)
+    first = new_run_folder(tmp_path, "adam lr=0.01", when)
+    second = new_run_folder(tmp_path, "adam lr=0.01", when)
+    assert first.name == "20260102-030405-adam-lr=0.01"
+    assert second.name == "20260102-030405-adam-lr=0.01-2"
+    assert slug("../../etc passwd") == "etc-passwd" and slug("***") == "run"
+
+
+def test_run_label_says_what_differs():
+    base = {"optimizer": {"name": "adam", "lr": 0.001}, "batch_size": 32, "epochs": 10,
+            "l2": 0.0, "seed": 0, "dataset": {"name": "spiral"}}
+    assert run_label(base, base) == "adam lr=0.001"
+    sgd = {**base, "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64}
+    assert run_label(sgd, base) == "sgd lr=0.1 batch=64"
+    assert run_label({**base, "optimizer": {"name": "sgd", "lr": 0.001}}, base) == \
+        "sgd lr=0.001"  # another optimizer brings its learning rate along
+    assert run_label({**base, "l2": 0.01, "seed": 3}, base) == "l2=0.01 seed=3"
+
+
+@pytest.fixture
+def project(tmp_path):
+    data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
+    data["training"]["dataset"]["options"]["n_samples"] = 200
+    path = tmp_path / "spiral.layerlab.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_train_without_out_writes_a_new_run_folder_that_reads_back(project, capsys):
+    assert main(["train", str(project), "--epochs", "2"]) == 0
+    assert main(["train", str(project), "--epochs", "1", "--lr", "0.05"]) == 0
+    capsys.readouterr()
+    runs = list_runs(project)
+    assert [r.label for r in runs] == ["epochs=2", "lr=0.05 epochs=1"]
+    first, second = runs
+    assert first.folder.parent == project.parent / "spiral.runs"
+    assert sorted(p.name for p in first.folder.iterdir()) == [
+        "checkpoint.pt", "metrics.csv", "project.layerlab.json", "run.json",
+        "weights.safetensors"]
+    assert first.status == "finished" and first.message == ""
+    assert first.varied == {"epochs": "2"} and second.varied == {"lr": "0.05", "epochs": "1"}
+    assert second.training["optimizer"]["lr"] == 0.05
+    assert [row["epoch"] for row in first.metrics] == ["1", "2"]
+    losses = [float(row["val_loss"]) for row in first.metrics]
+    assert first.final_val_loss == losses[-1] and first.best_val_loss == min(losses)
+    accuracy = [float(row["val_accuracy"]) for row in first.metrics]
+    assert first.best_val_accuracy == max(accuracy)
+    assert first.seconds == pytest.approx(sum(float(r["seconds"]) for r in first.metrics),
+                                          abs=0.01)
+    assert first.started <= second.started
+
+
+def test_rename_and_delete_act_on_runs_only(project, tmp_path, capsys):
+    assert main(["train", str(project), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    (run,) = list_runs(project)
+    rename_run(run.folder, "my baseline")
+    assert read_run(run.folder).label == "my baseline"
+    stranger = runs_folder(project) / "notes"
+    stranger.mkdir()
+    assert [r.folder for r in list_runs(project)] == [run.folder]  # not a run: skipped
+    with pytest.raises(RunError, match="is not a run"):
+        delete_run(stranger)
+    assert stranger.exists()
+    delete_run(run.folder)
+    assert not run.folder.exists() and list_runs(project) == []
+
+
+def test_a_run_whose_writer_is_gone_reads_as_stopped(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    state = {"label": "x", "status": "running", "started": "2026-01-01T00:00:00+00:00",
+             "seconds": 1.5, "varied": {}, "message": ""}
+    for pid, expected in ((int(gone.stdout), "stopped"), (os.getpid(), "running")):
+        (folder / "run.json").write_text(json.dumps({**state, "pid": pid,
+                                                     "host": socket.gethostname()}))
+        assert read_run(folder).status == expected
+    assert read_run(folder).metrics == [] and read_run(folder).best_val_loss is None
