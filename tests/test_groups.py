@@ -46,7 +46,7 @@ def test_groups_round_trip_through_the_file_and_leave_the_model_unchanged(tmp_pa
     path = tmp_path / "grouped.layerlab.json"
     project.save(path)
     data = json.loads(path.read_text())
-    assert data["version"] == 2
+    assert data["version"] == 3
     assert data["view"]["groups"] == [
         {"id": "g1", "name": "Block g1", "collapsed": True},
         {"id": "g2", "name": "Block g2", "collapsed": True}]

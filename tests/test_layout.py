@@ -145,7 +145,7 @@ def test_only_unplaced_projects_are_laid_out_on_opening():
 
 def test_direction_is_saved_and_version_1_files_still_open(tmp_path):
     data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
-    assert data["version"] == 2 and data["view"]["direction"] == "TB"
+    assert data["version"] == 3 and data["view"]["direction"] == "TB"
     data["view"]["direction"] = "LR"
     path = tmp_path / "lr.layerlab.json"
     path.write_text(json.dumps(data))

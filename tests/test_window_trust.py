@@ -224,7 +224,7 @@ def test_a_file_that_cannot_be_read_is_refused_in_a_dialog(window, tmp_path):
     assert shown == [str(ProjectFileError(str(text_file), "is not valid JSON: Expecting "
                                                           "value at line 1, column 1")),
                      str(ProjectFileError(str(newer), "was written by a newer LayerLab (file "
-                                                      "version 99; this one reads up to 2); "
+                                                      "version 99; this one reads up to 3); "
                                                       "upgrade LayerLab to open it"))]
     assert window.doc.project.path is None  # nothing changed
 
