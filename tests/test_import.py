@@ -152,7 +152,7 @@ def test_refusals_name_the_op_and_its_line(model_file, tmp_path, capsys, name, m
     (["nowhere.py:Net"], ["nowhere.py", "no such file"]),
     (["{model}:Missing"], ["no class or function named Missing"]),
     (["{model}"], ["file.py:Name"]),
-    (["{model}:Net", "--args", "[1]"], ["--args must be a JSON object"]),
+    (["{model}:Net", "--args", "[1]"], ["must be a JSON object", "--args"]),
     (["{model}:Net", "--input-shape", "3,x"], ["--input-shape"]),
 ])
 def test_bad_sources_are_refused_in_one_sentence(model_file, tmp_path, capsys, argv, words):

@@ -6,9 +6,7 @@ a PyTorch or ONNX model onto the canvas, with its weights, checked against the o
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 from layerlab.cli import CliError
 from layerlab.cli.common import check_file, write_failed
@@ -32,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerlab.core.import_source import parse_kwargs, parse_shape
     from layerlab.core.importer import ImportRefused, import_model, save_import
 
     out = Path(args.output)
@@ -42,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_file(path)
     try:
-        result = import_model(args.source, _shape(args.input_shape), _kwargs(args.args))
+        shape, kwargs = parse_shape(args.input_shape), parse_kwargs(args.args)
+    except ImportRefused as exc:
+        raise CliError(f"{exc} (--input-shape, --args)", 2) from None
+    try:
+        result = import_model(args.source, shape, kwargs)
     except ImportRefused as exc:
         raise CliError(str(exc)) from None
     try:
@@ -56,27 +59,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}" + (f" and {weights}" if weights else ""))
     return 0
 
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise CliError(f"--input-shape {text!r} must be positive whole numbers separated by "
-                       "commas, e.g. 3,224,224", 2)
-    return shape
-
-
-def _kwargs(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--args is not valid JSON ({exc.msg} at column {exc.colno})", 2) \
-            from None
-    if not isinstance(value, dict):
-        raise CliError("--args must be a JSON object of keyword arguments, e.g. "
-                       '\'{"num_classes": 10}\'', 2)
-    return value

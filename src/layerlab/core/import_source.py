@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,35 @@ def read(source: str, input_shape: Sequence[int] | None,
 
     shape = tuple(input_shape) if input_shape else DEFAULT_SHAPE
     return import_fx.from_module(module, shape, name)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """`3,224,224` → (3, 224, 224); empty → None (the default, or the file's own)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise ImportRefused(f"the input shape {text!r} must be positive whole numbers "
+                            "separated by commas, e.g. 3,224,224")
+    return shape
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    """The class's or factory's keyword arguments, as a JSON object."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportRefused(f"the arguments are not valid JSON ({exc.msg} at column "
+                            f"{exc.colno})") from None
+    if not isinstance(value, dict):
+        raise ImportRefused('the arguments must be a JSON object of keyword arguments, e.g. '
+                            '{"num_classes": 10}')
+    return value
 
 
 def build(source: str, args: dict[str, Any]) -> tuple[torch.nn.Module, str]:

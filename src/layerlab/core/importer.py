@@ -25,7 +25,7 @@ from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.compiler import build_model
 from layerlab.core.errors import GraphError, format_error
 from layerlab.core.project import Project
-from layerlab.core.shapes import valid_id_error
+from layerlab.core.shapes import analyze, valid_id_error
 
 TOLERANCE = 1e-5  # largest difference allowed, relative to the output's scale
 INPUT_ID = "x"
@@ -125,10 +125,21 @@ def to_project(imported: Imported) -> Project:
             graph.add_edge(source, layer.id, **({"port": port} if merge else {}))
     keep = nx.ancestors(graph, imported.output) | {imported.output}
     graph.remove_nodes_from([n for n in list(graph) if n not in keep])
+    _add_loss(graph, imported.output)
     project = Project(graph=graph, name=imported.name)
     project.groups = _assign_groups(graph, [la for la in imported.layers if la.id in keep])
     layout.apply(project, layout.layered(graph, project.direction))
     return project
+
+
+def _add_loss(graph: nx.DiGraph, output: str) -> None:
+    """A classifier (one score per class) gets CrossEntropyLoss after its output, so that
+    it trains as it comes; for any other output the loss is the user's choice."""
+    shape = analyze(graph).shapes.get(output)
+    if shape is not None and len(shape) == 1:
+        loss = node_id("loss", set(graph))
+        graph.add_node(loss, type="CrossEntropyLoss", params={}, pos=[0, 0])
+        graph.add_edge(output, loss)
 
 
 def _input_params(imported: Imported) -> dict[str, Any]:
