@@ -18,29 +18,31 @@ WHAT = ("loss", "loss", "validation loss", "validation score")
 
 
 class Hover:
-    """One text and one dot per plot; at most one plot shows them at a time."""
+    """A dot on the nearest point and, beside it, a text over the whole scene (a text in
+    the plot would be cut at a narrow plot's edge)."""
 
     def __init__(self, plots: tuple[pg.PlotItem, ...]) -> None:
         self.plots = plots
         dark = pg.getConfigOption("background") in (None, "k")
         fill = pg.mkBrush(30, 30, 30, 215) if dark else pg.mkBrush(255, 255, 255, 215)
-        self.items = {plot: (pg.TextItem(anchor=(0, 1), fill=fill), pg.ScatterPlotItem(size=9))
-                      for plot in plots}
-        for plot, (text, dot) in self.items.items():
-            for item in (text, dot):
-                item.setZValue(100)
-                item.hide()
-                plot.addItem(item, ignoreBounds=True)
+        self.label = pg.TextItem(anchor=(0, 1), fill=fill)
+        self.label.setZValue(100)
+        self.label.hide()
+        plots[0].scene().addItem(self.label)
+        self.dots = {plot: pg.ScatterPlotItem(size=9) for plot in plots}
+        for plot, dot in self.dots.items():
+            dot.setZValue(100)
+            dot.hide()
+            plot.addItem(dot, ignoreBounds=True)
 
     def hide(self) -> None:
-        for text, dot in self.items.values():
-            text.hide()
+        self.label.hide()
+        for dot in self.dots.values():
             dot.hide()
 
     def text(self) -> str:
         """What the pointer shows now ("" when it points at nothing)."""
-        return next((text.toPlainText() for text, _dot in self.items.values()
-                     if text.isVisible()), "")
+        return self.label.toPlainText() if self.label.isVisible() else ""
 
     def point_at(self, pos: QPointF, runs: Iterable[RunData], axis: str, log: bool) -> None:
         """Name the point nearest `pos` (scene coordinates) among the visible runs, or
@@ -61,15 +63,21 @@ class Hover:
             return
         run, index = picks[found[0]], found[1]
         x, y = curves[found[0]][0][index], curves[found[0]][1][index]
-        text, dot = self.items[plot]
-        text.setText(_describe(run, which, index, axis))
-        text.setColor(run.colour)
-        right = mouse.x() > sum(plot.vb.viewRange()[0]) / 2
-        text.setAnchor((1, 1) if right else (0, 1))
-        text.setPos(x, y)
-        dot.setData([x], [y], brush=run.colour, pen=pg.mkPen("w"))
-        text.show()
-        dot.show()
+        self.dots[plot].setData([x], [y], brush=run.colour, pen=pg.mkPen("w"))
+        self.dots[plot].show()
+        self.label.setText(_describe(run, which, index, axis))
+        self.label.setColor(run.colour)
+        self._place(plot.vb.mapViewToScene(QPointF(x, y)))
+
+    def _place(self, at: QPointF) -> None:
+        """Beside the point, on whichever side the scene has room for the text."""
+        size = self.label.boundingRect().size()
+        room = self.plots[0].scene().sceneRect()
+        right = at.x() + 8 + size.width() > room.right()
+        above = at.y() - 8 - size.height() > room.top()
+        self.label.setAnchor((1 if right else 0, 1 if above else 0))
+        self.label.setPos(at + QPointF(-8 if right else 8, -8 if above else 8))
+        self.label.show()
 
 
 def _describe(run: RunData, which: int, index: int, axis: str) -> str:

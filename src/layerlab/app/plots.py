@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from pyqtgraph.exporters import ImageExporter
-from PySide6.QtCore import QBuffer, QIODevice, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtCore import QBuffer, QIODevice, QPointF, QRectF, Qt, QTimer
+from PySide6.QtGui import QColor, QIcon, QImage, QPaintDevice, QPainter, QPixmap
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -63,7 +62,7 @@ def _plot(view: pg.GraphicsLayoutWidget, column: int, name: str, title: str,
 
 def _fit(plot: pg.PlotItem, curves: list[tuple[np.ndarray, np.ndarray]], log: bool,
          floor: float, fixed_y: tuple[float, float] | None = None) -> None:
-    """Widen the view only when the data leave it (doubling the x range, 10% headroom),
+    """Widen the view only when the data leave it (to a round x, 10% headroom in y),
     so that most redraws repaint the curves but not the axes, which cost far more."""
     xs = [x.max() for x, _y in curves if len(x)]
     ys = [y[np.isfinite(y) & ((y > 0) if log else True)] for _x, y in curves]
@@ -76,7 +75,7 @@ def _fit(plot: pg.PlotItem, curves: list[tuple[np.ndarray, np.ndarray]], log: bo
     if log:
         low, high = np.log10(low), np.log10(high)
     if top > x1 or x1 > 8 * max(top, floor):
-        plot.setXRange(0, max(floor, _nice(top * 1.25)), padding=0)
+        plot.setXRange(0, max(floor, _nice(top * 1.05)), padding=0)
     span = max(high - low, 1e-6)
     if fixed_y is not None:
         if (y0, y1) != fixed_y:
@@ -86,9 +85,11 @@ def _fit(plot: pg.PlotItem, curves: list[tuple[np.ndarray, np.ndarray]], log: bo
 
 
 def _nice(value: float) -> float:
-    """The least of 1, 2, 5, 10, 20, … at or above `value`."""
+    """The least round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten) at
+    or above `value`: a view that grows about twelve times a decade, not on every step."""
     power = 10 ** np.floor(np.log10(max(value, 1e-9)))
-    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= value))
+    return float(next(m * power for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+                      if m * power >= value * (1 - 1e-12)))
 
 
 def _first_step(records: list[object]) -> int | None:
@@ -430,31 +431,47 @@ class RunPlots(QWidget):
         """The three plots and the legend as one picture: an SVG drawing for a .svg path,
         else a PNG at twice the on-screen size. OSError when the file cannot be written."""
         self.redraw()
+        self.hover.hide()
         path.write_bytes(self._svg() if path.suffix.lower() == ".svg" else self._png())
 
-    def _png(self) -> bytes:
-        exporter = ImageExporter(self.view.ci)
-        exporter.parameters()["width"] = int(2 * self.view.ci.width())
-        buffer = QBuffer()
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        exporter.export(toBytes=True).save(buffer, "PNG")
-        return bytes(buffer.data().data())
-
-    def _svg(self) -> bytes:
-        """Qt's own SVG writer: pyqtgraph 0.14's SVG exporter fails on Qt 6.11's closed paths
-        (pyqtgraph issue 3495)."""
+    def _render(self, device: QPaintDevice) -> None:
+        """Paint the plots onto `device` with Qt's own renderer: pyqtgraph 0.14's exporters
+        leave the legend unscaled and fail on Qt 6.11's closed paths in SVG (its issue 3495)."""
         source = self.view.ci.sceneBoundingRect()
-        target = QRectF(0, 0, source.width(), source.height())
-        buffer = QBuffer()
-        generator = QSvgGenerator()
-        generator.setOutputDevice(buffer)
-        generator.setSize(target.size().toSize())
-        generator.setViewBox(target)
-        generator.setTitle("LayerLab training curves")
-        painter = QPainter(generator)
+        for plot in self._plots():
+            plot.autoBtn.hide()  # the pointer's "A" button is no part of the picture
+        painter = QPainter(device)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+        target = QRectF(QPointF(0, 0), source.size())
         painter.fillRect(target, self.view.backgroundBrush())
         self.view.scene().render(painter, target, source)
         painter.end()
+
+    def _png(self) -> bytes:
+        """Twice the on-screen size, as a device pixel ratio so that the legend (which
+        ignores transformations) is scaled too."""
+        image = QImage((2 * self.view.ci.sceneBoundingRect().size()).toSize(),
+                       QImage.Format.Format_ARGB32)
+        image.setDevicePixelRatio(2.0)
+        image.fill(Qt.GlobalColor.transparent)
+        self._render(image)
+        buffer = QBuffer()
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        image.save(buffer, "PNG")
+        return bytes(buffer.data().data())
+
+    def _svg(self) -> bytes:
+        size = self.view.ci.sceneBoundingRect().size()
+        buffer = QBuffer()
+        generator = QSvgGenerator()
+        generator.setOutputDevice(buffer)
+        generator.setSize(size.toSize())
+        generator.setViewBox(QRectF(QPointF(0, 0), size))
+        generator.setTitle("LayerLab training curves")
+        # the axes replay QPictures recorded at the screen's resolution: the same here
+        generator.setResolution(self.view.logicalDpiX())
+        self._render(generator)
         return bytes(buffer.data().data())
 
     def _export_clicked(self) -> None:
