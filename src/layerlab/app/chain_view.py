@@ -126,6 +126,7 @@ class ChainView(QWidget):
         self.formula.setObjectName("chainRule")
         self.formula.setAccessibleName("Backward rule")
         self.formula.setWordWrap(True)
+        self.formula.setTextFormat(Qt.TextFormat.RichText)  # escaped text: ' shows as '
         big = QFont()
         big.setPointSizeF(big.pointSizeF() * 1.2)
         self.formula.setFont(big)

@@ -44,9 +44,12 @@ def _op(v: Local) -> Rule:
     terms["{y}"] = v.y[s]
     terms["dL/d{y}"] = v.dy[s]
     terms.update({f"dL/d{{x{k}}}": g[s] for k, g in enumerate(grads) if g is not None})
-    wrt = ", ".join(f"dL/d{{x{k}}}" for k, g in enumerate(grads) if g is not None)
-    formula = (f"{wrt or 'nothing'} = (∂{{y}}/∂{{x}})ᵀ · dL/d{{y}}: {fn}'s own derivative "
-               "(its vector-Jacobian product, by torch autograd on the recorded inputs)")
+    rules = [f"dL/d{{x{k}}} = (∂{{y}}/∂{{x{k}}})ᵀ · dL/d{{y}}"
+             for k, g in enumerate(grads) if g is not None]
+    own = (f"∂{{y}}/∂… is {fn}'s own derivative: its vector-Jacobian product, by torch "
+           "autograd on the recorded inputs")
+    formula = ";  ".join([*rules, own]) if rules else \
+        f"no gradient flows into integer inputs; {own}"
     return Rule(formula, grads, terms=terms)
 
 

@@ -97,10 +97,9 @@ def _table() -> dict[str, Allowed]:
 
 ALLOWED: dict[str, Allowed] = _table()
 NAMES: tuple[str, ...] = tuple(sorted(ALLOWED))
-_BY_FUNCTION: dict[Any, str] = {}
-for _a in ALLOWED.values():
-    if _a.method is None:
-        _BY_FUNCTION.setdefault(_a.fn, _a.name)
+# a function listed under two names (F.pixel_shuffle is torch.pixel_shuffle) keeps the first
+_BY_FUNCTION: dict[Any, str] = {a.fn: a.name for a in reversed(ALLOWED.values())
+                                if a.method is None}
 
 
 def allowed_name(target: Any) -> str | None:
