@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import linecache
 import os
-import re
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from layerlab.core.importer import Imported, ImportRefused, Layer, node_id
 
 TRACE_BATCH = 2
 _TORCH_DIR = str(Path(torch.__file__).parent) + os.sep  # torch's own frames
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+_AUTOGRAD_FUNCTION = os.path.join("torch", "autograd", "function.py")
+FRAMES = "layerlab_frames"  # node.meta: the Python stack the node was traced from
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ def from_module(module: torch.nn.Module, input_shape: Sequence[int], name: str) 
 
 
 def trace(module: torch.nn.Module, name: str) -> torch.fx.GraphModule:
-    tracer = torch.fx.Tracer()
-    tracer.record_stack_traces = True
+    tracer = _Tracer()
     try:
         graph = tracer.trace(module)
     except torch.fx.proxy.TraceError as exc:
@@ -91,35 +90,36 @@ def _user_place_of_traceback(exc: BaseException) -> Place | None:
 def place_of(node: torch.fx.Node) -> Place | None:
     """The user's line a traced node came from: the last frame of its stack that is not
     torch's own."""
-    frames = _frames(node)
-    return frames[-1] if frames else None
+    frames = [f for f in node.meta.get(FRAMES, ()) if not f[0].startswith(_TORCH_DIR)]
+    return _place(frames[-1]) if frames else None
 
 
 def custom_function_caller(node: torch.fx.Node) -> Place | None:
     """Where a node traced from inside a custom torch.autograd.Function was called, or None.
     fx traces straight through `Function.apply`, losing the hand-written backward."""
-    found = None
-    for match in _FRAME.finditer(node.stack_trace or ""):
-        if match["file"].endswith("torch/autograd/function.py") and match["func"] == "apply":
-            found = True
-            break
-    if not found:
-        return None
-    text = node.stack_trace or ""
-    before = text[:text.find("torch/autograd/function.py")]
-    users = [m for m in _FRAME.finditer(before) if not m["file"].startswith(_TORCH_DIR)]
-    if not users:
-        return None
-    last = users[-1]
-    return Place(last["file"], int(last["line"]),
-                 linecache.getline(last["file"], int(last["line"])).strip())
+    frames = node.meta.get(FRAMES, ())
+    for k, (file, _, func) in enumerate(frames):
+        if file.endswith(_AUTOGRAD_FUNCTION) and func == "apply":
+            users = [f for f in frames[:k] if not f[0].startswith(_TORCH_DIR)]
+            return _place(users[-1]) if users else None
+    return None
 
 
-def _frames(node: torch.fx.Node) -> list[Place]:
-    return [Place(m["file"], int(m["line"]),
-                  linecache.getline(m["file"], int(m["line"])).strip())
-            for m in _FRAME.finditer(node.stack_trace or "")
-            if not m["file"].startswith(_TORCH_DIR)]
+def _place(frame: tuple[str, int, str]) -> Place:
+    file, line, _ = frame
+    return Place(file, line, linecache.getline(file, line).strip())
+
+
+class _Tracer(torch.fx.Tracer):
+    """fx's tracer, keeping each node's Python stack as (file, line, function) triples:
+    fx's own record_stack_traces symbolises C++ frames too, and its first use imports
+    torch._inductor (seconds)."""
+
+    def create_node(self, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        node = super().create_node(*args, **kwargs)
+        node.meta[FRAMES] = [(f.f_code.co_filename, line, f.f_code.co_name)
+                             for f, line in traceback.walk_stack(None)][::-1]
+        return node
 
 
 class _Keeper(torch.fx.Interpreter):
