@@ -189,7 +189,7 @@ def test_export_writes_a_png_and_an_svg_of_the_three_plots(plots, qtbot, tmp_pat
         assert image.format == "PNG"
         assert image.width >= 2 * plots.view.ci.width() - 1 and image.height > 300
         assert len(set(image.convert("RGB").get_flattened_data())) > 20  # curves, not a blank page
-    from PySide6.QtWidgets import QFileDialog
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName",
                         lambda *a, **k: (str(tmp_path / "curves"), "SVG drawing (*.svg)"))
@@ -199,3 +199,9 @@ def test_export_writes_a_png_and_an_svg_of_the_three_plots(plots, qtbot, tmp_pat
     assert root.tag.endswith("svg")
     text = " ".join("".join(node.itertext()) for node in root.iter())
     assert all(label in text for label in LABELS)
+    said = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: said.append(text))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *a, **k: (str(tmp_path / "gone" / "c.png"), "PNG image (*.png)"))
+    qtbot.mouseClick(plots.export_button, Qt.MouseButton.LeftButton)
+    assert said == [f"Could not write {tmp_path / 'gone' / 'c.png'}: No such file or directory."]

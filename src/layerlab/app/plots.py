@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QBuffer, QIODevice, QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QIcon, QImage, QPaintDevice, QPainter, QPixmap
-from PySide6.QtSvg import QSvgGenerator
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from layerlab.app import plot_export
 from layerlab.app.plot_hover import Hover
 from layerlab.app.plot_tools import AXES, RunData, Series, ema, run_colour
 from layerlab.core.records import StepRecord
@@ -432,47 +432,8 @@ class RunPlots(QWidget):
         else a PNG at twice the on-screen size. OSError when the file cannot be written."""
         self.redraw()
         self.hover.hide()
-        path.write_bytes(self._svg() if path.suffix.lower() == ".svg" else self._png())
-
-    def _render(self, device: QPaintDevice) -> None:
-        """Paint the plots onto `device` with Qt's own renderer: pyqtgraph 0.14's exporters
-        leave the legend unscaled and fail on Qt 6.11's closed paths in SVG (its issue 3495)."""
-        source = self.view.ci.sceneBoundingRect()
-        for plot in self._plots():
-            plot.autoBtn.hide()  # the pointer's "A" button is no part of the picture
-        painter = QPainter(device)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
-        target = QRectF(QPointF(0, 0), source.size())
-        painter.fillRect(target, self.view.backgroundBrush())
-        self.view.scene().render(painter, target, source)
-        painter.end()
-
-    def _png(self) -> bytes:
-        """Twice the on-screen size, as a device pixel ratio so that the legend (which
-        ignores transformations) is scaled too."""
-        image = QImage((2 * self.view.ci.sceneBoundingRect().size()).toSize(),
-                       QImage.Format.Format_ARGB32)
-        image.setDevicePixelRatio(2.0)
-        image.fill(Qt.GlobalColor.transparent)
-        self._render(image)
-        buffer = QBuffer()
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        return bytes(buffer.data().data())
-
-    def _svg(self) -> bytes:
-        size = self.view.ci.sceneBoundingRect().size()
-        buffer = QBuffer()
-        generator = QSvgGenerator()
-        generator.setOutputDevice(buffer)
-        generator.setSize(size.toSize())
-        generator.setViewBox(QRectF(QPointF(0, 0), size))
-        generator.setTitle("LayerLab training curves")
-        # the axes replay QPictures recorded at the screen's resolution: the same here
-        generator.setResolution(self.view.logicalDpiX())
-        self._render(generator)
-        return bytes(buffer.data().data())
+        path.write_bytes(plot_export.svg(self.view, "LayerLab training curves")
+                         if path.suffix.lower() == ".svg" else plot_export.png(self.view))
 
     def _export_clicked(self) -> None:
         name, chosen = QFileDialog.getSaveFileName(
