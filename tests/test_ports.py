@@ -257,3 +257,27 @@ def test_dragging_from_the_second_output_port_connects_it_and_undo_removes_it(wi
     assert not window.doc.graph.has_edge("chunk", "b")
     window.actions["actionRedo"].trigger()
     assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
+
+
+def test_step_through_walks_a_chunk_as_one_node_and_shows_each_port(window, qtbot):
+    g = chunk_graph()
+    g.nodes["x"]["params"]["shape"] = [2]  # the spiral's points
+    window.set_project(Project(graph=g, name="ports"))
+    window.actions["actionStepThrough"].trigger()
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=30_000)
+    stepper, panel = window.stepper, window.stepper_panel
+    trace = stepper.trace
+    while window.actions["actionStepNext"].isEnabled() and stepper.forward():
+        event = stepper.events[stepper.index]
+        assert event.node in window.doc.graph and event.node in panel.text.text()
+        if event.node == "chunk":
+            shown = [h for h in panel.tensor.heatmaps if not h.isHidden()]
+            assert len(shown) == 2  # chunk:0 and chunk:1
+    assert [e.node for e in stepper.events if e.phase == "forward"][:3] == ["x", "pre", "chunk"]
+    panel.tabs.setCurrentWidget(panel.chain)
+    stepper.go(next(e.index for e in stepper.events if e.phase == "backward"
+                    and e.node == "chunk"))
+    qtbot.waitUntil(lambda: not panel.chain.busy, timeout=30_000)
+    assert panel.chain.check.text().startswith("✓ autograd agrees")
+    torch.testing.assert_close(torch.from_numpy(panel.chain.values()["dL/dchunk:1"]),
+                               trace.grad("chunk:1")[panel.sample.value()])

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QListWidget, QVBox
 
 from layerlab.app.heatmap import Heatmap, cell_index
 from layerlab.core.diagnostics import Verdict, node_of, trace_grad_norms
+from layerlab.core.ports import owner
 from layerlab.core.tracer import Stats, StepTrace
 
 BAR, BAD_BAR = "#7b3fc4", "#d64545"  # a layer's gradient bar; red when a verdict names it
@@ -96,8 +97,18 @@ class TensorView(QWidget):
             self._show_values(name if name == node else f"ŷ ({node})", trace.output(node),
                               trace.stats.get(node))
         else:
-            self._show([], None, "")
+            self._show_ports(node, phase)
         self.hint.setText("Click a row to explain that sample in the chain-rule tab.")
+
+    def _show_ports(self, node: str, phase: str) -> None:
+        """A Split or Chunk: the value (or gradient) of each output port, `node:k`."""
+        assert self.trace is not None
+        values = dict(self.trace.backward if phase == "backward" else self.trace.forward)
+        ports = [k for k in values if ":" in k and owner(k) == node][: len(self.heatmaps)]
+        prefix = "dL/d" if phase == "backward" else ""
+        self._show([(f"{prefix}{k} (first {len(values[k])} samples)", values[k],
+                     *value_axes(values[k])) for k in ports],
+                   None if phase == "backward" else self.trace.stats.get(node), node)
 
     def _show_values(self, name: str, t: torch.Tensor, stats: Stats | None) -> None:
         rows, columns = value_axes(t)
