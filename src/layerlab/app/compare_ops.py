@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolBar, QToolButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QToolBar, QToolButton, QWidget
 
+from layerlab.app import lessons_dialog
 from layerlab.app.compare_dialog import CompareDialog
 from layerlab.core.errors import GraphError
 from layerlab.core.runs import read_run
@@ -37,7 +38,9 @@ class WrappedText(QLabel):
         self.fit()
 
     def fit(self) -> None:
-        self.setFixedHeight(self.heightForWidth(max(self.width(), 200)))
+        height = self.heightForWidth(max(self.width(), 200))
+        if height > 0:  # -1 while it holds no text
+            self.setFixedHeight(height)
 
 
 class Banner(QToolBar):
@@ -189,6 +192,8 @@ class CompareQueue(QObject):
         return min(losses, key=losses.__getitem__) if losses else None
 
     def _show(self, progress: str, running: bool) -> None:
+        if not self.window.toolBarBreak(self.banner):  # a line of its own, whatever the
+            self.window.insertToolBarBreak(self.banner)  # window's saved layout says
         self.banner.show_text(self.title, self.look_for, progress, running)
 
 
@@ -229,8 +234,18 @@ def install(window: MainWindow) -> CompareQueue:
                             "compare their curves")
     window.run_menu.addAction(compare)
 
+    lessons = window.action("actionLessons", "&Lessons…",
+                            lambda: lessons_dialog.show_lessons(window, queue),
+                            tip="Ready experiments that show, on real runs, what the "
+                            "optimizers, regularisation, activations and initialisation do")
+    help_menu = window.menuBar().findChild(QMenu, "helpMenu")
+    help_menu.insertAction(window.actions["actionAbout"], lessons)
+    help_menu.insertSeparator(window.actions["actionAbout"])
+
     def enable() -> None:
-        compare.setEnabled(window.training.controller.state == "idle" and not queue.active)
+        idle = window.training.controller.state == "idle" and not queue.active
+        compare.setEnabled(idle)
+        lessons.setEnabled(idle)
 
     window.training.controller.stateChanged.connect(enable)
     queue.finished.connect(enable)

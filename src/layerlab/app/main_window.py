@@ -18,7 +18,15 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab import __version__
-from layerlab.app import edit_ops, import_ops, layout_ops, new_from_data, picture, runs_ops
+from layerlab.app import (
+    compare_ops,
+    edit_ops,
+    import_ops,
+    layout_ops,
+    new_from_data,
+    picture,
+    runs_ops,
+)
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
 from layerlab.app.commands import SetAttribute
@@ -76,6 +84,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self._status_bar()
         self._menus()
         self._wire()
+        self.compare = compare_ops.install(self)  # Run ▸ Compare…, Help ▸ Lessons
         import_ops.install(self)  # File ▸ Import Model…
         self._attach(self.doc)
         self.autosave = QTimer(self)
