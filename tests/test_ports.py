@@ -257,6 +257,13 @@ def test_dragging_from_the_second_output_port_connects_it_and_undo_removes_it(wi
     assert not window.doc.graph.has_edge("chunk", "b")
     window.actions["actionRedo"].trigger()
     assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
+    window.palette_widget.activated.emit("Parameter")  # a double-click in the palette
+    (token,) = [n for n, d in window.doc.graph.nodes(data=True) if d["type"] == "Parameter"]
+    scene.select_only([token])
+    assert len(scene.nodes[token].inputs) == 0 and len(scene.nodes[token].outputs) == 1
+    combo = window.inspector.editors["init"]
+    assert [combo.itemText(i) for i in range(combo.count())] == [
+        "zeros", "normal", "trunc_normal"]
 
 
 def test_step_through_walks_a_chunk_as_one_node_and_shows_each_port(window, qtbot):

@@ -255,8 +255,9 @@ class Inspector(QStackedWidget):
             combo.setMinimumContentsLength(COMBO_CHARS)
             combo.addItems(list(param.choices))
             if param.name == "init":  # each initialiser with its formula, where it is chosen
-                for i, scheme in enumerate(param.choices):
-                    combo.setItemData(i, INIT_FORMULAS[scheme], Qt.ItemDataRole.ToolTipRole)
+                for i, scheme in enumerate(param.choices):  # a Parameter's: in its help
+                    combo.setItemData(i, INIT_FORMULAS.get(scheme, param.help),
+                                      Qt.ItemDataRole.ToolTipRole)
             combo.currentTextChanged.connect(lambda v, p=param: self._set(p, v))
             return combo
         if param.kind == "int" and not param.nullable:
