@@ -305,7 +305,7 @@ def test_from_fx_turns_allowed_calls_into_op_params_and_refuses_the_rest():
 
 # -- the window -------------------------------------------------------------------------
 
-def test_the_inspector_edits_fn_from_the_allow_list_and_the_args_undoably(window, qtbot):
+def test_the_inspector_edits_fn_and_args_undoably_and_the_palette_finds_op(window, qtbot):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QComboBox, QLineEdit
 
@@ -336,9 +336,7 @@ def test_the_inspector_edits_fn_from_the_allow_list_and_the_args_undoably(window
     assert window.doc.analysis.ok
     assert window.doc.graph.nodes["op"]["params"]["args"][0] == "bij,bjk->bik"
 
-
-def test_the_palette_finds_the_op_node_by_a_function_name(window, qtbot):
-    palette = window.palette_widget
+    palette = window.palette_widget  # the palette finds the Op node by a function's name
     qtbot.keyClicks(palette.search, "einsum")
     shown = [palette.tree.topLevelItem(i).child(j).text(0)
              for i in range(palette.tree.topLevelItemCount())

@@ -146,7 +146,9 @@ def value_problem(value: Any, path: str = "", depth: int = 0) -> str | None:
     where = f" at {path}" if path else ""
     if isinstance(value, float):
         return None if math.isfinite(value) else f"holds a number that is not finite{where}"
-    if isinstance(value, list) and depth < MAX_DEPTH:
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return f"holds lists nested more than {MAX_DEPTH} deep{where}"
         for i, item in enumerate(value):
             problem = value_problem(item, f"{path}[{i}]", depth + 1)
             if problem:
