@@ -63,7 +63,7 @@ def test_optimizers_adaptive_steps_leave_the_plateau_sgd_does_not(tmp_path):
     sgd, _ = final_val_loss(plans["sgd"], tmp_path)
     adam, _ = final_val_loss(plans["adam"], tmp_path)
     assert sgd > 0.64  # still on the plateau near 0.66
-    assert adam < sgd - 0.15
+    assert adam < sgd - 0.1
 
 
 def test_overfitting_l2_ends_with_a_lower_validation_loss(tmp_path):

@@ -167,3 +167,17 @@ def test_a_stop_ends_the_running_run_at_a_batch_and_starts_no_other(
     assert 0 < len(runs[0].metrics) < 3  # stopped within its 3 epochs
     assert (runs[0].folder / "weights.safetensors").exists()
     assert [r["lr"] for r in rows(tmp_path / "out" / "summary.csv")] == ["0.1"]
+
+
+def test_worker_processes_give_the_same_runs_as_one_process(small_spiral, tmp_path):
+    project = load_project(small_spiral)
+    plans = plan_sweep(project, parse_sets(["optimizer=sgd,adam"], project), {"epochs": 1})
+    alone = run_sweep(plans, tmp_path / "one", 1)
+    done = []
+    parallel = run_sweep(plans, tmp_path / "two", 2, lambda *a: done.append(a[:2]))
+    assert sorted(done) == [(1, 2), (2, 2)]
+    assert [r.label for r in parallel] == ["sgd", "adam"]
+    for a, b in zip(alone, parallel, strict=True):
+        assert b.status == "finished" and b.folder.parent == tmp_path / "two"
+        assert without_timing(a.metrics) == without_timing(b.metrics)
+    assert [r["optimizer"] for r in rows(tmp_path / "two" / "summary.csv")] == ["sgd", "adam"]

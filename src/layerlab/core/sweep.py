@@ -20,8 +20,9 @@ import json
 import os
 import queue
 import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -311,9 +312,10 @@ def _run_in_processes(plans: Sequence[PlannedRun], out_dir: Path, workers: int,
     processes = [context.Process(target=_worker, args=(tasks, results, halt, str(out_dir),
                                                        threads), daemon=True)
                  for _ in range(min(workers, len(plans)))]
-    for process in processes:
-        tasks.put(None)
-        process.start()
+    with _children_ignore_interrupts():
+        for process in processes:
+            tasks.put(None)
+            process.start()
     done: dict[int, RunInfo] = {}
     try:
         while any(p.is_alive() for p in processes) or not results.empty():
@@ -334,6 +336,20 @@ def _run_in_processes(plans: Sequence[PlannedRun], out_dir: Path, workers: int,
     return done
 
 
+@contextlib.contextmanager
+def _children_ignore_interrupts() -> Iterator[None]:
+    """Start processes with Ctrl+C ignored (an ignored signal stays ignored in a spawned
+    child from its first instruction): the parent alone decides how a sweep stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
@@ -342,7 +358,6 @@ def _cores() -> int:
 def _worker(tasks: Any, results: Any, halt: Any, out_dir: str, threads: int) -> None:
     """A worker process: runs planned runs until none is left or the sweep stops. Ctrl+C
     is the parent's to handle (it sets `halt`, and each run stops at a batch)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
