@@ -17,10 +17,7 @@ from layerlab.core.importer import finish
 from layerlab.core.shapes import analyze
 from torchvision_models import FAMILIES, randomized
 
-# families whose every op the catalogue holds today
-IMPORTED = ["resnet", "resnext", "wide_resnet", "vgg_bn", "alexnet", "squeezenet",
-            "googlenet", "densenet", "mobilenet_v2", "mobilenet_v3", "efficientnet",
-            "mnasnet", "regnet"]
+IMPORTED = list(FAMILIES)
 
 
 def _imported(family: str):

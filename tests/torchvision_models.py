@@ -26,6 +26,7 @@ def models() -> Any:
 
 
 def _vit() -> nn.Module:
+    models()  # torchvision without its C extension first
     from torchvision.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
@@ -35,6 +36,7 @@ def _vit() -> nn.Module:
 def _resnet(groups: int, width: int) -> nn.Module:
     """ResNeXt and Wide-ResNet are torchvision's ResNet with grouped or wider bottlenecks;
     one block per stage keeps the test fast."""
+    models()  # torchvision without its C extension first
     from torchvision.models.resnet import Bottleneck, ResNet
 
     return ResNet(Bottleneck, [1, 1, 1, 1], groups=groups, width_per_group=width,
@@ -42,6 +44,7 @@ def _resnet(groups: int, width: int) -> nn.Module:
 
 
 def _densenet() -> nn.Module:
+    models()  # torchvision without its C extension first
     from torchvision.models.densenet import DenseNet
 
     return DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, num_classes=10)

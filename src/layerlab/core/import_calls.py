@@ -129,7 +129,66 @@ def _getitem(mapper: Mapper, node: Node) -> None:
                                        "layers give their main output only")
         mapper.refs[node] = mapper.tuples[source]
         return
-    raise mapper.refusal(node, "indexes a tensor, which needs a Select or Slice node")
+    if isinstance(source, Node) and source in mapper.pieces:
+        mapper.refs[node] = f"{mapper.pieces[source]}:{index}"  # output port `index`
+        return
+    _index(mapper, node, source, index if isinstance(index, tuple) else (index,))
+
+
+def _index(mapper: Mapper, node: Node, source: Any, index: tuple[Any, ...]) -> None:
+    """x[:, 0] → Select; x[:, 1:5] → Slice: one entry after the batch's `:` picks."""
+    whole = slice(None)
+    picks = [(dim, entry) for dim, entry in enumerate(index) if entry != whole]
+    if len(picks) != 1 or picks[0][0] == 0 or not isinstance(picks[0][1], (int, slice)):
+        raise mapper.refusal(node, "indexes a tensor other than along one dimension after "
+                                   "the batch (x[:, 0], x[:, 1:5])")
+    dim, entry = picks[0]
+    if isinstance(entry, int):
+        mapper.add(node, "Select", {"dim": dim, "index": entry}, [mapper.ref(node, source)])
+        return
+    params = {"dim": dim, "start": entry.start, "end": entry.stop, "step": entry.step or 1}
+    mapper.add(node, "Slice", params, [mapper.ref(node, source)])
+
+
+def _pieces(type_name: str) -> Rule:
+    """x.chunk(n, dim), torch.split(x, sizes, dim): one output port per piece."""
+    def rule(mapper: Mapper, node: Node) -> None:
+        dim = mapper.value(node, 2, "dim", 0)
+        pieces = mapper.values[node]
+        if type_name == "Chunk":
+            params = {"chunks": len(pieces), "dim": dim}
+        else:
+            params = {"sizes": [int(p.shape[dim]) for p in pieces], "dim": dim}
+        mapper.add(node, type_name, params, [mapper.ref(node, node.args[0])])
+        mapper.pieces[node] = mapper.refs.pop(node)
+    return rule
+
+
+def _dims(mapper: Mapper, node: Node) -> list[int]:
+    """x.permute(0, 2, 3, 1) and torch.permute(x, (0, 2, 3, 1)) alike."""
+    rest = [mapper._concrete(a) for a in node.args[1:]] or [node.kwargs.get("dims")]
+    return list(rest[0]) if isinstance(rest[0], (list, tuple)) else list(rest)
+
+
+def _permute(mapper: Mapper, node: Node) -> None:
+    mapper.add(node, "Permute", {"dims": _dims(mapper, node)}, [mapper.ref(node, node.args[0])])
+
+
+def _transpose(mapper: Mapper, node: Node) -> None:
+    params = {"dim0": mapper.value(node, 1, "dim0"), "dim1": mapper.value(node, 2, "dim1")}
+    mapper.add(node, "Transpose", params, [mapper.ref(node, node.args[0])])
+
+
+def _expand(mapper: Mapper, node: Node) -> None:
+    """A model's tensor expanded over the batch (ViT's class token) is a Parameter node's
+    output as it is; a layer's output expanded is an Expand node."""
+    source, after = node.args[0], mapper.values[node]
+    if isinstance(source, Node) and source.op == "get_attr":
+        tensor = mapper.values[source]
+        if tensor.dim() == after.dim() and tensor.shape[1:] == after.shape[1:]:
+            mapper.alias(node, source)
+            return
+    mapper.add(node, "Expand", {"sizes": list(after.shape[1:])}, [mapper.ref(node, source)])
 
 
 def _stochastic_depth(mapper: Mapper, node: Node) -> None:
@@ -171,4 +230,6 @@ FUNCTIONS: dict[str, Rule] = {
     "max_pool2d": _pool("MaxPool2d", _MAX_POOL), "avg_pool2d": _pool("AvgPool2d", _AVG_POOL),
     "dropout": _dropout, "mean": _mean, "getitem": _getitem,
     "stochastic_depth": _stochastic_depth, "layer_norm": _layer_norm,
+    "chunk": _pieces("Chunk"), "split": _pieces("Split"), "permute": _permute,
+    "transpose": _transpose, "expand": _expand,
 }

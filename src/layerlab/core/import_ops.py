@@ -78,6 +78,8 @@ class Mapper:
         self.tuples: dict[Node, str] = {}  # a module's (output, state) → the layer
         self.taken: set[str] = {INPUT_ID}
         self.called: dict[str, Node] = {}  # module path → its first call (shared weights)
+        self.made: dict[tuple[str, tuple[int, ...]], str] = {}  # Parameter nodes made
+        self.pieces: dict[Node, str] = {}  # a Split's or Chunk's tuple → the layer
 
     # ---- walking ---------------------------------------------------------------------
     def map_all(self) -> str:
@@ -101,7 +103,7 @@ class Mapper:
             self._placeholder(node)
         elif node.op == "get_attr":
             return  # a parameter or buffer read by the op that uses it
-        elif not isinstance(self.values.get(node), (torch.Tensor, tuple, list)):
+        elif not any(isinstance(v, torch.Tensor) for v in _flat(self.values.get(node))):
             return  # sizes, shapes, asserts: the graph computes these itself
         elif node.op == "call_module":
             self._module(node)
@@ -129,9 +131,33 @@ class Mapper:
         if isinstance(arg, Node) and arg in self.refs:
             return self.refs[arg]
         if isinstance(arg, Node) and arg.op == "get_attr":
-            raise self.refusal(node, f"reads the model's own tensor {arg.target} as an "
-                                     "operand, which needs a Parameter node")
+            return self.parameter(node, arg)
         raise self.refusal(node, "combines a tensor with a constant", "scalar")
+
+    def parameter(self, node: Node, attr: Node) -> str:
+        """The model's own tensor read as an operand (a class token, a positional embedding,
+        a layer scale) as a Parameter node, whose output is θ expanded over the batch: a
+        leading size 1 that stood for the batch in the original's broadcasting is dropped."""
+        tensor = self.values[attr]
+        peers = [self.values[a] for a in _flat(node.args) if isinstance(a, Node)
+                 and a in self.refs and isinstance(self.values.get(a), torch.Tensor)]
+        rank = max((t.dim() for t in peers), default=tensor.dim())
+        if tensor.dim() == rank and tensor.dim() > 1 and tensor.shape[0] == 1:
+            shape = tuple(tensor.shape[1:])
+        elif 0 < tensor.dim() < rank:
+            shape = tuple(tensor.shape)
+        else:
+            raise self.refusal(node, f"broadcasts the model's tensor {attr.target} "
+                                     f"{list(tensor.shape)} over the batch in a way a "
+                                     "Parameter node (θ for every sample) cannot")
+        key = (str(attr.target), shape)
+        if key not in self.made:
+            layer = new_layer(self.taken, node, "Parameter", {"shape": list(shape)}, [],
+                              path=str(attr.target),
+                              weights={"param": tensor.detach().reshape(shape)})
+            self.layers.append(layer)
+            self.made[key] = layer.id
+        return self.made[key]
 
     def value(self, node: Node, index: int, name: str, default: Any = None) -> Any:
         """Argument `index` (or keyword `name`) of a call, as the traced run saw it."""
@@ -255,6 +281,13 @@ def _module_params(mapper: Mapper, node: Node, module: nn.Module
             params[param.name] = _plain(getattr(module, param.name))
     tensors = [a for a in node.args if isinstance(a, Node)]
     return params, [mapper.ref(node, a) for a in tensors]
+
+
+def _flat(values: Any) -> list[Any]:
+    """Arguments with lists and tuples opened (torch.cat's list of tensors)."""
+    if isinstance(values, (list, tuple)):
+        return [v for value in values for v in _flat(value)]
+    return [values]
 
 
 def _plain(value: Any) -> Any:

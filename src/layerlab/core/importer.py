@@ -118,11 +118,13 @@ def to_project(imported: Imported) -> Project:
     for layer in imported.layers:
         graph.add_node(layer.id, type=layer.type, params=layer.params, pos=[0, 0])
         merge = CATALOGUE[layer.type].is_merge
-        for port, source in enumerate(layer.inputs):
+        for port, value in enumerate(layer.inputs):
+            source, _, out_port = value.partition(":")  # `chunk:1`: output port 1
             if graph.has_edge(source, layer.id):
                 raise ImportRefused(f"{layer.where or layer.id} combines {source} with "
                                     "itself, which a graph of layers cannot draw as two edges")
-            graph.add_edge(source, layer.id, **({"port": port} if merge else {}))
+            graph.add_edge(source, layer.id, **({"port": port} if merge else {}),
+                           **({"out_port": int(out_port)} if out_port else {}))
     keep = nx.ancestors(graph, imported.output) | {imported.output}
     graph.remove_nodes_from([n for n in list(graph) if n not in keep])
     _add_loss(graph, imported.output)
