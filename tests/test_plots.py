@@ -153,7 +153,9 @@ def test_a_hidden_run_draws_nothing_and_is_not_named_by_hover(plots, qtbot):
     load_three(plots)
     plots.run_list.setFocus()
     plots.run_list.setCurrentRow(1)
-    qtbot.keyClick(plots.run_list, Qt.Key.Key_Space)
+    with qtbot.waitSignal(plots.visibilityChanged) as shown:
+        qtbot.keyClick(plots.run_list, Qt.Key.Key_Space)
+    assert shown.args == ["/runs/1", False]
     assert plots.run_list.item(1).checkState() == Qt.CheckState.Unchecked
     assert not any(curve.isVisible() for curve in plots.runs[1].curves)
     assert all(curve.isVisible() for curve in plots.runs[0].curves[1:])
@@ -162,6 +164,13 @@ def test_a_hidden_run_draws_nothing_and_is_not_named_by_hover(plots, qtbot):
     plots.set_run_visible("/runs/1", True)
     assert plots.run_list.item(1).checkState() == Qt.CheckState.Checked
     assert all(curve.isVisible() for curve in plots.runs[1].curves[1:])
+    sample = plots.legend.items[2][0]  # a click on a legend line hides its whole run
+    where = plots.view.mapFromScene(sample.mapToScene(sample.boundingRect().center()))
+    with qtbot.waitSignal(plots.visibilityChanged) as shown:
+        qtbot.mouseClick(plots.view.viewport(), Qt.MouseButton.LeftButton, pos=where)
+    assert shown.args == ["/runs/2", False]
+    assert not any(curve.isVisible() for curve in plots.runs[2].curves)
+    assert plots.run_list.item(2).checkState() == Qt.CheckState.Unchecked
 
 
 def point_at(plots, qtbot, plot, x, y):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -110,6 +110,8 @@ class RunPlots(QWidget):
     """Training loss per step (raw and smoothed), validation loss and accuracy per epoch, one
     colour per run. Runs are keyed by text (a run's folder); `add(records)` feeds the run
     being trained, the last one given to add_run."""
+
+    visibilityChanged = Signal(str, bool)  # a run shown or hidden (key, shown)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -229,9 +231,11 @@ class RunPlots(QWidget):
 
     def set_run_visible(self, key: str, on: bool) -> None:
         run = self._runs[key]
-        run.visible = on
+        changed, run.visible = run.visible != on, on
         self._restyle(run)
         self._refit = self._dirty = True
+        if changed:
+            self.visibilityChanged.emit(key, on)
 
     def remove_run(self, key: str) -> None:
         run = self._runs.pop(key)
