@@ -181,23 +181,38 @@ def test_pt2_reloads_with_torch_export(exported, name):
 BLOCK_LAYERLAB = "import sys; sys.modules['layerlab'] = None  # LayerLab must not be needed\n"
 
 
+@pytest.fixture(scope="module")
+def python_outputs(exported, tmp_path_factory):
+    """Every exported .py run as its own __main__ (weights, x.npy → y.npy) for batches 1
+    and 7, all in ONE fresh interpreter where LayerLab cannot be imported: a process per
+    run would spend a minute importing torch twenty times."""
+    folder = tmp_path_factory.mktemp("python-runs")
+    runs = []
+    for name, (project, _model, files) in exported.items():
+        for batch in (1, 7):
+            x = folder / f"{name}-{batch}-x.npy"
+            np.save(x, inputs(project, batch).numpy())
+            runs.append([str(files["python"]), str(files["safetensors"]), str(x),
+                         str(folder / f"{name}-{batch}-y.npy")])
+    script = BLOCK_LAYERLAB + textwrap.dedent(f"""
+        import runpy
+        for script, *argv in {runs!r}:
+            sys.argv = ["model", *argv]
+            runpy.run_path(script, run_name="__main__")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=folder, check=False)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 @pytest.mark.parametrize("name", sorted(PROJECTS))
-def test_python_export_runs_without_layerlab(exported, name, tmp_path):
-    project, model, files = exported[name]
+def test_python_export_runs_without_layerlab(exported, python_outputs, name):
+    project, model, _files = exported[name]
     for batch in (1, 7):
-        x = inputs(project, batch)
-        np.save(tmp_path / "x.npy", x.numpy())
-        script = BLOCK_LAYERLAB + textwrap.dedent(f"""
-            import runpy
-            sys.argv = ["model", {str(files["safetensors"])!r}, {str(tmp_path / "x.npy")!r},
-                        {str(tmp_path / "y.npy")!r}]
-            runpy.run_path({str(files["python"])!r}, run_name="__main__")
-        """)
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                                text=True, cwd=tmp_path, check=False)
-        assert result.returncode == 0, result.stderr
-        expected = model(x).detach().numpy()
-        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5, rtol=0)
+        expected = model(inputs(project, batch)).detach().numpy()
+        got = np.load(python_outputs / f"{name}-{batch}-y.npy")
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_python_export_reads_like_hand_written_code(exported):
