@@ -257,8 +257,14 @@ def test_dragging_from_the_second_output_port_connects_it_and_undo_removes_it(wi
     assert not window.doc.graph.has_edge("chunk", "b")
     window.actions["actionRedo"].trigger()
     assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
+    scene.select_only(["chunk"])
     window.palette_widget.activated.emit("Parameter")  # a double-click in the palette
     (token,) = [n for n, d in window.doc.graph.nodes(data=True) if d["type"] == "Parameter"]
+    assert window.doc.graph.in_degree(token) == 0 and window.doc.graph.out_degree("chunk") == 2
+    scene.select_only(["chunk"])
+    window.palette_widget.activated.emit("ReLU")  # after a Split or Chunk: a branch
+    assert window.doc.graph.out_degree("chunk") == 3
+    assert window.doc.graph.edges["chunk", "b"] == {"out_port": 1}
     scene.select_only([token])
     assert len(scene.nodes[token].inputs) == 0 and len(scene.nodes[token].outputs) == 1
     combo = window.inspector.editors["init"]

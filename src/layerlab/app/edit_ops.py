@@ -134,11 +134,13 @@ def insert_after(scene: GraphScene, type_name: str, after: str) -> str:
     """Splice a new `type_name` layer into `after`'s outgoing edges (after → new → each old
     successor, ports kept), placed where the next layer was, the nodes downstream moved on
     so that nothing overlaps: one undo step. A layer that cannot sit in the middle (an
-    input, a loss), or a node without an output, gets the new layer as a branch."""
+    input, a loss), or a node without an output or with several (Split), gets the new layer
+    as a branch."""
     doc, g = scene.doc, scene.doc.graph
     spec, source = CATALOGUE[type_name], CATALOGUE.get(g.nodes[after].get("type", ""))
     step = _flow_step(scene, after)
-    if spec.is_loss or spec.max_inputs == 0 or source is None or source.is_loss:
+    if spec.is_loss or spec.max_inputs == 0 or source is None or source.is_loss or \
+            source.outputs is not None:
         return scene.add_layer(type_name, scene.nodes[after].pos() + step, after)
     if doc.structure_locked:
         scene.message.emit("The graph is locked while training runs; stop the run first.")

@@ -192,7 +192,8 @@ class GraphScene(QGraphicsScene):
             return ""
         node = self.doc.unique_id(type_name.lower())
         edges = []
-        if after is not None and after in self.doc.graph and self._has_output(after):
+        if after is not None and after in self.doc.graph and self._has_output(after) and \
+                CATALOGUE[type_name].max_inputs != 0:  # an Input or a Parameter takes none
             port = 0 if CATALOGUE[type_name].is_merge else None
             edges.append((after, node, {} if port is None else {"port": port}))
         self.doc.undo_stack.push(AddNodes(self.doc, {node: new_node_data(type_name, pos)},
