@@ -179,6 +179,7 @@ class FilesMixin:
         if self.ask_recover(project.name):
             self.set_project(project)
             project.path = Path(origin) if origin else None
+            self.runs.reload()  # the runs kept beside that file
             self.doc.undo_stack.resetClean()  # recovered work is unsaved work
             self.update_title()
         path.unlink(missing_ok=True)

@@ -55,14 +55,15 @@ class RunsOps(QObject):
         """Table and plots from the run folders; the live run's curves stay as they grow."""
         runs = self.controller.runs()
         keys = {run.key for run in runs}
-        for run in self.plots.runs:
-            if run.key not in keys and run.key != live:
-                self.plots.remove_run(run.key)
+        plotted = {run.key for run in self.plots.runs}
+        for key in plotted - keys - {live}:
+            self.plots.remove_run(key)
         for run in runs:
             if run.key != live:
                 self.plots.load_run(run.key, run.label, self.controller.colour(run.key),
                                     run.metrics)
-                self.plots.set_run_visible(run.key, run.key not in self.table.hidden)
+                if run.key not in plotted and run.key in self.table.hidden:
+                    self.plots.set_run_visible(run.key, False)  # drawn anew, still hidden
         self.table.refresh(runs, {run.key: self.controller.colour(run.key) for run in runs})
 
     def _run_started(self, key: str, label: str, colour: str) -> None:
