@@ -5,6 +5,8 @@ chain rule equals autograd on a hand-written twin, and broken settings name the 
 import networkx as nx
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import layerlab
 from explain_twins import check, traced
@@ -161,3 +163,45 @@ def test_broken_settings_name_the_node(typ, params, words):
 def test_a_parameter_takes_no_input():
     g = chain_graph([4], ("Parameter", {"shape": [4]}))
     assert ("n0", "a Parameter takes no inputs but n0 receives 1 (from x)") in analyze(g).errors
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), data=st.data())
+def test_slicing_and_cutting_shapes_are_torchs_or_refused(shape, data):
+    """Random Slice, Select, Chunk and Split settings: the shape rule gives torch's shape,
+    or an error where torch fails or gives what the node cannot hold (nothing, fewer
+    chunks than ports)."""
+    dim = data.draw(st.integers(1, len(shape)), label="dim")
+    length = shape[dim - 1]
+    typ, params = data.draw(st.sampled_from([
+        ("Slice", {"dim": dim, "start": data.draw(st.none() | st.integers(-7, 7)),
+                   "end": data.draw(st.none() | st.integers(-7, 7)),
+                   "step": data.draw(st.integers(1, 3))}),
+        ("Select", {"dim": dim, "index": data.draw(st.integers(-7, 7))}),
+        ("Chunk", {"chunks": data.draw(st.integers(1, 7)), "dim": dim}),
+        ("Split", {"sizes": data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)),
+                   "dim": dim}),
+    ]), label="layer")
+    x = torch.zeros(2, *shape)
+    index = (slice(None),) * dim
+    try:
+        if typ == "Slice":
+            real = [x[(*index, slice(params["start"], params["end"], params["step"]))]]
+        elif typ == "Select":
+            real = [x[(*index, params["index"])]]
+        elif typ == "Chunk":
+            real = list(x.chunk(params["chunks"], dim))
+        else:
+            real = list(x.split(params["sizes"], dim))
+    except (IndexError, RuntimeError):
+        real = None
+    g = chain_graph(shape, (typ, params))
+    a = analyze(g)
+    ours = a.port_shapes.get("n0") or ((a.shapes["n0"],) if "n0" in a.shapes else None)
+    fits = real is not None and all(r.numel() for r in real) and \
+        (typ != "Chunk" or len(real) == params["chunks"])
+    if fits:
+        assert ours == tuple(tuple(r.shape[1:]) for r in real), a.errors
+    else:
+        assert ours is None and any(n == "n0" and "n0" in m for n, m in a.errors), (
+            real and [r.shape for r in real], length, a.errors)
