@@ -126,23 +126,12 @@ class TrainingDock(QWidget):
         left.addWidget(self.progress)
         left.addWidget(self._message_area())
         left.addStretch(1)
-        self.plots = RunPlots()
-        self.runs_table = RunsTable()
-        curves = QSplitter(Qt.Orientation.Vertical)
-        curves.setObjectName("curvesSplitter")
-        curves.setAccessibleName("Curves and runs")
-        curves.addWidget(self.plots)
-        curves.addWidget(self.runs_table)
-        curves.setStretchFactor(0, 3)
-        curves.setStretchFactor(1, 2)
-        curves.setSizes([600, 400])  # in proportion: the table shows a few runs at once
-        curves.setChildrenCollapsible(False)
         self.boundary = BoundaryView()
         self.preview = DatasetPreview()
         self.results = ResultsView()
         self.tabs = QTabWidget()
         self.tabs.setObjectName("trainingTabs")
-        self.tabs.addTab(curves, "Curves")
+        self.tabs.addTab(self._curves(), "Curves")
         self.tabs.addTab(self.boundary, "Decision boundary")
         self.tabs.addTab(self.preview, "Dataset")
         self.tabs.addTab(self.results, "Results")
@@ -161,6 +150,21 @@ class TrainingDock(QWidget):
         layout = QHBoxLayout(self)
         layout.addWidget(settings)
         layout.addWidget(self.tabs, 1)
+
+    def _curves(self) -> QSplitter:
+        """The curves above the project's runs table, whose rows they follow."""
+        self.plots = RunPlots()
+        self.runs_table = RunsTable()
+        curves = QSplitter(Qt.Orientation.Vertical)
+        curves.setObjectName("curvesSplitter")
+        curves.setAccessibleName("Curves and runs")
+        curves.addWidget(self.plots)
+        curves.addWidget(self.runs_table)
+        curves.setStretchFactor(0, 3)
+        curves.setStretchFactor(1, 2)
+        curves.setSizes([600, 400])  # in proportion: the table shows a few runs at once
+        curves.setChildrenCollapsible(False)
+        return curves
 
     def _form(self) -> QFormLayout:
         self.dataset = self._combo("dataset", "dataset.name", list(DATASETS))
