@@ -181,3 +181,19 @@ def test_worker_processes_give_the_same_runs_as_one_process(small_spiral, tmp_pa
         assert b.status == "finished" and b.folder.parent == tmp_path / "two"
         assert without_timing(a.metrics) == without_timing(b.metrics)
     assert [r["optimizer"] for r in rows(tmp_path / "two" / "summary.csv")] == ["sgd", "adam"]
+
+
+def test_a_run_that_cannot_start_is_kept_as_failed_with_its_sentence(tmp_path, capsys):
+    data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
+    data["training"]["dataset"] = {"name": "csv", "options": {"path": "gone.csv",
+                                                              "target": "y"}}
+    project = tmp_path / "table.layerlab.json"
+    project.write_text(json.dumps(data))
+    assert main(["sweep", str(project), "--set", "lr=0.1"]) == 1
+    out = capsys.readouterr().out
+    (run,) = list_runs(project)
+    assert run.status == "failed" and run.message.startswith("cannot read ")
+    assert run.message.endswith("gone.csv: No such file or directory")
+    assert f"[1/1] lr=0.1: failed in 0.0 s; {run.message}" in out
+    (row,) = rows(runs_folder(project) / "summary.csv")
+    assert row["status"] == "failed" and row["final_val_loss"] == ""
