@@ -10,6 +10,7 @@ run beside the first would only make both late.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,9 +87,9 @@ class Banner(QToolBar):
         return button
 
     def show_text(self, title: str, look_for: str, progress: str, running: bool) -> None:
-        lines = [f"<b>{_html(title)}</b> — {_html(progress)}"]
+        lines = [f"<b>{escape(title)}</b> — {escape(progress)}"]
         if look_for:
-            lines.append(f"<i>What to look for:</i> {_html(look_for)}")
+            lines.append(f"<i>What to look for:</i> {escape(look_for)}")
         self.text.setText("<br>".join(lines))
         self.stop.setVisible(running)
         self.close_button.setVisible(not running)
@@ -200,10 +201,6 @@ class CompareQueue(QObject):
 def _best_text(key: str) -> str:
     run = read_run(Path(key))
     return f"{run.label} ({run.final_val_loss:.4g})"
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def open_compare(window: MainWindow, queue: CompareQueue) -> CompareDialog | None:

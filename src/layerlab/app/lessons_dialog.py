@@ -7,6 +7,7 @@ Run ▸ Compare…; the lesson's two sentences of what to look for stay in the b
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,14 @@ class LessonsDialog(QDialog):
         self.epochs.setToolTip("How long each of the lesson's runs trains (fewer: sooner, "
                                "but the effect may not have shown yet)")
         self.epochs.setRange(1, 100_000)
+        self._lay_out()
+        self.list.currentRowChanged.connect(self._show)
+        self.list.itemActivated.connect(lambda item: self.accept())
+        self.resize(760, 340)
+        self.list.setCurrentRow(0)
+        self.open_button.setEnabled(bool(self.lessons))
+
+    def _lay_out(self) -> None:
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.open_button = buttons.addButton("Open", QDialogButtonBox.ButtonRole.AcceptRole)
         self.open_button.setObjectName("lessonOpen")
@@ -78,8 +87,6 @@ class LessonsDialog(QDialog):
         self.open_button.setDefault(True)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        self.list.currentRowChanged.connect(self._show)
-        self.list.itemActivated.connect(lambda item: self.accept())
         epochs = QHBoxLayout()
         epochs.addWidget(QLabel("epochs of each run"))
         epochs.addWidget(self.epochs)
@@ -93,9 +100,6 @@ class LessonsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(body)
         layout.addWidget(buttons)
-        self.resize(760, 340)
-        self.list.setCurrentRow(0)
-        self.open_button.setEnabled(bool(self.lessons))
 
     @property
     def chosen(self) -> Lesson:
@@ -106,16 +110,12 @@ class LessonsDialog(QDialog):
             return
         lesson = self.lessons[row]
         self.epochs.setValue(lesson.epochs or int(lesson.project().training["epochs"]))
-        sets = "".join(f"<br>&nbsp;&nbsp;<code>{_html(s)}</code>" for s in lesson.sets)
+        sets = "".join(f"<br>&nbsp;&nbsp;<code>{escape(s)}</code>" for s in lesson.sets)
         self.details.setText(
-            f"<b>{_html(lesson.title)}</b><p>{_html(lesson.look_for)}</p>"
+            f"<b>{escape(lesson.title)}</b><p>{escape(lesson.look_for)}</p>"
             f"<p>{lesson.runs} runs, one after another:{sets}</p>"
             f"<p><small>From the command line: <code>layerlab lessons {lesson.name}</code>"
             "</small></p>")
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def open_lesson(window: MainWindow, queue: CompareQueue, lesson: Lesson,
