@@ -294,3 +294,18 @@ def test_step_through_walks_a_chunk_as_one_node_and_shows_each_port(window, qtbo
     assert panel.chain.check.text().startswith("✓ autograd agrees")
     torch.testing.assert_close(torch.from_numpy(panel.chain.values()["dL/dchunk:1"]),
                                trace.grad("chunk:1")[panel.sample.value()])
+
+
+def test_a_chunk_of_the_data_gets_its_gradient_from_the_rules_it_feeds():
+    """Autograd records nothing for values computed from the data alone: the chunk's port
+    gradients come from the rules of a and b, and dL/dx still equals autograd's."""
+    g = chunk_graph()
+    g.remove_node("pre")
+    g.add_edge("x", "chunk")
+    x, t = torch.randn(6, 8), torch.randint(0, 3, (6,))
+    model, trace = traced(g, x, t)
+    e = explain_node(trace, g, "chunk", sample=2)
+    assert not e.dy_recorded and "chunk:0" not in dict(trace.backward)
+    leaf = x.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(model(leaf), t).backward()
+    torch.testing.assert_close(e.grad_inputs[0], leaf.grad[2])

@@ -196,7 +196,8 @@ def explain_node(trace: StepTrace, graph: nx.DiGraph, node: str,
         tuple(None if g is None else g[sample] for g in rule.grads), params,
         max(diffs) if diffs else None, scale,
         tuple(Part(_fill(p.name, names), _fill(p.formula, names), p.value, p.grad)
-              for p in rule.parts), node not in step.derived, _rtol(trace))
+              for p in rule.parts), all(owner(k) != node for k in step.derived),
+        _rtol(trace))
 
 
 def _rtol(trace: StepTrace) -> float:
