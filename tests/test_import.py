@@ -80,6 +80,19 @@ class InPlace(nn.Module):
         return self.fc(x)
 
 
+class ShapeCheck(nn.Module):
+    """fx cannot trace a branch on a size; torch.export can (sizes are fixed there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.shape[1] != 4:
+            raise ValueError("four features expected")
+        return torch.relu(self.fc(x))
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()
@@ -174,3 +187,34 @@ def test_existing_output_is_kept_without_force(model_file, tmp_path, capsys):
     assert main(["import", f"{model_file}:Net", "--input-shape", "3,8,8", "-o", str(out),
                  "--force"]) == 0
     assert json.loads(out.read_text())["format"] == "layerlab-project"
+
+
+def test_a_model_fx_cannot_trace_is_exported_with_torch_export(model_file, tmp_path, capsys):
+    out, weights = tmp_path / "s.layerlab.json", tmp_path / "s.safetensors"
+    assert main(["import", f"{model_file}:ShapeCheck", "--input-shape", "4", "-o", str(out),
+                 "--weights-out", str(weights)]) == 0
+    assert "equal within 1e-05" in capsys.readouterr().out
+    graph = load_project(out).graph
+    assert [graph.nodes[n]["type"] for n in ("x", "fc", "relu")] == ["Input", "Linear", "ReLU"]
+    assert set(load_file(weights)) == {"fc.weight", "fc.bias"}
+
+
+def test_pt2_program_imports_with_its_weights(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU6(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),))
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, str(path))
+    out, weights = tmp_path / "p.layerlab.json", tmp_path / "p.safetensors"
+    assert main(["import", str(path), "-o", str(out), "--weights-out", str(weights)]) == 0
+    assert "random batches of 2" in capsys.readouterr().out  # the program's own batch
+    graph = load_project(out).graph
+    assert [graph.nodes[n]["type"] for n in ("m0", "m1", "m2", "m3", "m4")] == \
+        ["Conv2d", "BatchNorm2d", "ReLU6", "Flatten", "Linear"]
+    compiled = build_model(graph).eval()
+    compiled.load_state_dict(load_file(weights))
+    x = torch.randn(7, 3, 8, 8)
+    torch.testing.assert_close(compiled(x), model(x))

@@ -215,6 +215,78 @@ def _layer_norm(mapper: Mapper, node: Node) -> None:
                path=owners.pop(), weights=weights)
 
 
+def _owned(mapper: Mapper, node: Node, slots: tuple[tuple[int, str], ...]
+           ) -> tuple[str, dict[str, torch.Tensor]]:
+    """The module path and weights of an exported layer op (aten.conv2d(x, weight, bias)):
+    its tensor arguments must be one module's own attributes."""
+    found = {name: node.args[i] for i, name in slots if len(node.args) > i}
+    tensors = {name: arg for name, arg in found.items() if isinstance(arg, Node)}
+    owners = {str(arg.target).rpartition(".")[0] for arg in tensors.values()
+              if arg.op == "get_attr"}
+    if len(owners) != 1 or any(arg.op != "get_attr" for arg in tensors.values()):
+        raise mapper.refusal(node, "computes with weights that are not one module's own")
+    return owners.pop(), {name: mapper.values[arg] for name, arg in tensors.items()}
+
+
+def _aten_conv(mapper: Mapper, node: Node) -> None:
+    """aten.conv2d(x, weight, bias, stride, padding, dilation, groups)."""
+    path, weights = _owned(mapper, node, ((1, "weight"), (2, "bias")))
+    n = weights["weight"].dim() - 2
+    params = {"out_channels": weights["weight"].shape[0],
+              "kernel_size": list(weights["weight"].shape[2:]),
+              "stride": list(mapper.value(node, 3, "stride", [1] * n)),
+              "padding": _padding(mapper.value(node, 4, "padding", [0] * n)),
+              "dilation": list(mapper.value(node, 5, "dilation", [1] * n)),
+              "groups": mapper.value(node, 6, "groups", 1), "bias": "bias" in weights}
+    mapper.add(node, f"Conv{n}d", params, [mapper.ref(node, node.args[0])], path, weights)
+
+
+def _padding(value: Any) -> Any:
+    return value if isinstance(value, str) else list(value)
+
+
+def _aten_batch_norm(mapper: Mapper, node: Node) -> None:
+    """aten.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)."""
+    path, weights = _owned(mapper, node, ((1, "weight"), (2, "bias"), (3, "running_mean"),
+                                          (4, "running_var")))
+    module = mapper.traced.get_submodule(path)
+    weights["num_batches_tracked"] = getattr(module, "num_batches_tracked", torch.tensor(0))
+    rank = mapper.values[node.args[0]].dim()
+    params = {"momentum": mapper.value(node, 6, "momentum", 0.1),
+              "eps": mapper.value(node, 7, "eps", 1e-5)}
+    mapper.add(node, "BatchNorm2d" if rank == 4 else "BatchNorm1d", params,
+               [mapper.ref(node, node.args[0])], path, weights)
+
+
+def _aten_linear(mapper: Mapper, node: Node) -> None:
+    path, weights = _owned(mapper, node, ((1, "weight"), (2, "bias")))
+    params = {"out_features": weights["weight"].shape[0], "bias": "bias" in weights}
+    mapper.add(node, "Linear", params, [mapper.ref(node, node.args[0])], path, weights)
+
+
+def _hardtanh(mapper: Mapper, node: Node) -> None:
+    if (mapper.value(node, 1, "min_val", -1.0), mapper.value(node, 2, "max_val", 1.0)) != \
+            (0.0, 6.0):
+        raise mapper.refusal(node, "clips to a range other than [0, 6] (ReLU6)")
+    mapper.add(node, "ReLU6", {}, [mapper.ref(node, node.args[0])])
+
+
+def _select(mapper: Mapper, node: Node) -> None:
+    """aten.select(x, dim, index): x[:, index] along dim."""
+    index = [slice(None)] * (mapper.value(node, 1, "dim") + 1)
+    index[-1] = mapper.value(node, 2, "index")
+    _index(mapper, node, node.args[0], tuple(index))
+
+
+def _slice(mapper: Mapper, node: Node) -> None:
+    """aten.slice(x, dim, start, end, step); an end past any size means 'to the end'."""
+    dim, end = mapper.value(node, 1, "dim", 0), mapper.value(node, 3, "end")
+    end = None if end is not None and end >= 1 << 62 else end
+    index: list[Any] = [slice(None)] * (dim + 1)
+    index[-1] = slice(mapper.value(node, 2, "start"), end, mapper.value(node, 4, "step", 1))
+    _index(mapper, node, node.args[0], tuple(index))
+
+
 _MAX_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
              ("ceil_mode", False), ("return_indices", False))
 _AVG_POOL = (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
@@ -232,4 +304,7 @@ FUNCTIONS: dict[str, Rule] = {
     "stochastic_depth": _stochastic_depth, "layer_norm": _layer_norm,
     "chunk": _pieces("Chunk"), "split": _pieces("Split"), "permute": _permute,
     "transpose": _transpose, "expand": _expand,
+    # an exported program's (aten) ops that the names above do not cover
+    "conv1d": _aten_conv, "conv2d": _aten_conv, "batch_norm": _aten_batch_norm,
+    "linear": _aten_linear, "hardtanh": _hardtanh, "select": _select, "slice": _slice,
 }

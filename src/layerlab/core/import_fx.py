@@ -10,10 +10,15 @@ what a graph of layers cannot, is refused with the source line the op came from.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import linecache
+import logging
 import os
+import re
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from layerlab.core.importer import Imported, ImportRefused, Layer, node_id
 TRACE_BATCH = 2
 _TORCH_DIR = str(Path(torch.__file__).parent) + os.sep  # torch's own frames
 _AUTOGRAD_FUNCTION = os.path.join("torch", "autograd", "function.py")
+_EXPORTED_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
 FRAMES = "layerlab_frames"  # node.meta: the Python stack the node was traced from
 
 
@@ -47,12 +53,47 @@ def from_module(module: torch.nn.Module, input_shape: Sequence[int], name: str) 
     from layerlab.core.import_ops import Mapper
 
     module.eval()
-    traced = trace(module, name)
     example = torch.randn(TRACE_BATCH, *input_shape)
-    values = run(traced, example)
-    mapper = Mapper(traced, values)
+    try:
+        traced = trace(module, name)
+    except ImportRefused as refused:  # torch.export where fx cannot, else fx's reason
+        try:
+            with _quiet():
+                program = torch.export.export(module, (example,))
+        except Exception:
+            raise refused from None
+        return from_exported(program, name)
+    mapper = Mapper(traced, run(traced, example))
     output = mapper.map_all()
     return Imported(mapper.layers, tuple(input_shape), output, module, name)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.export prints and logs the graph it failed on, for torch's developers."""
+    logging.disable(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def from_exported(program: torch.export.ExportedProgram, name: str) -> Imported:
+    """A torch.export program's layers: `program.module()` holds the weights as attributes
+    again and its ops (aten.conv2d, aten.batch_norm, …) go through the same rules; the
+    program's own example shape (its batch too, when fixed) is the input's."""
+    from layerlab.core.import_ops import Mapper
+
+    module = program.module()
+    placeholder = next(n for n in module.graph.nodes if n.op == "placeholder")
+    shape = tuple(int(d) for d in placeholder.meta["val"].shape)
+    example = torch.randn(*shape)
+    mapper = Mapper(module, run(module, example))
+    output = mapper.map_all()
+    return Imported(mapper.layers, shape[1:], output, module, name, batch_size=shape[0])
 
 
 def trace(module: torch.nn.Module, name: str) -> torch.fx.GraphModule:
@@ -90,8 +131,15 @@ def _user_place_of_traceback(exc: BaseException) -> Place | None:
 def place_of(node: torch.fx.Node) -> Place | None:
     """The user's line a traced node came from: the last frame of its stack that is not
     torch's own."""
-    frames = [f for f in node.meta.get(FRAMES, ()) if not f[0].startswith(_TORCH_DIR)]
+    frames = [f for f in node.meta.get(FRAMES, ()) or _exported_frames(node)
+              if not f[0].startswith(_TORCH_DIR)]
     return _place(frames[-1]) if frames else None
+
+
+def _exported_frames(node: torch.fx.Node) -> list[tuple[str, int, str]]:
+    """The frames of an exported program's node, from the stack trace text it keeps."""
+    return [(m["file"], int(m["line"]), m["func"])
+            for m in _EXPORTED_FRAME.finditer(node.meta.get("stack_trace") or "")]
 
 
 def custom_function_caller(node: torch.fx.Node) -> Place | None:
@@ -142,13 +190,22 @@ def run(traced: torch.fx.GraphModule, example: torch.Tensor) -> dict[torch.fx.No
     return keeper.values
 
 
+def _is_layer(kind: Any) -> bool:
+    """A class on an exported program's module stack that is one of torch's layers (whose
+    path names the op), not a container or the user's own module."""
+    name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
+    return name.startswith("torch.nn.modules.") and ".container." not in name
+
+
 def new_layer(taken: set[str], node: torch.fx.Node, type_name: str, params: dict[str, Any],
               inputs: list[str], path: str | None = None,
               weights: dict[str, torch.Tensor] | None = None) -> Layer:
     """A layer for an fx node: its id from the module path (`layer1.0.conv1`), or for a
     function from the module it was called in and the op (`layer1.0` + `add`)."""
     stack = node.meta.get("nn_module_stack") or {}
-    scope_path = next(reversed(stack.values()))[0] if stack else ""
+    scope_path, kind = next(reversed(stack.values())) if stack else ("", "")
+    if path is None and _is_layer(kind):  # an exported op inside its own nn layer
+        path = scope_path
     if path is None:
         path = f"{scope_path}.{node.name}" if scope_path else node.name
         scope = tuple(scope_path.split(".")) if scope_path else ()

@@ -60,6 +60,8 @@ def function_key(node: Node) -> str | None:
     target = node.target
     if target in _OPERATORS:
         return _OPERATORS[target]  # type: ignore[index]
+    if isinstance(target, torch._ops.OpOverload):  # an exported program's aten.conv2d
+        return target.overloadpacket.__name__
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__name__", None)
     if name is None or not (module.startswith(_TRUSTED) or module == ""):
@@ -120,6 +122,8 @@ class Mapper:
 
     def _output(self, node: Node) -> str:
         value = node.args[0]
+        if isinstance(value, (tuple, list)) and len(value) == 1:  # an exported program's
+            value = value[0]
         if isinstance(value, Node) and value in self.refs:
             return self.refs[value]
         raise ImportRefused("the model returns several values (or not a tensor); LayerLab "

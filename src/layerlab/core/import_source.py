@@ -1,7 +1,8 @@
-"""What `layerlab import` reads: `file.py:Name`, `package.module:factory`, `.onnx`.
+"""What `layerlab import` reads: `file.py:Name`, `package.module:factory`, `.pt2`, `.onnx`.
 
 A Python source is the user's own code, run as the user asked (as `python file.py` would);
-an `.onnx` file is read with onnx, which runs no code from the file.
+a `.pt2` is read with torch.export.load and an `.onnx` with onnx, neither of which runs
+Python code from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def read(source: str, input_shape: Sequence[int] | None,
          args: dict[str, Any]) -> Imported:
     """The source's model, as the layers a front end finds in it."""
     suffix = Path(source).suffix.lower()
+    if suffix == ".pt2":
+        from layerlab.core import import_fx
+
+        return import_fx.from_exported(_load_pt2(Path(source)), Path(source).stem)
     if suffix == ".onnx":
         from layerlab.core import import_onnx
 
@@ -111,4 +116,14 @@ def _load_package(name: str) -> Any:
         return importlib.import_module(name)
     except Exception as exc:
         raise ImportRefused(f"{name}: cannot be imported ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def _load_pt2(path: Path) -> torch.export.ExportedProgram:
+    if not path.is_file():
+        raise ImportRefused(f"{path}: no such file")
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise ImportRefused(f"{path}: not a torch.export program ({type(exc).__name__})") \
             from None

@@ -60,6 +60,7 @@ class Imported:
     output: str
     original: Callable[[torch.Tensor], torch.Tensor]
     name: str
+    batch_size: int = 3  # what the comparison runs: an exported program may fix its batch
     input_dtype: str = "float32"
 
 
@@ -201,8 +202,9 @@ def compile_with_weights(project: Project, layers: Sequence[Layer]) -> torch.fx.
 
 
 def compare(model: torch.nn.Module, imported: Imported, batches: int = 2,
-            batch_size: int = 3, seed: int = 0) -> Comparison:
+            seed: int = 0) -> Comparison:
     """Both models on the same random batches, in eval mode, without gradients."""
+    batch_size = imported.batch_size
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     largest, scale = 0.0, 0.0
