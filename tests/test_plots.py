@@ -12,7 +12,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtSvg import QSvgRenderer
 
-from layerlab.app.plot_tools import ema
+from layerlab.app.plot_tools import Smoother, ema
 from layerlab.app.plots import RunPlots, run_colour
 from layerlab.core.records import EpochRecord, StepRecord
 
@@ -103,13 +103,16 @@ def test_smoothing_is_tensorboards_moving_average(plots, qtbot):
     rng = np.random.default_rng(1)
     losses = list(1 / np.arange(1, 61) + 0.2 * rng.random(60))
     losses[7] = math.nan  # a diverged step is drawn as it is and does not feed the average
+    records = [StepRecord(1, i + 1, i + 1, 60, v, 0.0, 0.1) for i, v in enumerate(losses)]
     plots.add_run("/runs/live", "live", run_colour(0))
-    plots.add([StepRecord(1, i + 1, i + 1, 60, v, 0.0, 0.1) for i, v in enumerate(losses)])
+    plots.add(records[:20])
     plots.smoothing.setFocus()
     qtbot.keyClick(plots.smoothing, Qt.Key.Key_Home)
     for _ in range(6):
         qtbot.keyClick(plots.smoothing, Qt.Key.Key_PageUp)
     assert plots.smoothing_label.text() == "smoothing 0.60"
+    plots.redraw()
+    plots.add(records[20:])  # a live run: the average goes on from where it stood
     plots.redraw()
     raw, smooth = plots.runs[0].curves[:2]
     np.testing.assert_allclose(smooth.getData()[1], hand_ema(losses, 0.6), rtol=1e-12)
@@ -121,7 +124,12 @@ def test_smoothing_is_tensorboards_moving_average(plots, qtbot):
     assert not raw.isVisible()
     for weight in (0.01, 0.5, 0.9, 0.99):  # long series cross ema()'s chunks
         values = rng.normal(size=9000) + np.linspace(5, 0, 9000)
-        np.testing.assert_allclose(ema(values, weight), hand_ema(values, weight), rtol=1e-9)
+        expected = hand_ema(values, weight)
+        np.testing.assert_allclose(ema(values, weight), expected, rtol=1e-9)
+        smoother = Smoother()
+        for end in (1, 7, 4500, 9000):  # fed as a live run grows
+            got = smoother(values[:end], weight)
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
 def test_the_x_axis_goes_by_step_epoch_or_seconds_of_training(plots, qtbot):

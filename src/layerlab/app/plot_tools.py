@@ -31,26 +31,43 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: an exponential moving average from zero, divided by
     1 − weight**n so the curve starts at the data; non-finite values stay as they are and
     do not feed the average."""
-    y = np.asarray(values, dtype=float)
-    out = y.copy()
-    finite = np.isfinite(y)
-    if weight <= 0 or not finite.any():
-        return out
-    kept = y[finite]
-    debias = np.ones(len(kept))
-    # past 1e-17, 1 − weight**n is 1: powers left to underflow would crawl through subnormals
-    early = min(len(kept), int(np.ceil(17 / -np.log10(weight))))
-    debias[:early] = 1 - weight ** np.arange(1, early + 1)
-    out[finite] = _accumulate(kept, weight) / debias
-    return out
+    return Smoother()(np.asarray(values, dtype=float), weight)
 
 
-def _accumulate(v: np.ndarray, w: float) -> np.ndarray:
-    """a_t = w·a_{t−1} + (1−w)·v_t from a = 0, vectorised: within a chunk
+class Smoother:
+    """ema() of a growing series, carried on from where the last call left it, so a live
+    run of a million steps costs each redraw only its new steps."""
+
+    def __init__(self) -> None:
+        self.weight, self.last, self.count = -1.0, 0.0, 0
+        self.out = np.empty(0)
+
+    def __call__(self, values: np.ndarray, weight: float) -> np.ndarray:
+        if weight != self.weight or len(values) < len(self.out):
+            self.weight, self.last, self.count = weight, 0.0, 0
+            self.out = np.empty(0)
+        new = np.array(values[len(self.out):], dtype=float)
+        finite = np.isfinite(new)
+        if weight > 0 and finite.any():
+            kept = new[finite]
+            average = _accumulate(kept, weight, self.last)
+            n = self.count + np.arange(1, len(kept) + 1)
+            # past 1e-17, 1 − weight**n is 1: powers left to underflow would crawl
+            # through subnormals
+            early = int(np.searchsorted(n, np.ceil(17 / -np.log10(weight)), side="right"))
+            debias = np.ones(len(kept))
+            debias[:early] = 1 - weight ** n[:early]
+            new[finite] = average / debias
+            self.last, self.count = float(average[-1]), int(n[-1])
+        self.out = np.concatenate([self.out, new])
+        return self.out
+
+
+def _accumulate(v: np.ndarray, w: float, last: float) -> np.ndarray:
+    """a_t = w·a_{t−1} + (1−w)·v_t from a = `last`, vectorised: within a chunk
     a_t = w**(t+1)·a + (1−w)·w**t·Σ_{k≤t} v_k·w**−k, chunks short enough that w**−k < 1e200."""
     chunk = int(min(4096, max(1, 200 / -np.log10(w))))
     out = np.empty_like(v)
-    last = 0.0
     for start in range(0, len(v), chunk):
         part = v[start:start + chunk]
         powers = w ** np.arange(len(part))
@@ -102,6 +119,7 @@ class RunData:
         self.loss = Series("step")
         self.epoch_loss, self.val_loss = Series("epoch"), Series("epoch")
         self.val_acc, self.clock = Series("epoch"), Series("step")
+        self.smoother = Smoother()
         self.curves: list[pg.PlotDataItem] = []
         self.shown: list[tuple[np.ndarray, np.ndarray]] = [(EMPTY, EMPTY)] * 4
 

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from layerlab.app import plot_export
 from layerlab.app.plot_hover import Hover
-from layerlab.app.plot_tools import AXES, RunData, Series, ema, run_colour
+from layerlab.app.plot_tools import AXES, RunData, Series, run_colour
 from layerlab.core.records import StepRecord
 
 __all__ = ["RunPlots", "run_colour"]
@@ -98,6 +98,12 @@ def _first_step(records: list[object]) -> int | None:
 
 def _last_step(records: list[object]) -> int:
     return next((r.step for r in reversed(records) if isinstance(r, StepRecord)), -1)
+
+
+def _points(run: RunData, series: Series, axis: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = run.x(series, axis), series.column("value")
+    known = np.isfinite(x)
+    return (x, y) if known.all() else (x[known], y[known])
 
 
 def _swatch(colour: str) -> QIcon:
@@ -378,20 +384,17 @@ class RunPlots(QWidget):
 
     def _draw(self, run: RunData, axis: str) -> None:
         train = run.train_series()
-        smooth = train is run.loss and self._weight() > 0
-        shown = [self._points(run, train, axis)]
-        x, y = shown[0]
-        shown.append((x, ema(y, self._weight())) if smooth else (x, y))
-        shown += [self._points(run, run.val_loss, axis), self._points(run, run.val_acc, axis)]
-        for curve, (x, y) in zip(run.curves, shown, strict=True):
-            curve.setData(x, y)
+        raw = train.column("value")
+        weight = self._weight() if train is run.loss else 0.0
+        smooth = run.smoother(raw, weight) if weight > 0 else raw
+        x = run.x(train, axis)
+        known = np.isfinite(x)  # seconds are unknown before a live run's first epoch ends
+        shown = [(x, raw), (x, smooth)] if known.all() else \
+            [(x[known], raw[known]), (x[known], smooth[known])]
+        shown += [_points(run, run.val_loss, axis), _points(run, run.val_acc, axis)]
+        for curve, (xs, ys) in zip(run.curves, shown, strict=True):
+            curve.setData(xs, ys)
         run.shown = shown
-
-    @staticmethod
-    def _points(run: RunData, series: Series, axis: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = run.x(series, axis), series.column("value")
-        known = np.isfinite(x)
-        return (x, y.copy()) if known.all() else (x[known], y[known])
 
     def _changed_view(self) -> None:
         for run in self._runs.values():
