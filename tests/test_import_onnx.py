@@ -46,3 +46,38 @@ def test_onnx_file_of_mobilenet_v3_imports_and_equals_onnxruntime(tmp_path, caps
     assert (torch.from_numpy(want) - got).abs().max() <= 1e-5 * abs(want).max()
     with torch.no_grad():
         assert (original(x) - got).abs().max() <= 1e-5 * abs(want).max()
+
+
+class _Plumbing(torch.nn.Module):
+    """Split, transpose (ShuffleNet's channel shuffle), channels-last LayerNorm (ConvNeXt).
+    (torch's TorchScript exporter writes x.chunk as shape arithmetic, which is not read.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 1)
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        a, b = self.conv(x).split([4, 4], dim=1)
+        x = torch.cat((a, b * torch.sigmoid(a)), dim=1)
+        x = self.norm(x.permute(0, 2, 3, 1))
+        return torch.flatten(x.transpose(1, 2), 1)
+
+
+def test_onnx_split_transpose_and_layer_norm_import(tmp_path):
+    from layerlab.core.importer import import_model
+
+    torch.manual_seed(0)
+    model = _Plumbing().eval()
+    path = tmp_path / "plumbing.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 4, 3, 5),), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"])
+    result = import_model(str(path))  # a batch fixed at 2: compared at 2, imported for any
+    assert result.comparison.batch_size == 2 and result.comparison.equal
+    types = {data["type"] for _, data in result.project.graph.nodes(data=True)}
+    assert {"Split", "Permute", "LayerNorm", "Multiply", "Concat"} <= types
+    x = torch.randn(6, 4, 3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x), rtol=1e-5, atol=1e-5)

@@ -45,7 +45,9 @@ def read(path: Path, input_shape: Sequence[int] | None) -> Imported:
     def original(x: torch.Tensor) -> torch.Tensor:
         (out, *_) = session.run(None, {name: x.numpy()})
         return torch.from_numpy(np.asarray(out))
-    return Imported(reader.layers, shape, reader.output(), original, path.stem)
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: any batch
+    return Imported(reader.layers, shape, reader.output(), original, path.stem,
+                    batch_size=batch or 3)
 
 
 class _Reader:
@@ -275,6 +277,39 @@ def _reduce_mean(reader: _Reader, node: Any) -> None:
         node, "keepdims", 1))}, [reader.ref(node)])
 
 
+def _transpose(reader: _Reader, node: Any) -> None:
+    perm = list(reader.attr(node, "perm"))
+    if perm[0] != 0:
+        raise reader.refusal(node, "moves the batch dimension")
+    reader.add(node, "Permute", {"dims": perm}, [reader.ref(node)])
+
+
+def _split(reader: _Reader, node: Any) -> None:
+    """One output port per piece: the file's constant sizes, or equal pieces."""
+    sizes, dim = reader.tensor(node, 1), reader.attr(node, "axis", 0)
+    if sizes is not None:
+        reader.add(node, "Split", {"sizes": [int(v) for v in sizes], "dim": dim},
+                   [reader.ref(node)])
+    else:  # opset 18: num_outputs equal pieces, the last smaller, as torch.chunk cuts
+        reader.add(node, "Chunk", {"chunks": len(node.output), "dim": dim},
+                   [reader.ref(node)])
+    layer = reader.refs.pop(node.output[0])
+    for port, name in enumerate(node.output):
+        reader.refs[name] = f"{layer}:{port}"
+
+
+def _layer_norm(reader: _Reader, node: Any) -> None:
+    weight, bias = reader.tensor(node, 1), reader.tensor(node, 2)
+    axis = reader.attr(node, "axis", -1)
+    if axis >= 0:
+        raise reader.refusal(node, "gives its axis from the front; LayerLab counts the "
+                                   "normalised dimensions from the back")
+    params = {"normalized_dims": -axis, "eps": reader.attr(node, "epsilon", 1e-5),
+              "elementwise_affine": weight is not None, "bias": bias is not None}
+    weights = {k: v for k, v in (("weight", weight), ("bias", bias)) if v is not None}
+    reader.add(node, "LayerNorm", params, [reader.ref(node)], weights)
+
+
 RULES: dict[str, Rule] = {
     "Conv": _conv, "BatchNormalization": _batch_norm, "Gemm": _gemm,
     "MaxPool": _pool("MaxPool2d"), "AveragePool": _pool("AvgPool2d"),
@@ -282,4 +317,5 @@ RULES: dict[str, Rule] = {
     **{op: _activation for op in _ACTIVATIONS}, "HardSigmoid": _hard_sigmoid, "Clip": _clip,
     "Add": _binary("Add"), "Mul": _binary("Multiply"), "Concat": _concat,
     "Identity": _alias, "Dropout": _alias, "ReduceMean": _reduce_mean,
+    "Transpose": _transpose, "Split": _split, "LayerNormalization": _layer_norm,
 }
