@@ -299,12 +299,14 @@ def test_a_dropped_trace_frees_everything_it_kept():
         assert alive() is None
 
 
-def test_statistics_count_zeros_as_torch_does():
+def test_statistics_count_zeros_and_sizes_as_torch_does():
     x = torch.randn(300, 40).relu()
     x[0, :7] = float("inf")
     for t in (x[1:], x):
         stats = layerlab.core.tracer.Stats.of(t)
         assert stats.zeros == pytest.approx(int((t == 0).sum()) / t.numel(), abs=1e-12)
+    stats = layerlab.core.tracer.Stats.of(x[1:] - 0.5)
+    assert stats.mean_abs == pytest.approx(float((x[1:] - 0.5).double().abs().mean()), rel=1e-5)
 
 
 def test_the_remembered_loss_follows_the_loss_node():
