@@ -170,7 +170,8 @@ class RunWriter:
         self.every_s = SAVE_EVERY_S if every_s is None else every_s
         self.status = "running"
         self.message = ""
-        self.started = datetime.now().astimezone().isoformat(timespec="seconds")
+        # to the millisecond: runs that start within one second still list in their order
+        self.started = datetime.now().astimezone().isoformat(timespec="milliseconds")
         self._last_save = time.perf_counter()
         self._trainer: Trainer | None = None
 
