@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2…",
                         dest="sets", help=f"a setting to vary: {', '.join(TRAINING_KEYS)}, "
                         "or NODE.PARAM (a layer parameter), NODE.type (an activation's "
-                        "type), NODE.init; repeat for more (every combination runs)")
+                        "type), NODE.init, where NODE may be a pattern (act*.type); repeat "
+                        "for more (every combination runs)")
     parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run")
     parser.add_argument("--out", metavar="DIR", help="where the run folders and summary.csv "
                         "go (default: the project's runs folder, NAME.runs/)")
