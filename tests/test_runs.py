@@ -111,3 +111,21 @@ def test_a_run_whose_writer_is_gone_reads_as_stopped(tmp_path):
                                                      "host": socket.gethostname()}))
         assert read_run(folder).status == expected
     assert read_run(folder).metrics == [] and read_run(folder).best_val_loss is None
+
+
+def test_a_rename_while_running_stays_and_a_new_run_in_the_folder_has_its_own_label(
+        project, tmp_path, capsys):
+    from layerlab.core.project import Project
+    from layerlab.core.runs import RunWriter
+
+    writer = RunWriter(tmp_path / "live", Project(), label="adam lr=0.01")
+    writer.set_status("running")
+    rename_run(writer.folder, "baseline")
+    writer.set_status("paused")  # the writer writes run.json again
+    assert read_run(writer.folder).label == "baseline"
+    out = tmp_path / "out"
+    for lr in ("0.1", "0.2"):  # the same --out twice: each run is labelled by its own lr
+        assert main(["train", str(project), "--epochs", "1", "--lr", lr, "--out",
+                     str(out)]) == 0
+        assert read_run(out).label == f"lr={lr} epochs=1"
+    capsys.readouterr()

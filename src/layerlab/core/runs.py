@@ -174,6 +174,7 @@ class RunWriter:
         self.started = datetime.now().astimezone().isoformat(timespec="milliseconds")
         self._last_save = time.perf_counter()
         self._trainer: Trainer | None = None
+        self._written = False  # run.json is this writer's (an older run's may be there)
 
     def attach(self, trainer: Trainer) -> None:
         """Listen to `trainer`: the run folder follows it from its first record on."""
@@ -229,7 +230,7 @@ class RunWriter:
 
     def _write_run_json(self, trainer: Trainer | None) -> None:
         path = self.folder / RUN_JSON
-        if path.exists():  # renamed while it runs (rename_run): the new label stays
+        if self._written:  # renamed while it runs (rename_run): the new label stays
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 self.label = str(json.loads(path.read_text(encoding="utf-8"))["label"])
         seconds = sum(r.seconds for r in trainer.history) if trainer else 0.0
@@ -237,6 +238,7 @@ class RunWriter:
                 "seconds": round(seconds, 3), "varied": self.varied,
                 "message": self.message, "pid": os.getpid(), "host": socket.gethostname()}
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        self._written = True
 
 
 # -- reading ----------------------------------------------------------------------------
