@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPixmap, QPixmapCache
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,10 +39,11 @@ __all__ = ["RunPlots", "run_colour"]
 # near full speed (benchmarks/bench_window.py).
 REDRAW_MS = 200
 # pyqtgraph draws ~5 points per pixel by default; peak downsampling to one x-bin per pixel
-# looks the same, and a 2-pixel antialiased pen costs Qt ~10 µs a point: ten runs of 5,000
-# steps repainted in ~100 ms at 5, ~45 ms at 1, ~20 ms with each line cached as a pixmap
-# (CPU time, benchmarks/bench_plots.py)
+# looks the same, and a 2-pixel antialiased pen costs Qt ~10 µs a point. With that and each
+# line cached as a pixmap, ten runs of 5,000 steps take ~25-35 ms of CPU a live redraw
+# instead of ~120 (benchmarks/bench_plots.py)
 DOWNSAMPLE = 1.0
+PIXMAP_CACHE_KB = 64 * 1024
 SMOOTHING = 0.95  # the default: per-step losses of small batches are noisy
 
 
@@ -272,6 +273,8 @@ class RunPlots(QWidget):
                       for plot in self._curve_plots()]
         for curve in run.curves:  # a growing run repaints its plot, not the others' lines
             curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # ...as long as Qt's pixmap cache holds every line (ten runs' fill its default 10 MB)
+        QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), PIXMAP_CACHE_KB))
         self.legend.addItem(run.curves[1], label)
         self._runs[key] = run
         item = QListWidgetItem(label)
