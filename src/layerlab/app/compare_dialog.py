@@ -242,6 +242,7 @@ class CompareDialog(QDialog):
         self.count = QLabel()
         self.count.setObjectName("compareCount")
         self.count.setAccessibleName("Number of runs")
+        self.count.setStyleSheet("font-weight: bold;")
         self.error = QLabel()
         self.error.setObjectName("compareError")
         self.error.setAccessibleName("Why the comparison cannot run")
