@@ -75,8 +75,16 @@ def test_resnet_opens_as_its_stages_with_ids_from_module_paths():
     assert graph.nodes["layer2_0_conv1"]["group"] == "layer2"
     assert "group" not in graph.nodes["fc"]
     assert graph.nodes["layer1_0_conv1"]["params"]["kernel_size"] == [3, 3]
-    positions = {tuple(data["pos"]) for _, data in graph.nodes(data=True)}
-    assert len(positions) == len(graph)  # laid out: no two nodes share a spot
+    # laid out as it opens, collapsed: each group's block at its members' corner, one cell
+    # among the other nodes, top to bottom
+    spots = {node: tuple(data["pos"]) for node, data in graph.nodes(data=True)
+             if "group" not in data}
+    for gid in project.groups:
+        members = [tuple(d["pos"]) for _, d in graph.nodes(data=True) if d.get("group") == gid]
+        spots[gid] = (min(x for x, _ in members), min(y for _, y in members))
+    assert len(set(spots.values())) == len(spots)
+    order = ["x", "conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc", "loss"]
+    assert [spots[n][1] for n in order] == sorted(spots[n][1] for n in order)
     state = result.model.state_dict()  # keys are node ids, tensors the original's
     assert torch.equal(state["layer1_0_conv1.weight"], original.layer1[0].conv1.weight)
     assert torch.equal(state["layer3_1_bn2.running_var"], original.layer3[1].bn2.running_var)

@@ -131,8 +131,30 @@ def to_project(imported: Imported) -> Project:
     _add_loss(graph, imported.output)
     project = Project(graph=graph, name=imported.name)
     project.groups = _assign_groups(graph, [la for la in imported.layers if la.id in keep])
-    layout.apply(project, layout.layered(graph, project.direction))
+    layout.apply(project, opening_layout(graph, project.direction))
     return project
+
+
+def opening_layout(graph: nx.DiGraph, direction: str) -> layout.Layout:
+    """The layout the project opens with, its groups collapsed: each group laid out as one
+    node among the rest, its members laid out inside from the group's corner (where the
+    canvas draws the collapsed block). Auto-Layout lays out the expanded graph."""
+    owner = {n: graph.nodes[n].get(groups_io.KEY) or n for n in graph}
+    outline = nx.DiGraph()
+    outline.add_nodes_from(dict.fromkeys(owner.values()))
+    outline.add_edges_from((owner[u], owner[v]) for u, v in graph.edges if owner[u] != owner[v])
+    outer = layout.layered(outline, direction)
+    placed = layout.Layout(bends={(u, v): points for (u, v), points in outer.bends.items()
+                                  if u in graph and v in graph})
+    for group, members in groups_io.membership(graph).items():
+        inner = layout.layered(graph.subgraph(members), direction)
+        x0 = min(x for x, _ in inner.positions.values())
+        y0 = min(y for _, y in inner.positions.values())
+        gx, gy = outer.positions[group]
+        placed.positions.update({n: (gx + x - x0, gy + y - y0)
+                                 for n, (x, y) in inner.positions.items()})
+    placed.positions.update({n: outer.positions[n] for n in graph if owner[n] == n})
+    return placed
 
 
 def _add_loss(graph: nx.DiGraph, output: str) -> None:
