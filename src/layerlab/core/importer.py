@@ -61,7 +61,6 @@ class Imported:
     original: Callable[[torch.Tensor], torch.Tensor]
     name: str
     batch_size: int = 3  # what the comparison runs: an exported program may fix its batch
-    input_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def node_id(path: str, taken: set[str]) -> str:
 def to_project(imported: Imported) -> Project:
     """The layers as a project: nodes, edges with ports, groups, a layered layout."""
     graph = nx.DiGraph()
-    graph.add_node(INPUT_ID, type="Input", params=_input_params(imported), pos=[0, 0])
+    graph.add_node(INPUT_ID, type="Input", params={"shape": list(imported.input_shape)}, pos=[0, 0])
     for layer in imported.layers:
         graph.add_node(layer.id, type=layer.type, params=layer.params, pos=[0, 0])
         merge = CATALOGUE[layer.type].is_merge
@@ -165,13 +164,6 @@ def _add_loss(graph: nx.DiGraph, output: str) -> None:
         loss = node_id("loss", set(graph))
         graph.add_node(loss, type="CrossEntropyLoss", params={}, pos=[0, 0])
         graph.add_edge(output, loss)
-
-
-def _input_params(imported: Imported) -> dict[str, Any]:
-    params: dict[str, Any] = {"shape": list(imported.input_shape)}
-    if imported.input_dtype != "float32":
-        params["dtype"] = imported.input_dtype
-    return params
 
 
 def _assign_groups(graph: nx.DiGraph, layers: Sequence[Layer]) -> dict[str, Any]:
@@ -245,10 +237,8 @@ def compare(model: torch.nn.Module, imported: Imported, batches: int = 2,
 
 def random_batch(imported: Imported, batch_size: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    shape = (batch_size, *imported.input_shape)
-    if imported.input_dtype == "int64":
-        return torch.randint(0, 2, shape, generator=generator)
-    return torch.randn(shape, generator=generator)
+    """Standard normal inputs (the importer reads float inputs: images, features)."""
+    return torch.randn((batch_size, *imported.input_shape), generator=generator)
 
 
 def finish(imported: Imported) -> ImportResult:
