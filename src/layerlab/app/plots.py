@@ -172,7 +172,8 @@ class RunPlots(QWidget):
         self.clear_button = QPushButton("Clear runs")
         for widget, name, accessible, tip in (
             (self.x_axis, "plotXAxis", "Plot x axis",
-             "Place points by optimizer step, by epoch, or by seconds of training"),
+             "Place points by optimizer step, by epoch, or by seconds of training (a live "
+             "run's steps show by seconds once its first epoch has ended)"),
             (self.smoothing, "plotSmoothing", "Smoothing",
              "Smooth the per-step training loss (exponential moving average, as TensorBoard "
              "does); the raw curve stays faint behind. 0 draws it raw"),
