@@ -189,9 +189,10 @@ class TrainingController(QObject):
         A Train after Stop of the same project continues that run and its folder."""
         if self.state != "idle":
             return False
-        project = project or self._usable()
         if project is None:
-            return False
+            project = self._usable()
+            if project is None:
+                return False
         self.control = Control()
         if paused:
             self.control.pause()
