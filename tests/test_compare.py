@@ -80,6 +80,8 @@ def test_two_optimizers_run_one_after_another_and_the_best_is_marked(window, qtb
     assert read_run(best).label in window.compare.banner.text.text()
     assert window.doc.project.training["epochs"] == 150  # the project keeps its settings
     assert window.actions["actionCompare"].isEnabled()
+    window.actions["actionExample_digits_mlp"].trigger()  # another project: news no more
+    assert not window.compare.banner.isVisible()
 
 
 def test_a_wrong_learning_rate_is_refused_by_name_and_nothing_runs(window, qtbot):

@@ -116,6 +116,7 @@ class CompareQueue(QObject):
         self._in_flight = False  # one of the queue's runs was sent and has not ended
         self.controller.run_started.connect(self._started)
         self.controller.run_ended.connect(self._ended)
+        window.doc.reset.connect(self._project_replaced)
 
     def start(self, plans: list[PlannedRun], title: str, look_for: str = "") -> bool:
         """Queue `plans`; False (and a status message) when a run is going already."""
@@ -146,6 +147,11 @@ class CompareQueue(QObject):
             self._in_flight = False
             self._finish(stopped=True, why=f"{plan.label} could not start")
 
+    def _project_replaced(self) -> None:
+        """Another project: the last comparison's outcome no longer applies."""
+        if not self.active:
+            self.banner.hide()
+
     def _started(self, key: str, label: str, colour: str) -> None:
         if self._in_flight:
             self._key = key
@@ -174,9 +180,10 @@ class CompareQueue(QObject):
         self.window.training.plots.mark_best(best)
         self.window.training.runs_table.mark_best(best)
         done = sum(status == "finished" for _, status in self.ended)
+        failed = sum(status == "failed" for _, status in self.ended)
         head = (f"{why}; " if why else "") + (
             f"stopped after {done} of {len(self.plans)} runs" if stopped
-            else f"{len(self.plans)} runs done")
+            else f"{len(self.plans)} runs done") + (f", {failed} failed" if failed else "")
         tail = f"best (lowest final validation loss): {_best_text(best)}" if best \
             else "no run finished"
         self._show(f"{head} · {tail}", False)
