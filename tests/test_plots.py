@@ -106,11 +106,12 @@ def test_smoothing_is_tensorboards_moving_average(plots, qtbot):
     records = [StepRecord(1, i + 1, i + 1, 60, v, 0.0, 0.1) for i, v in enumerate(losses)]
     plots.add_run("/runs/live", "live", run_colour(0))
     plots.add(records[:20])
-    plots.smoothing.setFocus()
+    qtbot.keyClick(plots, Qt.Key.Key_M, Qt.KeyboardModifier.AltModifier)  # its label's mnemonic
+    assert plots.smoothing.hasFocus()
     qtbot.keyClick(plots.smoothing, Qt.Key.Key_Home)
     for _ in range(6):
         qtbot.keyClick(plots.smoothing, Qt.Key.Key_PageUp)
-    assert plots.smoothing_label.text() == "smoothing 0.60"
+    assert plots.smoothing_label.text() == "s&moothing 0.60"
     plots.redraw()
     plots.add(records[20:])  # a live run: the average goes on from where it stood
     plots.redraw()

@@ -191,10 +191,13 @@ class RunPlots(QWidget):
         self.log.toggled.connect(self._set_log)
         self.export_button.clicked.connect(self._export_clicked)
         self.clear_button.clicked.connect(self.clear)
-        self.smoothing_label.setText(f"smoothing {SMOOTHING:.2f}")
+        self.smoothing_label.setText(f"s&moothing {SMOOTHING:.2f}")
+        self.smoothing_label.setBuddy(self.smoothing)  # Alt+M
+        axis_label = QLabel("&x axis")  # Alt+X
+        axis_label.setBuddy(self.x_axis)
         side = QVBoxLayout()
         side.addWidget(self.run_list, 1)
-        for widget in (QLabel("x axis"), self.x_axis, self.smoothing_label, self.smoothing,
+        for widget in (axis_label, self.x_axis, self.smoothing_label, self.smoothing,
                        self.log, self.export_button, self.clear_button):
             widget.setMaximumWidth(150)
             side.addWidget(widget)
@@ -414,7 +417,7 @@ class RunPlots(QWidget):
         self._changed_view()
 
     def _smoothing_changed(self, value: int) -> None:
-        self.smoothing_label.setText(f"smoothing {value / 100:.2f}")
+        self.smoothing_label.setText(f"s&moothing {value / 100:.2f}")
         self._changed_view()
 
     def _set_log(self, on: bool) -> None:
