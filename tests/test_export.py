@@ -20,6 +20,7 @@ from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.export import ExportError, export, sample_input
 from layerlab.core.shapes import analyze
 from test_catalogue_extra import extra_graph
+from test_plumbing_layers import plumbing_graph
 
 from conftest import EXAMPLES
 
@@ -117,7 +118,8 @@ def l1_graph():
 
 
 GRAPHS = {"dense": dense_graph, "conv": conv_graph, "sequence": sequence_graph,
-          "bce": bce_graph, "l1": l1_graph, "extra": extra_graph}
+          "bce": bce_graph, "l1": l1_graph, "extra": extra_graph,
+          "plumbing": plumbing_graph}
 
 
 def test_the_graphs_cover_every_layer_type():

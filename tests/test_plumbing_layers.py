@@ -66,6 +66,35 @@ def test_expand_chain_rule_sums_over_the_repeated_dimension():
     check(g, x, t, "n1", lambda v, w: v.expand(-1, -1, 4, -1))
 
 
+def plumbing_graph() -> nx.DiGraph:
+    """Every plumbing layer in one model: a split into two ports, the second halved again
+    (one half left unused), a learned class token expanded and joined in front, every
+    second token sliced out and the first selected."""
+    g = nx.DiGraph()
+    layers = {
+        "x": ("Input", {"shape": [4, 6]}), "pre": ("Linear", {"out_features": 6}),
+        "split": ("Split", {"sizes": [2, 4], "dim": 2}),
+        "perm": ("Permute", {"dims": [0, 2, 1]}), "swap": ("Transpose", {"dim0": 1, "dim1": 2}),
+        "halves": ("Chunk", {"chunks": 2, "dim": 2}), "act": ("ReLU", {}),
+        "joined": ("Concat", {"dim": 2}),
+        "cls": ("Parameter", {"shape": [1, 1], "init": "normal"}),
+        "wide": ("Expand", {"sizes": [-1, 4]}), "tokens": ("Concat", {"dim": 1}),
+        "every2": ("Slice", {"dim": 1, "start": 0, "step": 2}),
+        "first": ("Select", {"dim": 1, "index": 0}),
+    }
+    for node, (typ, params) in layers.items():
+        g.add_node(node, type=typ, params=params)
+    g.add_edges_from([("x", "pre"), ("pre", "split"), ("split", "perm"), ("perm", "swap"),
+                      ("cls", "wide"), ("tokens", "every2"), ("every2", "first")])
+    g.add_edge("split", "halves", out_port=1)
+    g.add_edge("halves", "act", out_port=1)
+    g.add_edge("swap", "joined", port=0)
+    g.add_edge("act", "joined", port=1)
+    g.add_edge("wide", "tokens", port=0)
+    g.add_edge("joined", "tokens", port=1)
+    return g
+
+
 def parameter_graph(init="normal"):
     """A class token and a positional embedding as ViT has them: [cls; x] + pos."""
     g = nx.DiGraph()

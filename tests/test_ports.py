@@ -1,6 +1,7 @@
 """Several output ports: a Chunk feeding two branches compiles to what a person would write,
 its ports are kept in the file (format version 3), the canvas draws one port per output and
-a drag from the second makes an edge with out_port 1, and every export carries them."""
+a drag from the second makes an edge with out_port 1, the step-through walks them, and the
+Python export writes them (ONNX and pt2: test_export.py's "plumbing" graph)."""
 
 import importlib.util
 import json
@@ -20,6 +21,7 @@ from layerlab.core.export import export
 from layerlab.core.project import Project
 from layerlab.core.shapes import analyze
 from layerlab.core.timeline import describe, timeline
+from test_plumbing_layers import plumbing_graph
 
 
 def chunk_graph() -> nx.DiGraph:
@@ -158,41 +160,6 @@ def test_a_traced_step_keeps_each_port_and_walks_node_by_node():
     torch.testing.assert_close(e.terms["dL/dchunk:1"], trace.grad("chunk:1")[0])
 
 
-def plumbing_graph() -> nx.DiGraph:
-    """Every plumbing layer in one model: a split into two ports, a learned class token
-    expanded and joined in front, every second token sliced out and the first selected."""
-    g = nx.DiGraph()
-    layers = {
-        "x": ("Input", {"shape": [4, 6]}), "pre": ("Linear", {"out_features": 6}),
-        "split": ("Split", {"sizes": [2, 4], "dim": 2}),
-        "perm": ("Permute", {"dims": [0, 2, 1]}), "swap": ("Transpose", {"dim0": 1, "dim1": 2}),
-        "act": ("ReLU", {}), "joined": ("Concat", {"dim": 2}),
-        "cls": ("Parameter", {"shape": [1, 1], "init": "normal"}),
-        "wide": ("Expand", {"sizes": [-1, 6]}), "tokens": ("Concat", {"dim": 1}),
-        "every2": ("Slice", {"dim": 1, "start": 0, "step": 2}),
-        "first": ("Select", {"dim": 1, "index": 0}),
-    }
-    for node, (typ, params) in layers.items():
-        g.add_node(node, type=typ, params=params)
-    g.add_edges_from([("x", "pre"), ("pre", "split"), ("split", "perm"), ("perm", "swap"),
-                      ("cls", "wide"), ("tokens", "every2"), ("every2", "first")])
-    g.add_edge("split", "act", out_port=1)
-    g.add_edge("swap", "joined", port=0)
-    g.add_edge("act", "joined", port=1)
-    g.add_edge("wide", "tokens", port=0)
-    g.add_edge("joined", "tokens", port=1)
-    return g
-
-
-def test_onnx_export_of_every_plumbing_layer_matches_torch(tmp_path):
-    pytest.importorskip("onnxruntime")
-    project = Project(graph=plumbing_graph(), name="plumbing")
-    assert layerlab.infer_shapes(project.graph)["first"] == (6,)
-    report = export(project, layerlab.build_model(project.graph), "onnx", tmp_path / "m.onnx")
-    assert "onnxruntime matches torch within" in report.detail  # batch 1 and 7
-    assert float(report.detail.split("within ")[1].split()[0]) < 1e-5
-
-
 def run_exported(tmp_path, graph: nx.DiGraph, monkeypatch) -> tuple[str, torch.nn.Module]:
     """Export `graph` to Python and safetensors; load the file without LayerLab."""
     project = Project(graph=graph, name="exported")
@@ -219,7 +186,8 @@ def test_python_export_writes_the_learned_tensor_and_indexing_as_a_person_would(
     source, _ = run_exported(tmp_path, plumbing_graph(), monkeypatch)
     assert "class LearnedTensor(nn.Module)" in source
     assert "self.cls = LearnedTensor((1, 1), init='normal')" in source
-    assert "cls = self.cls(x)" in source and "wide = cls.expand(-1, -1, 6)" in source
+    assert "cls = self.cls(x)" in source and "wide = cls.expand(-1, -1, 4)" in source
+    assert "act = self.act(halves_1)" in source
     assert "every2 = tokens[:, 0::2]" in source and "first = every2[:, 0]" in source
     assert "split_1 = split[1]" in source and "perm = split_0.permute(0, 2, 1)" in source
 
