@@ -277,3 +277,17 @@ def test_a_chunk_of_the_data_gets_its_gradient_from_the_rules_it_feeds():
     leaf = x.clone().requires_grad_()
     torch.nn.functional.cross_entropy(model(leaf), t).backward()
     torch.testing.assert_close(e.grad_inputs[0], leaf.grad[2])
+
+
+def test_an_edge_into_a_collapsed_group_leaves_from_its_port(window):
+    from layerlab.core import groups as core_groups
+
+    project = Project(graph=chunk_graph(), name="ports")
+    for node in ("a", "b", "cat"):
+        project.graph.nodes[node][core_groups.KEY] = "branches"
+    project.groups["branches"] = core_groups.new_group("Branches", True)
+    window.set_project(project)
+    scene, chunk = window.scene, window.scene.nodes["chunk"]
+    for target, port in (("a", 0), ("b", 1)):
+        assert scene.edges["chunk", target].path().pointAtPercent(0) == \
+            chunk.outputs[port].scenePos()

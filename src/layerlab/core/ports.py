@@ -21,6 +21,13 @@ def out_port(edge: dict[str, Any]) -> Any:
     return edge.get("out_port", 0)
 
 
+def drawn_port(edge: dict[str, Any]) -> int:
+    """The output port to draw an edge from: out_port, or 0 while it is malformed (the
+    analysis reports it)."""
+    port = out_port(edge)
+    return port if isinstance(port, int) and not isinstance(port, bool) and port >= 0 else 0
+
+
 def has_ports(graph: nx.DiGraph, node: str) -> bool:
     """Whether the node's type has several output ports (its values are `node:k`)."""
     spec = CATALOGUE.get(graph.nodes[node].get("type", ""))

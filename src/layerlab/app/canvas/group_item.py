@@ -30,6 +30,7 @@ from layerlab.app.commands import EditGroups
 from layerlab.app.style import ERROR_COLOUR, GROUP_BLOCK_COLOUR, draw_error_badge, is_dark
 from layerlab.core import groups as core_groups
 from layerlab.core.errors import format_error
+from layerlab.core.ports import drawn_port
 from layerlab.core.spec import fmt_output
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ class GroupLayer:
         entering, leaving = core_groups.boundary(doc.graph, nodes)
         types = [doc.graph.nodes[n].get("type", "?") for n in nodes]
         summary = f"{len(nodes)} layer{'s' * (len(nodes) != 1)}: {', '.join(types)}"
-        outputs = " · ".join(fmt_output(doc.analysis.shapes.get(n)) for n in leaving)
+        outputs = " · ".join(doc.analysis.shown(n) for n in leaving)
         errors = [format_error(n, m) for n, m in doc.analysis.errors if n in nodes]
         block.show(doc.project.groups[group].get("name", group), summary, outputs,
                    (len(entering), len(leaving)), self.scene.nodes[nodes[0]].flow, errors)
@@ -334,7 +335,8 @@ class GroupLayer:
                 self.rerouted.add((source, target))
                 edge.route(self._end(source, (source, target), out=True),
                            self._end(target, (source, target), out=False),
-                           fmt_output(doc.analysis.shapes.get(source)),
+                           fmt_output(doc.analysis.out_shape(source, drawn_port(
+                               doc.graph.edges[source, target]))),
                            flow=self.blocks[group].flow)
 
     def _end(self, node: str, edge: tuple[str, str], out: bool) -> QPointF:
@@ -347,7 +349,7 @@ class GroupLayer:
                 block.input_pos(entering.index(edge))
         item = self.scene.nodes[node]
         if out:
-            return item.output_pos()
+            return item.output_pos(drawn_port(g.edges[edge]))
         port = g.edges[edge].get("port", 0)
         return item.input_pos(port if isinstance(port, int) and not isinstance(port, bool)
                               else 0)

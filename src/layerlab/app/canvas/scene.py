@@ -17,7 +17,7 @@ from layerlab.app.commands import AddNodes, Connect, MoveNodes
 from layerlab.app.document import Document
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.ops import node_title
-from layerlab.core.ports import out_port, output_count
+from layerlab.core.ports import drawn_port, output_count
 from layerlab.core.spec import fmt_output
 
 
@@ -169,7 +169,7 @@ class GraphScene(QGraphicsScene):
         data = self.doc.graph.edges[source, target]
         port = data.get("port", 0)
         port = port if isinstance(port, int) and not isinstance(port, bool) else 0
-        leaves = out_port(data) if isinstance(out_port(data), int) else 0
+        leaves = drawn_port(data)
         start, end = src.output_pos(leaves), dst.input_pos(port)
         bends = [QPointF(x, y) for x, y in data.get("bends", [])]
         if not _along_flow([start, *bends, end], self.flow):
