@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QSpinBox
+from PySide6.QtWidgets import QMessageBox, QSpinBox
 
 from layerlab.app import lessons_dialog
 from layerlab.app.lessons_dialog import LessonsDialog
@@ -69,3 +69,21 @@ def test_lessons_are_listed_and_open_trains_the_lessons_runs(window, qtbot, monk
     assert [run.key for run in window.training.plots.runs if run.best] == [best]
     assert lesson["look_for"] in banner.text.text()  # still there to read the result by
     assert "2 runs done" in banner.text.text()
+
+
+def test_a_changed_copy_of_a_lesson_is_kept_unless_the_person_says_replace(
+        window, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setattr(lessons_dialog, "lessons_folder", lambda: tmp_path)
+    mine = tmp_path / "optimizers.layerlab.json"
+    mine.write_text("my own changes")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(
+        text) or QMessageBox.StandardButton.No)
+    window.actions["actionLessons"].trigger()
+    qtbot.waitUntil(lambda: window.findChild(LessonsDialog) is not None)
+    dialog = window.findChild(LessonsDialog)
+    assert dialog.chosen.name == "optimizers"
+    qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
+    assert len(asked) == 1 and str(mine) in asked[0]
+    assert mine.read_text() == "my own changes"
+    assert window.doc.project.path != mine and not window.compare.active

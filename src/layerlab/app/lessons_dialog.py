@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -125,6 +126,8 @@ def open_lesson(window: MainWindow, queue: CompareQueue, lesson: Lesson,
         window.statusBar().showMessage("A run is going: stop it first, then open the "
                                        "lesson.", 6000)
         return False
+    if not _may_replace(window, lessons_folder() / f"{lesson.name}.layerlab.json", lesson):
+        return False
     try:
         path = write_lesson_project(lesson, lessons_folder())
     except OSError as exc:
@@ -138,6 +141,19 @@ def open_lesson(window: MainWindow, queue: CompareQueue, lesson: Lesson,
         window.show_error("Cannot run the lesson", str(exc))
         return False
     return queue.start(plans, lesson.title, lesson.look_for)
+
+
+def _may_replace(window: MainWindow, path: Path, lesson: Lesson) -> bool:
+    """A copy of the lesson that the person changed and saved is replaced only if they say
+    so (its runs stay beside it either way)."""
+    try:
+        changed = path.read_text(encoding="utf-8") != lesson.project_text()
+    except OSError:  # not there yet (or unreadable: writing it will say why)
+        return True
+    return not changed or QMessageBox.question(
+        window, "Start the lesson again",
+        f"{path} holds your changes to the lesson's project. Replace them with the "
+        "lesson's own project?") == QMessageBox.StandardButton.Yes
 
 
 def show_lessons(window: MainWindow, queue: CompareQueue) -> LessonsDialog:
