@@ -167,6 +167,26 @@ def test_elementwise_merges_broadcast_like_torch(typ):
     assert tuple(out.shape) == (2, *shapes["m"]) == (2, 4, 6)
 
 
+def test_merges_of_different_ranks_are_refused_by_name():
+    """[C] and [H, W, C] broadcast per sample, but with the batch first torch would line C
+    up with W and the batch with H: silently wrong (batch 1) or an error at run time."""
+    import networkx as nx
+    g = nx.DiGraph()
+    g.add_node("x", type="Input", params={"shape": [2, 3, 4]})
+    g.add_node("scale", type="Parameter", params={"shape": [4]})
+    g.add_node("m", type="Multiply", params={})
+    g.add_edge("x", "m", port=0)
+    g.add_edge("scale", "m", port=1)
+    with pytest.raises(layerlab.GraphError) as caught:
+        layerlab.infer_shapes(g)
+    assert [n for n, _ in caught.value.errors] == ["m"]
+    assert "[4] from scale" in caught.value.errors[0][1]
+    g.nodes["scale"]["params"]["shape"] = [1, 1, 4]  # the per-sample broadcast, spelled out
+    model = layerlab.build_model(g)
+    x = torch.randn(2, 2, 3, 4)
+    torch.testing.assert_close(model(x), x * model.scale.param)
+
+
 def test_concat_follows_port_order():
     import networkx as nx
     g = nx.DiGraph()

@@ -24,9 +24,15 @@ def broadcast(a: Shape, b: Shape) -> Shape | None:
 
 
 def _broadcast(ctx: Ctx) -> Shape:
-    """Broadcasting over the batchless shapes (the batch dimensions always agree)."""
+    """Broadcasting over the batchless shapes (the batch dimensions always agree). Shapes
+    of different ranks are refused: with the batch first in both tensors, torch lines them
+    up from the right, so [C] would meet the W of [H, W, C] through the batch."""
     out: Shape = ctx.in_shapes[0]
     for k in range(1, len(ctx.in_shapes)):
+        if len(ctx.in_shapes[k]) != len(out):
+            raise ShapeError(f"{ctx.node_id} cannot combine {ctx.src(0)} with {ctx.src(k)}: "
+                             "they have different numbers of dimensions (give the smaller "
+                             "one size-1 dimensions with a Reshape, e.g. [1, 1, C])")
         joined = broadcast(out, ctx.in_shapes[k])
         if joined is None:
             raise ShapeError(f"{ctx.node_id} cannot combine {ctx.src(0)} with "
