@@ -23,13 +23,18 @@ def lesson_files() -> list[dict]:
     return sorted(found, key=lambda lesson: (lesson["order"], lesson["name"]))
 
 
-def test_lessons_are_listed_and_open_trains_the_lessons_runs(window, qtbot, monkeypatch,
-                                                             tmp_path):
-    monkeypatch.setattr(lessons_dialog, "lessons_folder", lambda: tmp_path)
+def open_lessons(qtbot, window) -> LessonsDialog:
     window.actions["actionLessons"].trigger()
     qtbot.waitUntil(lambda: window.findChild(LessonsDialog) is not None)
     dialog = window.findChild(LessonsDialog)
     qtbot.waitExposed(dialog)
+    return dialog
+
+
+def test_lessons_are_listed_and_open_trains_the_lessons_runs(window, qtbot, monkeypatch,
+                                                             tmp_path):
+    monkeypatch.setattr(lessons_dialog, "lessons_folder", lambda: tmp_path)
+    dialog = open_lessons(qtbot, window)
     files = lesson_files()
     assert len(files) >= 5
     assert [dialog.list.item(i).text() for i in range(dialog.list.count())] == [
@@ -70,6 +75,15 @@ def test_lessons_are_listed_and_open_trains_the_lessons_runs(window, qtbot, monk
     assert lesson["look_for"] in banner.text.text()  # still there to read the result by
     assert "2 runs done" in banner.text.text()
 
+    dialog = open_lessons(qtbot, window)  # again: the first time's runs step aside
+    dialog.list.setCurrentRow(row)
+    with qtbot.waitSignal(window.training.controller.run_started, timeout=10_000):
+        qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
+    window.compare.stop()
+    qtbot.waitUntil(lambda: not window.compare.active, timeout=10_000)
+    assert window.training.runs_table.hidden == set(keys)
+    assert {run.key for run in window.training.plots.runs if not run.visible} == set(keys)
+
 
 def test_a_changed_copy_of_a_lesson_is_kept_unless_the_person_says_replace(
         window, qtbot, monkeypatch, tmp_path):
@@ -79,9 +93,7 @@ def test_a_changed_copy_of_a_lesson_is_kept_unless_the_person_says_replace(
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(
         text) or QMessageBox.StandardButton.No)
-    window.actions["actionLessons"].trigger()
-    qtbot.waitUntil(lambda: window.findChild(LessonsDialog) is not None)
-    dialog = window.findChild(LessonsDialog)
+    dialog = open_lessons(qtbot, window)
     assert dialog.chosen.name == "optimizers"
     qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
     assert len(asked) == 1 and str(mine) in asked[0]

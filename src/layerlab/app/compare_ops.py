@@ -10,6 +10,7 @@ run beside the first would only make both late.
 
 from __future__ import annotations
 
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ from layerlab.core.sweep import PlannedRun
 
 if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
+
+_html = partial(escape, quote=False)  # Qt's rich text knows no &#x27;
 
 SHORTCUT = "Ctrl+Shift+K"
 
@@ -87,9 +90,9 @@ class Banner(QToolBar):
         return button
 
     def show_text(self, title: str, look_for: str, progress: str, running: bool) -> None:
-        lines = [f"<b>{escape(title)}</b> — {escape(progress)}"]
+        lines = [f"<b>{_html(title)}</b> — {_html(progress)}"]
         if look_for:
-            lines.append(f"<i>What to look for:</i> {escape(look_for)}")
+            lines.append(f"<i>What to look for:</i> {_html(look_for)}")
         self.text.setText("<br>".join(lines))
         self.stop.setVisible(running)
         self.close_button.setVisible(not running)

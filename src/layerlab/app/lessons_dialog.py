@@ -7,6 +7,7 @@ Run ▸ Compare…; the lesson's two sentences of what to look for stay in the b
 
 from __future__ import annotations
 
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ from layerlab.core.sweep import SweepError
 if TYPE_CHECKING:
     from layerlab.app.compare_ops import CompareQueue
     from layerlab.app.main_window import MainWindow
+
+_html = partial(escape, quote=False)  # Qt's rich text knows no &#x27;
 
 
 def lessons_folder() -> Path:
@@ -111,9 +114,9 @@ class LessonsDialog(QDialog):
             return
         lesson = self.lessons[row]
         self.epochs.setValue(lesson.epochs or int(lesson.project().training["epochs"]))
-        sets = "".join(f"<br>&nbsp;&nbsp;<code>{escape(s)}</code>" for s in lesson.sets)
+        sets = "".join(f"<br>&nbsp;&nbsp;<code>{_html(s)}</code>" for s in lesson.sets)
         self.details.setText(
-            f"<b>{escape(lesson.title)}</b><p>{escape(lesson.look_for)}</p>"
+            f"<b>{_html(lesson.title)}</b><p>{_html(lesson.look_for)}</p>"
             f"<p>{lesson.runs} runs, one after another:{sets}</p>"
             f"<p><small>From the command line: <code>layerlab lessons {lesson.name}</code>"
             "</small></p>")
@@ -135,12 +138,21 @@ def open_lesson(window: MainWindow, queue: CompareQueue, lesson: Lesson,
         return False
     if not window.open_path(path):
         return False
+    _hide_earlier_runs(window)
     try:
         plans = lesson_plans(lesson, window.training.controller.snapshot(), epochs)
     except (SweepError, GraphError) as exc:
         window.show_error("Cannot run the lesson", str(exc))
         return False
     return queue.start(plans, lesson.title, lesson.look_for)
+
+
+def _hide_earlier_runs(window: MainWindow) -> None:
+    """A lesson opened again: its runs of an earlier time stay listed but unticked (as a
+    person unticks them), so the new comparison's curves stand alone."""
+    rows = window.training.runs_table.table
+    for row in range(rows.rowCount()):
+        rows.item(row, 0).setCheckState(Qt.CheckState.Unchecked)
 
 
 def _may_replace(window: MainWindow, path: Path, lesson: Lesson) -> bool:
