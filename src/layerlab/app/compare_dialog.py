@@ -34,7 +34,9 @@ from layerlab.core.sweep import PlannedRun, SweepError, parse_sets, plan_sweep
 MAX_SETTINGS = 2
 MAX_RUNS = 100
 SEED_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")  # the lessons' five
-ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU")
+# a hidden layer's choices (Softmax and LogSoftmax turn scores into probabilities)
+ACTIVATIONS = tuple(t for t, spec in CATALOGUE.items()
+                    if spec.group == "activation" and t not in ("Softmax", "LogSoftmax"))
 
 
 class ChoiceBoxes(QWidget):
