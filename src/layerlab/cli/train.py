@@ -39,6 +39,7 @@ from layerlab.core.datasets import (
 )
 from layerlab.core.errors import GraphError, ProjectFileError
 from layerlab.core.health_watch import HealthWatch
+from layerlab.core.parallel import STRATEGIES, ParallelTrainer
 from layerlab.core.project import FORMAT, Project, parse_json
 from layerlab.core.runs import (
     RUN_FILES,
@@ -88,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "matched by name and shape: fine-tuning")
     parser.add_argument("--force", action="store_true", help="write into DIR even when it "
                         "holds another project's run or files LayerLab did not write")
+    parser.add_argument("--parallel", choices=STRATEGIES, help="under torchrun: "
+                        "data-parallel (ddp, the default), parameters sharded (fsdp), or the "
+                        "graph cut into one stage per process (pipeline)")
+    parser.add_argument("--microbatches", type=int, metavar="N", help="micro-batches each "
+                        "batch is split into under --parallel pipeline (default: the number "
+                        "of stages)")
 
 
 def prepare(project: Project, args: argparse.Namespace) -> Trainer:
@@ -100,7 +107,12 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
     project.training = absolute_data(project.training, project_folder(project.path))
     try:
         settings = settings_from(project.training, **overrides)
-        trainer = Trainer(project, settings, progress=_download_progress())
+        if args.parallel in ("fsdp", "pipeline"):
+            trainer: Trainer = ParallelTrainer(project, settings, strategy=args.parallel,
+                                               microbatches=args.microbatches,
+                                               progress=_download_progress())
+        else:
+            trainer = Trainer(project, settings, progress=_download_progress())
     except GraphError as exc:
         raise graph_problems(args.file, exc) from None
     except (DatasetError, TrainingError) as exc:
@@ -119,6 +131,11 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
             trainer.load_checkpoint(Path(args.resume))
         except TrainingError as exc:
             raise CliError(str(exc)) from None
+    if isinstance(trainer, ParallelTrainer):
+        try:
+            trainer.distribute()
+        except TrainingError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
     return trainer
 
 
@@ -126,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
     """Train; under torchrun (WORLD_SIZE > 1) data-parallel, with rank 0 alone writing."""
     project = read_project(args.file)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.parallel and world < 2:
+        raise CliError(f"--parallel {args.parallel} needs several processes: start it with "
+                       "torchrun --nproc_per_node=N -m layerlab train …", code=2)
+    if args.microbatches is not None and args.parallel != "pipeline":
+        raise CliError("--microbatches splits batches between pipeline stages: use it with "
+                       "--parallel pipeline", code=2)
     if world > 1:
         _init_distributed(args.device)
     try:
