@@ -28,6 +28,7 @@ from layerlab.app.document import Document
 from layerlab.app.group_page import GroupPage
 from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
+from layerlab.core.compiler import param_counts
 from layerlab.core.errors import format_error
 from layerlab.core.ops import node_title
 from layerlab.core.shapes import valid_id_error
@@ -309,7 +310,10 @@ class Inspector(QStackedWidget):
             ins = ", ".join(f"{src} {list(a.shapes[src]) if src in a.shapes else '?'}"
                             for src in inputs)
         self.shapes.setText(f"in: {ins or 'none'}<br>out: {a.shown(node)}")
-        self.count.setText(f"{self.doc.counts.get(node, 0):,}")
+        count = self.doc.counts.get(node, 0)
+        free = param_counts(self.doc.graph, a, trainable=True).get(node, count)
+        self.count.setText(f"{count:,}" if free == count or self.doc.graph.nodes[node].get(
+            "frozen") else f"{count:,} (trainable {free:,})")
         self.node_errors.setText("<br>".join(a.errors_of(node)))
 
     # -- edits become commands --------------------------------------------------------

@@ -40,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(project: Project, analysis: Analysis) -> None:
     counts = param_counts(project.graph, analysis)
+    free = param_counts(project.graph, analysis, trainable=True)
     rows = [("node", "type", "output shape", "parameters")]
     for node, data in project.graph.nodes(data=True):
         count = counts.get(node)
-        frozen = " (frozen)" if data.get("frozen") else ""
+        note = " (frozen)" if data.get("frozen") else (
+            f" (trainable {free[node]:,})" if free.get(node, count) != count else "")
         rows.append((str(node), str(data.get("type", "?")), analysis.shown(node),
-                     "?" if count is None else f"{count:,}{frozen}"))
+                     "?" if count is None else f"{count:,}{note}"))
     print_table(rows)
-    total = sum(counts.values())
-    trainable = sum(c for n, c in counts.items() if not project.graph.nodes[n].get("frozen"))
+    total, trainable = sum(counts.values()), sum(free.values())
     print(f"total parameters: {total:,} (trainable {trainable:,})")

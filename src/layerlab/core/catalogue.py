@@ -24,6 +24,7 @@ from layerlab.core.layers import (
     sequence,
 )
 from layerlab.core.layers.common import INITIALISERS
+from layerlab.core.lora import is_adapter
 from layerlab.core.spec import LayerSpec
 
 GROUPS = ("input", "dense", "convolution", "normalization", "activation", "merge",
@@ -60,7 +61,8 @@ def apply_init(module: nn.Module, scheme: str) -> None:
 
     Matrices are the parameters with two or more dimensions (Linear, Conv, Embedding,
     attention and recurrent weights); 1-D scale parameters such as LayerNorm's γ inside a
-    transformer block keep their defaults, as torch's own modules do.
+    transformer block keep their defaults, as torch's own modules do. LoRA adapters keep
+    theirs (B = 0), so that a fresh adapter leaves the layer's output unchanged.
     """
     if scheme == "default":
         return
@@ -69,6 +71,8 @@ def apply_init(module: nn.Module, scheme: str) -> None:
     with torch.no_grad():
         for name, param in module.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
+            if is_adapter(name):
+                continue
             if param.dim() >= 2:
                 _init_matrix(param, scheme)
             elif "bias" in leaf:

@@ -98,28 +98,36 @@ def build_loss(graph: nx.DiGraph) -> nn.Module | None:
     return spec.build(analysis.contexts[analysis.loss_node]).make()
 
 
-def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None) -> dict[str, int]:
+def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None, *,
+                 trainable: bool = False) -> dict[str, int]:
     """Parameters per node, for every node whose shape is known; built on the meta device
-    so that counting a huge layer allocates nothing."""
+    so that counting a huge layer allocates nothing. `trainable`: only those an optimizer
+    updates: none of a frozen node's, only the adapters of a LoRA Linear."""
     analysis = analysis or analyze(graph)
-    return {node: _count(graph.nodes[node]["type"], repr(sorted(ctx.params.items())),
-                         ctx.in_shapes, ctx) for node, ctx in analysis.contexts.items()}
+    counts = {node: _count(graph.nodes[node]["type"], repr(sorted(ctx.params.items())),
+                           ctx.in_shapes, ctx) for node, ctx in analysis.contexts.items()}
+    if not trainable:
+        return {node: total for node, (total, _) in counts.items()}
+    return {node: 0 if graph.nodes[node].get("frozen") else free
+            for node, (_, free) in counts.items()}
 
 
-_COUNTS: dict[tuple[str, str, tuple[tuple[int, ...], ...]], int] = {}
+_COUNTS: dict[tuple[str, str, tuple[tuple[int, ...], ...]], tuple[int, int]] = {}
 
 
 def _count(type_name: str, params: str, in_shapes: tuple[tuple[int, ...], ...],
-           ctx: object) -> int:
-    """Parameters of one layer, remembered by (type, parameters, input shapes): the window
-    asks after every edit, and almost every layer is unchanged."""
+           ctx: object) -> tuple[int, int]:
+    """(all, trainable) parameters of one layer, remembered by (type, parameters, input
+    shapes): the window asks after every edit, and almost every layer is unchanged."""
     key = (type_name, params, in_shapes)
     if key not in _COUNTS:
         spec = CATALOGUE[type_name]
         if spec.build is None or spec.is_loss:
-            _COUNTS[key] = 0
+            _COUNTS[key] = (0, 0)
         else:
             with torch.device("meta"):
                 module = spec.build(ctx).make()  # type: ignore[arg-type]
-            _COUNTS[key] = sum(p.numel() for p in module.parameters())
+            tensors = list(module.parameters())
+            _COUNTS[key] = (sum(p.numel() for p in tensors),
+                            sum(p.numel() for p in tensors if p.requires_grad))
     return _COUNTS[key]

@@ -97,6 +97,8 @@ def _log_softmax(v: Local) -> Rule:
 
 
 def _linear(v: Local) -> Rule:
+    if v.params.get("lora_rank"):
+        return _lora_linear(v)
     x, w = v.xs[0], need(v, "weight")
     dx, dw, db = linear_back(x, w, v.dy)
     s = v.sample
@@ -109,6 +111,29 @@ def _linear(v: Local) -> Rule:
                                      "dL/dW (this sample)": share,
                                      "dL/db (this sample)": v.dy[s].reshape(-1, w.shape[0])
                                      .sum(0), "dL/d{x}": dx[s]})
+
+
+def _lora_linear(v: Local) -> Rule:
+    """y = x·Wᵀ + b + (α/r)·h·Bᵀ with h = x·Aᵀ: Linear's rule on the frozen path, and the
+    chain rule through the adapter's two small maps; only A and B get gradients."""
+    x, w = v.xs[0], need(v, "weight")
+    a, b = need(v, "lora_A"), need(v, "lora_B")
+    scale = v.params["lora_alpha"] / v.params["lora_rank"]
+    h = x @ a.T
+    dy_b, db, _ = linear_back(h, b, v.dy)  # dL/dy·B and Σ dL/dyᵀ·h
+    dh = scale * dy_b
+    dx_adapter, da, _ = linear_back(x, a, dh)
+    dx = v.dy @ w + dx_adapter
+    s = v.sample
+    rows = (v.dy[s].reshape(-1, b.shape[0]), h[s].reshape(-1, a.shape[0]),
+            dh[s].reshape(-1, a.shape[0]), x[s].reshape(-1, a.shape[1]))
+    return Rule(f"h = {{x}}·Aᵀ;  dL/dh = (α/r)·dL/d{{y}}·B, α/r = {scale:g};  "
+                "dL/d{x} = dL/d{y}·W + dL/dh·A;  dL/dB = (α/r)·Σₙ (dL/d{y}ₙ)ᵀ·hₙ;  "
+                "dL/dA = Σₙ (dL/dhₙ)ᵀ·{x}ₙ;  W and b are frozen: no gradient",
+                [dx], {"lora_A": da, "lora_B": scale * db},
+                terms={"{x}": x[s], "dL/d{y}": v.dy[s], "h": h[s], "dL/dh": dh[s],
+                       "dL/dB (this sample)": scale * rows[0].T @ rows[1],
+                       "dL/dA (this sample)": rows[2].T @ rows[3], "dL/d{x}": dx[s]})
 
 
 def _reshaped(v: Local) -> Rule:

@@ -8,6 +8,7 @@ cannot express is refused with the node named, never silently dropped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import warnings
@@ -23,6 +24,7 @@ import torch.fx
 from layerlab.core.atomic import atomic_path, atomic_write_text
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.compiler import build_model, checked
+from layerlab.core.lora import merge_adapters, merge_check
 from layerlab.core.project import Project
 from layerlab.core.pycode import python_source
 from layerlab.core.shapes import Analysis
@@ -143,11 +145,29 @@ def _culprit(graph: nx.DiGraph, analysis: Analysis,
 
 
 def export(project: Project, model: torch.fx.GraphModule, fmt: str, out: Path) -> ExportReport:
-    """Write `model` (compiled from `project`, weights loaded) to `out` in format `fmt`."""
+    """Write `model` (compiled from `project`, weights loaded) to `out` in format `fmt`.
+
+    LoRA adapters are merged first, in every format: each LoRA Linear is written as one
+    plain Linear with W′ = W + (α/r)·B·A and b′ = b (core/lora.py), so the file holds an
+    ordinary model that any program runs without knowing about adapters.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    plain_project, plain = merge_adapters(project, model)
+    if plain is model:
+        return _export(project, model, fmt, Path(out))
+    x = sample_input(checked(project.graph))
+    try:
+        note = merge_check(model.eval(), plain.eval(), x)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    report = _export(plain_project, plain, fmt, Path(out))
+    return dataclasses.replace(report, detail=f"{report.detail}; {note}")
+
+
+def _export(project: Project, model: torch.fx.GraphModule, fmt: str, out: Path
+            ) -> ExportReport:
     analysis = checked(project.graph)
-    out = Path(out)
     model.eval()
     if fmt == "safetensors":
         save_weights(model, out)

@@ -21,9 +21,8 @@ class Summary:
 
 
 def summarise(graph: nx.DiGraph, analysis: Analysis) -> Summary:
-    counts = param_counts(graph, analysis)
-    total = sum(counts.values())
-    trainable = sum(c for n, c in counts.items() if not graph.nodes[n].get("frozen"))
+    total = sum(param_counts(graph, analysis).values())
+    trainable = sum(param_counts(graph, analysis, trainable=True).values())
     return Summary(total, trainable, 4 * total, forward_flops(graph, analysis))
 
 

@@ -160,11 +160,12 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------
     def _apply_frozen(self) -> list[torch.nn.Parameter]:
         """The parameters to train; an optimizer with none is refused here in words, as
-        torch would refuse it with "optimizer got an empty parameter list"."""
+        torch would refuse it with "optimizer got an empty parameter list". A layer may
+        freeze parameters of its own (a LoRA Linear's W and b): they stay frozen."""
         trainable, frozen_nodes = [], []
         for name, param in self.model.named_parameters():
             node = name.split(".", 1)[0]
-            frozen = bool(self.project.graph.nodes[node].get("frozen"))
+            frozen = bool(self.project.graph.nodes[node].get("frozen")) or not param.requires_grad
             param.requires_grad_(not frozen)
             if not frozen:
                 trainable.append(param)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch.fx
 from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT, same_shape
+from layerlab.core.lora import LORA_ALPHA, LORA_RANK, LoRALinear
 from layerlab.core.spec import (
     Ctor,
     Ctx,
@@ -36,7 +38,20 @@ def _linear_shape(ctx: Ctx) -> Shape:
 
 
 def _linear(ctx: Ctx) -> Ctor:
-    return ctor(nn.Linear, ctx.shape[-1], ctx.params["out_features"], bias=ctx.params["bias"])
+    p = ctx.params
+    if p["lora_rank"]:  # frozen W and b plus trainable adapters (core/lora.py)
+        return ctor(LoRALinear, ctx.shape[-1], p["out_features"], bias=p["bias"],
+                    rank=p["lora_rank"], alpha=p["lora_alpha"])
+    return ctor(nn.Linear, ctx.shape[-1], p["out_features"], bias=p["bias"])
+
+
+def _linear_caption(params: dict[str, Any], _inputs: int) -> str:
+    """The canvas line: out_features, and the adapter's rank when LoRA is on."""
+    parts = [f"out_features={params['out_features']}"] if "out_features" in params else []
+    if params.get("lora_rank"):
+        alpha = params.get("lora_alpha", LORA_ALPHA.default)
+        parts.append(f"LoRA r={params['lora_rank']} α={alpha:g}")
+    return ", ".join(parts)
 
 
 def _flatten_shape(ctx: Ctx) -> Shape:
@@ -88,8 +103,9 @@ SPECS = [
         params=(
             Param("out_features", "int", help="Number of outputs (neurons).", minimum=1,
                   suggest=16),
-            BIAS, INIT,
+            BIAS, INIT, LORA_RANK, LORA_ALPHA,
         ), infer=_linear_shape, build=_linear, key_params=("out_features",),
+        caption=_linear_caption, keywords=("lora", "adapter", "fine-tuning"),
     ),
     LayerSpec(
         "Flatten", "dense", "Merges dimensions into one, e.g. feature maps into a vector.",
