@@ -252,3 +252,80 @@ def test_a_wrong_scale_in_the_rule_is_caught():
     g.nodes["n0"]["params"]["lora_alpha"] = 8.0
     wrong = explain_node(trace, g, "n0")
     assert not wrong.matches and wrong.max_diff > 1e-3
+
+
+# -- attention: LoRA on both projections -------------------------------------------------
+ATTN = {"num_heads": 2, "lora_rank": 2, "lora_alpha": 6.0}  # α/r = 3
+
+
+def attention_graph():
+    """x[5, 8] → n0 (MultiheadAttention, 2 heads, LoRA r=2) → Flatten → Linear → loss."""
+    return chain_graph([5, 8], ("MultiheadAttention", ATTN), ("Flatten", {}),
+                       ("Linear", {"out_features": 3}), loss="CrossEntropyLoss")
+
+
+def with_random_adapters(model):
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.n0.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    return model
+
+
+def attention_twin(x, w):
+    """Self-attention written out, with W′ = W + (α/r)·B·A for both projections."""
+    w_in = w["in_proj_weight"] + 3.0 * w["in_proj_lora_B"] @ w["in_proj_lora_A"]
+    w_out = w["out_proj.weight"] + 3.0 * w["out_proj_lora_B"] @ w["out_proj_lora_A"]
+    q, k, v = (t.reshape(len(x), 5, 2, 4).transpose(1, 2)
+               for t in (x @ w_in.T + w["in_proj_bias"]).chunk(3, dim=-1))
+    mixed = (torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v).transpose(1, 2)
+    return mixed.reshape(len(x), 5, 8) @ w_out.T + w["out_proj.bias"]
+
+
+def test_lora_attention_is_its_formula_trains_only_adapters_and_merges(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    torch.manual_seed(0)
+    g = attention_graph()
+    model = layerlab.build_model(g).eval()
+    x = torch.randn(4, 5, 8)
+    base = torch.nn.MultiheadAttention(8, 2, batch_first=True).train()  # no fused fast path
+    base.load_state_dict({k: v for k, v in model.n0.state_dict().items() if "lora" not in k})
+    with torch.no_grad():
+        assert torch.equal(model.n0(x, x, x)[0], base(x, x, x)[0])  # B = 0: the base layer
+    assert {k for k, p in model.n0.named_parameters() if p.requires_grad} == {
+        "in_proj_lora_A", "in_proj_lora_B", "out_proj_lora_A", "out_proj_lora_B"}
+    adapters = 2 * (8 + 24) + 2 * (8 + 8)
+    assert param_counts(g, trainable=True)["n0"] == adapters
+    assert param_counts(g)["n0"] == 4 * 8 * 8 + 4 * 8 + adapters
+    with_random_adapters(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model.n0(x, x, x)[0],
+                                   attention_twin(x, dict(model.n0.named_parameters())))
+        want = model(x).numpy()
+    report = export(Project(graph=g), model, "onnx", tmp_path / "a.onnx")
+    assert "LoRA adapters merged" in report.detail
+    session = onnxruntime.InferenceSession(str(tmp_path / "a.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_chain_rule_through_attention_adapters_matches_autograd():
+    torch.manual_seed(0)
+    g = attention_graph()
+    x, t = torch.randn(3, 5, 8), torch.randint(0, 3, (3,))
+    model = with_random_adapters(layerlab.build_model(g))
+    trace = layerlab.trace_step(g, model, x, t, keep=3)
+    leaves = {k: p.detach().clone().requires_grad_() for k, p in model.n0.named_parameters()}
+    xin = x.clone().requires_grad_()
+    (attention_twin(xin, leaves) * trace.grad("n0")).sum().backward()
+    e = explain_node(trace, g, "n0", sample=1)
+    torch.testing.assert_close(e.grad_inputs[0], xin.grad[1], rtol=1e-4, atol=2e-6)
+    assert e.matches, (e.max_diff, e.scale)
+    assert set(e.param_grads) == {f"n0.{k}" for k in leaves if "lora" in k}
+    for key in e.param_grads:
+        torch.testing.assert_close(e.param_grads[key], leaves[key[3:]].grad,
+                                   rtol=1e-4, atol=2e-6)

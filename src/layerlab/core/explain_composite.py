@@ -28,6 +28,7 @@ from layerlab.core.explain_rules import (
     need,
     softmax_back,
 )
+from layerlab.core.lora import attention_adapter_grads, merged_attention_weights
 
 
 @dataclass
@@ -132,13 +133,21 @@ def _attention(v: Local) -> Rule:
     heads = v.params["num_heads"]
     need(v, "in_proj_weight")
     need(v, "out_proj.weight")
-    weights = v.weights
+    weights, rank = v.weights, v.params.get("lora_rank")
+    if rank:  # LoRA: the projections are W′ = W + (α/r)·B·A
+        scale = v.params["lora_alpha"] / rank
+        weights = merged_attention_weights(weights, scale)
     mask = _masks(v, 1)[0] if v.params["dropout"] > 0 else None
     a = _attend(v.xs[0], weights, heads, v.params["dropout"], mask)
     dx, params, parts = _attend_back(a, weights, v.dy, v.sample)
+    lora = ""
+    if rank:
+        params = attention_adapter_grads(weights, params, scale)
+        lora = (f";  LoRA: W′ = W + (α/r)·B·A, α/r = {scale:g};  dL/dA = (α/r)·Bᵀ·dL/dW′, "
+                "dL/dB = (α/r)·dL/dW′·Aᵀ;  W and the biases are frozen")
     return Rule("Q, K, V = {x}·W_Q,K,Vᵀ;  A = softmax(Q·Kᵀ/√d) per head;  {y} = (A·V)·W_Oᵀ;  "
                 "dL/d{x} = dL/dQ·W_Q + dL/dK·W_K + dL/dV·W_V, each found by going back "
-                "through the parts below", [dx], params,
+                "through the parts below" + lora, [dx], params,
                 terms={"{x}": v.xs[0][v.sample], "dL/d{y}": v.dy[v.sample],
                        "dL/d{x}": dx[v.sample]}, parts=parts)
 

@@ -1,4 +1,5 @@
-"""LoRA: low-rank adapters on a frozen Linear (Hu et al. 2021, "LoRA: Low-Rank Adaptation").
+"""LoRA: low-rank adapters on a frozen Linear or attention layer (Hu et al. 2021, "LoRA:
+Low-Rank Adaptation of Large Language Models").
 
 A Linear node with `lora_rank` r > 0 builds a `LoRALinear`: the pre-trained weight W and bias
 b stay as they are (frozen, under their usual keys `NODE.weight`, `NODE.bias`, so pre-trained
@@ -10,6 +11,8 @@ A starts Kaiming-uniform and B at zero (as the paper and peft do), so a fresh ad
 nothing: the model starts exactly where pre-training left it, and only r·(in + out) numbers
 train instead of in·out. For export the adapter is folded into one plain Linear with
 W′ = W + (α/r)·B·A (`merge_adapters`), so every exported format carries an ordinary model.
+A MultiheadAttention node with `lora_rank` > 0 does the same to its two projections (Q, K, V
+packed as torch packs them, and the output projection).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,7 +33,7 @@ from layerlab.core.spec import Param
 if TYPE_CHECKING:  # layers import this module, and the project module reaches the catalogue
     from layerlab.core.project import Project
 
-ADAPTERS = ("lora_A", "lora_B")  # the adapters' names inside a LoRA layer
+ADAPTERS = ("lora_A", "lora_B")  # how the adapters' names end inside a LoRA layer
 LORA_PARAMS = ("lora_rank", "lora_alpha")
 
 LORA_RANK = Param(
@@ -45,8 +49,9 @@ FORMULA = "y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ, W and b frozen"
 
 
 def is_adapter(name: str) -> bool:
-    """Whether a parameter name (`lora_A`, `fc1.lora_B`) is a LoRA adapter."""
-    return name.rsplit(".", 1)[-1] in ADAPTERS
+    """Whether a parameter name (`lora_A`, `fc1.lora_B`, `attn.in_proj_lora_A`) is a LoRA
+    adapter."""
+    return name.rsplit(".", 1)[-1].endswith(ADAPTERS)
 
 
 class LoRALinear(nn.Linear):
@@ -101,8 +106,119 @@ class LoRALinear(nn.Linear):
         return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha:g}"
 
 
+class LoRAMultiheadAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention with its projections frozen and a low-rank update on each:
+    W_in′ = W_in + (α/r)·B_in·A_in (Q, K and V together, 3E × E) and W_O′ = W_O + (α/r)·B_O·A_O.
+
+    The merged projections are formed at each forward (two r-rank products, small beside
+    the attention itself) and handed to torch's own attention, so this is torch's layer in
+    every other respect; gradients reach A and B through W′.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
+                 bias: bool = True, batch_first: bool = True, rank: int = 4,
+                 alpha: float = 8.0, device: Any = None, dtype: Any = None) -> None:
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, not {rank}")
+        super().__init__(embed_dim, num_heads, dropout=dropout, bias=bias,
+                         batch_first=batch_first, device=device, dtype=dtype)
+        self.rank, self.alpha = rank, alpha
+        for param in self.parameters():
+            param.requires_grad_(False)
+        made = {"device": device, "dtype": dtype}
+        self.in_proj_lora_A = nn.Parameter(torch.empty(rank, embed_dim, **made))
+        self.in_proj_lora_B = nn.Parameter(torch.empty(3 * embed_dim, rank, **made))
+        self.out_proj_lora_A = nn.Parameter(torch.empty(rank, embed_dim, **made))
+        self.out_proj_lora_B = nn.Parameter(torch.empty(embed_dim, rank, **made))
+        for a, b in ((self.in_proj_lora_A, self.in_proj_lora_B),
+                     (self.out_proj_lora_A, self.out_proj_lora_B)):
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.zeros_(b)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def merged_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_in + (α/r)·B_in·A_in, W_O + (α/r)·B_O·A_O)."""
+        assert self.in_proj_weight is not None  # one packed projection: self-attention
+        return (self.in_proj_weight + (self.in_proj_lora_B @ self.in_proj_lora_A) * self.scaling,
+                self.out_proj.weight + (self.out_proj_lora_B @ self.out_proj_lora_A)
+                * self.scaling)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.batch_first:  # one tensor stays one: torch projects self-attention packed
+            flipped = {id(t): t.transpose(0, 1) for t in (query, key, value)}
+            query, key, value = (flipped[id(t)] for t in (query, key, value))
+        w_in, w_out = self.merged_weights()
+        out, weights = F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, w_in, self.in_proj_bias,
+            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout, w_out,
+            self.out_proj.bias, training=self.training, key_padding_mask=key_padding_mask,
+            need_weights=need_weights, attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights, is_causal=is_causal)
+        return (out.transpose(0, 1) if self.batch_first else out), weights
+
+    def merged(self) -> nn.MultiheadAttention:
+        """A plain nn.MultiheadAttention equal to this layer (up to float rounding)."""
+        plain = nn.MultiheadAttention(
+            self.embed_dim, self.num_heads, dropout=self.dropout,
+            bias=self.in_proj_bias is not None, batch_first=self.batch_first,
+            device=self.in_proj_lora_A.device, dtype=self.in_proj_lora_A.dtype)
+        w_in, w_out = self.merged_weights()
+        with torch.no_grad():
+            plain.in_proj_weight.copy_(w_in)
+            plain.out_proj.weight.copy_(w_out)
+            if self.in_proj_bias is not None:
+                plain.in_proj_bias.copy_(self.in_proj_bias)
+                plain.out_proj.bias.copy_(self.out_proj.bias)
+        return plain.train(self.training)
+
+
+ADAPTED = (LoRALinear, LoRAMultiheadAttention)
+_PROJECTIONS = (("in_proj_weight", "in_proj_lora_"), ("out_proj.weight", "out_proj_lora_"))
+
+
+def merged_attention_weights(weights: dict[str, torch.Tensor],
+                             scale: float) -> dict[str, torch.Tensor]:
+    """A LoRA attention layer's weights (by their names inside it) with each projection
+    replaced by W′ = W + (α/r)·B·A, the matrix its forward uses."""
+    out = dict(weights)
+    for base, adapter in _PROJECTIONS:
+        out[base] = weights[base] + (weights[adapter + "B"] @ weights[adapter + "A"]) * scale
+    return out
+
+
+def attention_adapter_grads(weights: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                            scale: float) -> dict[str, torch.Tensor]:
+    """From dL/dW′ of each merged projection to its adapters, by the chain rule through
+    W′ = W + (α/r)·B·A: dL/dA = (α/r)·Bᵀ·dL/dW′, dL/dB = (α/r)·dL/dW′·Aᵀ. The frozen W
+    and biases get none."""
+    out = {}
+    for base, adapter in _PROJECTIONS:
+        a, b = weights[adapter + "A"], weights[adapter + "B"]
+        out[adapter + "A"] = scale * b.T @ grads[base]
+        out[adapter + "B"] = scale * grads[base] @ a.T
+    return out
+
+
+def caption(keys: tuple[str, ...]) -> Callable[[dict[str, Any], int], str]:
+    """The canvas line of a layer that takes LoRA: its key parameters, then the adapter's
+    rank and α when one is on."""
+    def line(params: dict[str, Any], _inputs: int) -> str:
+        parts = [f"{k}={params[k]}" for k in keys if k in params]
+        if params.get("lora_rank"):
+            alpha = params.get("lora_alpha", LORA_ALPHA.default)
+            parts.append(f"LoRA r={params['lora_rank']} α={alpha:g}")
+        return ", ".join(parts)
+    return line
+
+
 def has_adapters(model: nn.Module) -> bool:
-    return any(isinstance(m, LoRALinear) for m in model.modules())
+    return any(isinstance(m, ADAPTED) for m in model.modules())
 
 
 def merge_adapters(project: Project, model: torch.fx.GraphModule
@@ -116,9 +232,10 @@ def merge_adapters(project: Project, model: torch.fx.GraphModule
     if not has_adapters(model):
         return project, model
     plain = copy.deepcopy(model)
-    for name, module in list(plain.named_children()):
-        if isinstance(module, LoRALinear):
-            setattr(plain, name, module.merged())
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, ADAPTED):
+            parent, _, leaf = name.rpartition(".")
+            setattr(plain.get_submodule(parent), leaf, module.merged())
     graph = copy.deepcopy(project.graph)
     for _, data in graph.nodes(data=True):
         params = data.get("params")

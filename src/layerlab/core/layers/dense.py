@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch.fx
 from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT, same_shape
-from layerlab.core.lora import LORA_ALPHA, LORA_RANK, LoRALinear
+from layerlab.core.lora import LORA_ALPHA, LORA_RANK, LoRALinear, caption
 from layerlab.core.spec import (
     Ctor,
     Ctx,
@@ -43,15 +42,6 @@ def _linear(ctx: Ctx) -> Ctor:
         return ctor(LoRALinear, ctx.shape[-1], p["out_features"], bias=p["bias"],
                     rank=p["lora_rank"], alpha=p["lora_alpha"])
     return ctor(nn.Linear, ctx.shape[-1], p["out_features"], bias=p["bias"])
-
-
-def _linear_caption(params: dict[str, Any], _inputs: int) -> str:
-    """The canvas line: out_features, and the adapter's rank when LoRA is on."""
-    parts = [f"out_features={params['out_features']}"] if "out_features" in params else []
-    if params.get("lora_rank"):
-        alpha = params.get("lora_alpha", LORA_ALPHA.default)
-        parts.append(f"LoRA r={params['lora_rank']} α={alpha:g}")
-    return ", ".join(parts)
 
 
 def _flatten_shape(ctx: Ctx) -> Shape:
@@ -105,7 +95,7 @@ SPECS = [
                   suggest=16),
             BIAS, INIT, LORA_RANK, LORA_ALPHA,
         ), infer=_linear_shape, build=_linear, key_params=("out_features",),
-        caption=_linear_caption, keywords=("lora", "adapter", "fine-tuning"),
+        caption=caption(("out_features",)), keywords=("lora", "adapter", "fine-tuning"),
     ),
     LayerSpec(
         "Flatten", "dense", "Merges dimensions into one, e.g. feature maps into a vector.",

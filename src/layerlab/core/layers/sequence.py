@@ -8,6 +8,7 @@ import torch.fx
 from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT
+from layerlab.core.lora import LORA_ALPHA, LORA_RANK, LoRAMultiheadAttention, caption
 from layerlab.core.spec import (
     Ctor,
     Ctx,
@@ -48,6 +49,16 @@ def _emit_attention(g: torch.fx.Graph, ctx: Ctx, args: list[torch.fx.Node]) -> t
     x = args[0]
     pair = g.call_module(ctx.node_id, (x, x, x), {"need_weights": False})
     return g.call_function(operator.getitem, (pair, 0))
+
+
+def _attention(ctx: Ctx) -> Ctor:
+    p = ctx.params
+    if p["lora_rank"]:  # frozen projections plus trainable adapters (core/lora.py)
+        return ctor(LoRAMultiheadAttention, ctx.shape[-1], p["num_heads"],
+                    dropout=p["dropout"], bias=p["bias"], batch_first=True,
+                    rank=p["lora_rank"], alpha=p["lora_alpha"])
+    return ctor(nn.MultiheadAttention, ctx.shape[-1], p["num_heads"], dropout=p["dropout"],
+                bias=p["bias"], batch_first=True)
 
 
 def _emit_first(g: torch.fx.Graph, ctx: Ctx, args: list[torch.fx.Node]) -> torch.fx.Node:
@@ -126,13 +137,11 @@ SPECS = [
         params=(
             Param("num_heads", "int", minimum=1, suggest=2, help="Parallel attention heads; "
                   "must divide the feature size."),
-            DROPOUT, BIAS, INIT,
+            DROPOUT, BIAS, INIT, LORA_RANK, LORA_ALPHA,
         ),
         infer=lambda c: _heads_shape(c, "num_heads"),
-        build=lambda c: ctor(nn.MultiheadAttention,
-            c.shape[-1], c.params["num_heads"], dropout=c.params["dropout"],
-            bias=c.params["bias"], batch_first=True),
-        emit=_emit_attention, key_params=("num_heads",),
+        build=_attention, emit=_emit_attention, key_params=("num_heads",),
+        caption=caption(("num_heads",)), keywords=("lora", "adapter", "fine-tuning"),
     ),
     LayerSpec(
         "TransformerEncoderLayer", "sequence", "One transformer encoder block: self-attention "
