@@ -22,7 +22,7 @@ PRODUCT_TYPES = {
     "tensor": ["Split", "Chunk", "Permute", "Transpose", "Expand", "Select", "Slice",
                "Parameter"],
     "sequence": ["Embedding", "MultiheadAttention", "TransformerEncoderLayer", "LSTM", "GRU",
-                 "Mean"],
+                 "Mean", "TokenPositionEmbedding", "CausalSelfAttention", "GPTBlock"],
     "operation": ["Op"],
     "loss": ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "L1Loss", "NLLLoss"],
 }
@@ -96,6 +96,13 @@ CASES = [
     ("Mean", {}, [5, 8], "float32"),
     ("Mean", {"dim": [1, 2], "keepdim": True}, [4, 5, 6], "float32"),
     ("Mean", {"dim": -1}, [4, 5], "float32"),
+    ("TokenPositionEmbedding", {"num_embeddings": 10, "embedding_dim": 4, "max_len": 9}, [7],
+     "int64"),
+    ("CausalSelfAttention", {"num_heads": 2}, [5, 8], "float32"),
+    ("CausalSelfAttention", {"num_heads": 1, "bias": False, "dropout": 0.1}, [3, 6],
+     "float32"),
+    ("GPTBlock", {"num_heads": 2}, [5, 8], "float32"),
+    ("GPTBlock", {"num_heads": 4, "dim_feedforward": 12, "bias": False}, [3, 8], "float32"),
 ]
 
 

@@ -84,6 +84,56 @@ class TinyTransformer(nn.Module):
         return self.head(self.encoder(self.embed(x)).mean(dim=1))
 
 
+class CausalAttention(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.out_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        n, t, d = x.shape
+        q, k, v = (z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)
+                   for z in self.qkv(x).split(d, dim=-1))
+        scores = q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5
+        later = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        weights = torch.softmax(scores.masked_fill(later, float("-inf")), dim=-1)
+        return self.out_proj((weights @ v).transpose(1, 2).reshape(n, t, d))
+
+
+class GPTBlockTwin(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(d), CausalAttention(d, heads), \
+            nn.LayerNorm(d)
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.proj(nn.functional.gelu(self.fc(self.ln2(x))))
+
+
+class TokensAndPositions(nn.Module):
+    def __init__(self, vocab, d, steps):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(steps, d))
+        self.token = nn.Embedding(vocab, d)
+
+    def forward(self, x):
+        return self.token(x) + self.position[: x.shape[1]]
+
+
+class TinyGPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = TokensAndPositions(12, 32, 8)
+        self.block1, self.block2 = GPTBlockTwin(32, 4), GPTBlockTwin(32, 4)
+        self.norm, self.head = nn.LayerNorm(32), nn.Linear(32, 12)
+
+    def forward(self, x):
+        h = self.norm(self.block2(self.block1(self.embed(x))))
+        return self.head(h).transpose(1, 2)
+
+
 HAND_WRITTEN = {
     "spiral": (Spiral, lambda: torch.randn(5, 2)),
     "mnist-mlp": (lambda: MLP(784, 500, 10), lambda: torch.rand(5, 784)),
@@ -91,6 +141,7 @@ HAND_WRITTEN = {
     "lenet5": (LeNet5, lambda: torch.rand(5, 1, 28, 28)),
     "resnet-block": (ResBlock, lambda: torch.rand(5, 1, 8, 8)),
     "tiny-transformer": (TinyTransformer, lambda: torch.randint(0, 17, (5, 64))),
+    "tiny-gpt": (TinyGPT, lambda: torch.randint(0, 12, (5, 8))),
 }
 
 

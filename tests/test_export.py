@@ -92,13 +92,19 @@ def sequence_graph():
              ("lstm", "LSTM", {"hidden_size": 5, "bidirectional": True}),
              ("gru", "GRU", {"hidden_size": 4, "num_layers": 2}),
              ("mean", "Mean", {"dim": 1}), ("head", "Linear", {"out_features": 3}),
-             ("loss", "NLLLoss", {})]
+             ("loss", "NLLLoss", {}),
+             ("pos", "TokenPositionEmbedding", {"num_embeddings": 11, "embedding_dim": 8,
+                                                "max_len": 6}),
+             ("causal", "CausalSelfAttention", {"num_heads": 2}),
+             ("block", "GPTBlock", {"num_heads": 2, "dim_feedforward": 12})]
     for node, typ, params in nodes:
         g.add_node(node, type=typ, params=params)
     chain(g, ["x", "emb", "attn"])
     g.add_edge("emb", "res", port=0)
     g.add_edge("attn", "res", port=1)
-    chain(g, ["res", "enc", "lstm", "gru", "mean", "head", "loss"])
+    g.add_edge("pos", "res", port=2)
+    chain(g, ["x", "pos"])
+    chain(g, ["res", "causal", "block", "enc", "lstm", "gru", "mean", "head", "loss"])
     return g
 
 

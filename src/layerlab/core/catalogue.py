@@ -16,6 +16,7 @@ from layerlab.core.layers import (
     conv,
     dense,
     extra,
+    gpt,
     loss,
     merge,
     norm,
@@ -32,7 +33,8 @@ GROUPS = ("input", "dense", "convolution", "normalization", "activation", "merge
 
 CATALOGUE: dict[str, LayerSpec] = {
     spec.type: spec
-    for module in (dense, conv, norm, activation, merge, plumbing, sequence, extra, op, loss)
+    for module in (dense, conv, norm, activation, merge, plumbing, sequence, gpt, extra, op,
+                   loss)
     for spec in module.SPECS
 }
 

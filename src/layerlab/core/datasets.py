@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerlab.core import imagefolder, tables
+from layerlab.core import imagefolder, tables, text_data
 from layerlab.core.idx import IdxError, Progress, ensure_files, read_idx
 from layerlab.core.imagefolder import ImageFolderError
 from layerlab.core.spec import Param, Shape, fmt_shape
 from layerlab.core.tables import TableError, encode, fill_missing, read_table
+from layerlab.core.text_data import TextData, TextDataError
 
 
 class DatasetError(Exception):
@@ -43,6 +44,7 @@ class Dataset:
     targets: tuple[str, ...] = ()  # a table's target columns
     missing: torch.Tensor | None = None  # (N, F) bool: cells filled from the training rows
     blocks: tuple[tuple[int, int], ...] = ()  # a table's one-hot column ranges
+    vocab: tuple[str, ...] = ()  # text: the character of each token id
 
     @property
     def sample_shape(self) -> Shape:
@@ -190,6 +192,17 @@ def _imagefolder(opts: dict[str, Any], progress: Progress | None) -> Dataset:
                    shapes=((x[0].numel(),),))
 
 
+def _text(name: str, make: Callable[[dict[str, Any]], TextData]):
+    def load(opts: dict[str, Any], progress: Progress | None) -> Dataset:
+        try:
+            made = make(opts)
+        except TextDataError as exc:
+            raise DatasetError(str(exc)) from None
+        return Dataset(name, made.x, made.y, "classification", made.classes,
+                       vocab=made.vocab)
+    return load
+
+
 def _generated_options(noise: float, n_samples: int = 1000) -> tuple[Param, ...]:
     return (
         Param("n_samples", "int", n_samples, minimum=4, maximum=10_000_000,
@@ -234,6 +247,17 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("imagefolder", "a folder with one sub-folder of PNG/JPEG images per class",
                 "[1 or 3, height, width] or flat", "the sub-folders' names",
                 imagefolder.OPTIONS, _imagefolder),
+    DatasetInfo("addition", "sums written as text, '07+25=032', character tokens",
+                "[3·digits + 2] token ids ([3·digits + 3] to classify)",
+                "12 characters (next-token) or right/wrong",
+                text_data.ADDITION_OPTIONS, _text("addition", text_data.addition)),
+    DatasetInfo("reverse", "words and their reverse, 'abca>acba', character tokens",
+                "[2·length] token ids ([2·length + 1] to classify)",
+                "letters + '>' (next-token) or right/wrong",
+                text_data.REVERSE_OPTIONS, _text("reverse", text_data.reverse)),
+    DatasetInfo("text", "windows of a UTF-8 text file, character tokens", "[context] token "
+                "ids", "the file's characters", text_data.TEXT_OPTIONS,
+                _text("text", text_data.text_file)),
 )}
 
 
@@ -274,7 +298,7 @@ def project_folder(path: Path | None) -> Path | None:
     return None if path is None else Path(path).resolve().parent
 
 
-FILE_DATASETS = ("csv", "imagefolder")
+FILE_DATASETS = ("csv", "imagefolder", "text")
 
 
 def with_data(training: dict[str, Any], path: str | None, target: str | None = None,
@@ -319,11 +343,14 @@ def prepare_split(data: Dataset, train_idx: torch.Tensor) -> Dataset:
 
 def fit_to_input(data: Dataset, node: str, shape: Shape, dtype: str) -> Dataset:
     """The dataset seen with the sample shape and dtype the Input node asks for."""
-    if dtype == "int64":
+    if dtype == "int64" and data.x.dtype != torch.int64:
         if data.name != "digits":
             raise DatasetError(f"Input node {node} asks for int64 token ids, but dataset "
                                f"{data.name} gives real values")
         data = _replace(data, x=torch.round(data.x * 16).to(torch.int64))  # levels 0–16
+    elif dtype != "int64" and data.x.dtype == torch.int64:
+        raise DatasetError(f"dataset {data.name} gives token ids, but Input node {node} "
+                           "asks for real values; set its dtype to int64")
     if data.sample_shape == shape:
         return data
     if shape in data.shapes:

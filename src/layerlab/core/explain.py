@@ -19,6 +19,7 @@ from layerlab.core import (
     explain_composite,
     explain_conv,
     explain_extra,
+    explain_gpt,
     explain_layers,
     explain_loss,
     explain_op,
@@ -32,7 +33,7 @@ from layerlab.core.tracer import StepTrace
 
 RULES: dict[str, RuleFn] = {**explain_layers.RULES, **explain_conv.RULES,
                             **explain_loss.RULES, **explain_composite.RULES,
-                            **explain_extra.RULES,
+                            **explain_extra.RULES, **explain_gpt.RULES,
                             **explain_recurrent.RULES, **explain_op.RULES,
                             **explain_plumbing.RULES}
 

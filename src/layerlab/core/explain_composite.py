@@ -59,12 +59,18 @@ def _join(t: Tensor) -> Tensor:
 
 
 def _attend(x: Tensor, w: dict[str, Tensor], heads: int, p: float,
-            mask: Tensor | None) -> _Attention:
+            mask: Tensor | None, causal: bool = False) -> _Attention:
+    """`causal`: scores above the diagonal are −∞ (CausalSelfAttention), so their weights
+    are 0 and the softmax's backward sends them no gradient."""
     qkv = x @ w["in_proj_weight"].T
     if "in_proj_bias" in w:
         qkv = qkv + w["in_proj_bias"]
     q, k, v = (_heads(t, heads) for t in qkv.chunk(3, dim=-1))
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        steps = scores.shape[-1]
+        future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     scale = 1.0
     kept = weights

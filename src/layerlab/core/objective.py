@@ -45,11 +45,14 @@ class Objective:
             return (output[:, 0] > (0.0 if self.logits else 0.5)).to(torch.int64)
         return output.argmax(dim=1)
 
-    def correct(self, output: torch.Tensor, y: torch.Tensor) -> int | None:
-        """How many predictions are right, or None for regression."""
+    def correct(self, output: torch.Tensor, y: torch.Tensor) -> float | None:
+        """How many samples are right, or None for regression. A sample with a target per
+        position (next-token prediction) counts the share of its positions that are right,
+        so that dividing by the samples gives the accuracy per token."""
         if self.encoding == "values":
             return None
-        return int((self.predict(output) == y).sum())
+        hits = (self.predict(output) == y).to(torch.float32)
+        return float(hits.flatten(1).mean(1).sum()) if hits.dim() > 1 else float(hits.sum())
 
 def make_objective(loss_type: str, loss: nn.Module, output_node: str, output_shape: Shape,
                    data: Dataset) -> Objective:
@@ -58,6 +61,7 @@ def make_objective(loss_type: str, loss: nn.Module, output_node: str, output_sha
     out = fmt_shape(output_shape)
     if data.task == "classification":
         if loss_type in CLASS_LOSSES:
+            _check_positions(loss_type, output_node, output_shape, data)
             if not output_shape or output_shape[0] < classes:
                 raise DatasetError(f"{loss_type} needs one score per class: dataset "
                                    f"{data.name} has {classes} classes, but {output_node} "
@@ -78,3 +82,22 @@ def make_objective(loss_type: str, loss: nn.Module, output_node: str, output_sha
         raise DatasetError(f"dataset {data.name} has targets of shape {fmt_shape(target_shape)}"
                            f", but {output_node} gives {out}")
     return Objective(loss, loss_type, "values", 0)
+
+
+def _check_positions(loss_type: str, output_node: str, output_shape: Shape,
+                     data: Dataset) -> None:
+    """Targets per position ([T], next-token prediction) need scores [C, T], classes first
+    as torch's loss reads them; a [T, C] output is refused with the fix."""
+    positions = tuple(data.y.shape[1:])
+    if not positions or tuple(output_shape[1:]) == positions:
+        return
+    if tuple(output_shape[:-1]) == positions:
+        raise DatasetError(f"{loss_type} reads the classes in the first dimension, but "
+                           f"{output_node} gives {fmt_shape(output_shape)} (positions first)"
+                           f" for dataset {data.name}'s targets of "
+                           f"{fmt_shape(positions)}; add a Transpose (dim0=1, dim1=2) "
+                           "before the loss")
+    raise DatasetError(f"dataset {data.name} has a target at each of "
+                       f"{fmt_shape(positions)} positions, but {output_node} gives "
+                       f"{fmt_shape(output_shape)}; {loss_type} needs [classes, "
+                       f"{', '.join(map(str, positions))}]")

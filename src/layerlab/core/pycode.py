@@ -32,7 +32,8 @@ def python_source(project: Project, model: torch.fx.GraphModule, analysis: Analy
         ctor = spec.build(analysis.contexts[node])
         source = ctor.source()
         if not ctor.cls.__module__.startswith("torch."):  # LayerLab's own (Standardize)
-            classes[ctor.cls] = inspect.getsource(ctor.cls)
+            for cls in (*getattr(ctor.cls, "parts", ()), ctor.cls):  # parts first (GPTBlock)
+                classes[cls] = inspect.getsource(cls)
             source = source.removeprefix("nn.")
         lines.append(f"self.{node} = {source}")
     assert analysis.input_node is not None

@@ -19,10 +19,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from layerlab.core.layers.extra import MASKED
+from layerlab.core.layers.gpt import CausalSelfAttention, GPTBlock
 from layerlab.core.layers.norm import Standardize
 
 DROPOUTS = (nn.Dropout, *MASKED)  # one mask per step, shaped like (or broadcast over) x
-RANDOM = (*DROPOUTS, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM, nn.GRU)
+RANDOM = (*DROPOUTS, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM, nn.GRU,
+          CausalSelfAttention, GPTBlock)
 _BERNOULLI = {torch.ops.aten.bernoulli_.float, torch.ops.aten.bernoulli.p}
 _NATIVE_DROPOUT = torch.ops.aten.native_dropout.default
 
