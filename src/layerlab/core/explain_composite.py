@@ -67,11 +67,12 @@ def _attend(x: Tensor, w: dict[str, Tensor], heads: int, p: float,
         qkv = qkv + w["in_proj_bias"]
     q, k, v = (_heads(t, heads) for t in qkv.chunk(3, dim=-1))
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    masked = scores
     if causal:
         steps = scores.shape[-1]
         future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
+        masked = scores.masked_fill(future, float("-inf"))
+    weights = torch.softmax(masked, dim=-1)
     scale = 1.0
     kept = weights
     if mask is not None:

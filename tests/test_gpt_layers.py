@@ -1,0 +1,195 @@
+"""The GPT layers against torch written by hand: causal attention is masked attention (and
+torch's own scaled_dot_product_attention with is_causal), the block is pre-norm GPT-2's,
+the chain rule through them agrees with autograd, the bundled tiny GPT learns, and
+generation is deterministic with a seed."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import layerlab
+from explain_twins import check
+from layerlab.core.generate import GenerateError, generate
+from layerlab.core.layers.gpt import CausalSelfAttention, GPTBlock, TokenPositionEmbedding
+from layerlab.core.settings import settings_from
+from layerlab.core.trainer import Trainer
+
+from conftest import EXAMPLES
+from helpers import chain_graph
+
+
+def masked_attention(x, w, heads, dropout=0.0):
+    """Causal self-attention as one writes it in torch: the weights [N, H, T, T] too."""
+    n, t, d = x.shape
+    q, k, v = (z.reshape(n, t, heads, d // heads).transpose(1, 2)
+               for z in F.linear(x, w["qkv.weight"], w.get("qkv.bias")).split(d, dim=-1))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
+    allowed = torch.tril(torch.ones(t, t, dtype=torch.bool))
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    mixed = F.dropout(weights, dropout, training=dropout > 0) @ v
+    out = F.linear(mixed.transpose(1, 2).reshape(n, t, d), w["out_proj.weight"],
+                   w.get("out_proj.bias"))
+    return out, weights
+
+
+def gpt_block(x, w, heads, dropout=0.0):
+    """GPT-2's block: pre-norm, two residuals, a GELU MLP."""
+    d = x.shape[-1]
+
+    def drop(t):
+        return F.dropout(t, dropout, training=dropout > 0)
+
+    attn = {k.removeprefix("attn."): t for k, t in w.items() if k.startswith("attn.")}
+    h = x + drop(masked_attention(F.layer_norm(x, (d,), w["ln1.weight"], w["ln1.bias"]),
+                                  attn, heads, dropout)[0])
+    hidden = F.gelu(F.linear(F.layer_norm(h, (d,), w["ln2.weight"], w["ln2.bias"]),
+                             w["fc.weight"], w["fc.bias"]))
+    return h + drop(F.linear(hidden, w["proj.weight"], w["proj.bias"]))
+
+
+def weights_of(module):
+    return dict(module.named_parameters())
+
+
+def test_causal_attention_is_masked_attention_and_torchs_causal_sdpa():
+    torch.manual_seed(0)
+    layer = CausalSelfAttention(8, 2).eval()
+    x = torch.randn(3, 5, 8)
+    out, weights = layer.attention(x)
+    twin_out, twin_weights = masked_attention(x, weights_of(layer), 2)
+    torch.testing.assert_close(out, twin_out)
+    torch.testing.assert_close(weights, twin_weights)
+    q, k, v = (z.reshape(3, 5, 2, 4).transpose(1, 2) for z in layer.qkv(x).split(8, dim=-1))
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, layer.out_proj(sdpa.transpose(1, 2).reshape(3, 5, 8)))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 5))  # per query
+    above = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    assert (weights[..., above] == 0).all() and (weights[..., ~above] > 0).all()
+
+
+def test_no_position_reads_a_later_one():
+    torch.manual_seed(1)
+    block = GPTBlock(8, 2, 16).eval()
+    x = torch.randn(2, 6, 8)
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(2, 2, 8)
+    torch.testing.assert_close(block(changed)[:, :4], block(x)[:, :4])
+    assert not torch.allclose(block(changed)[:, 4:], block(x)[:, 4:])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_gpt_block_equals_a_hand_written_twin(dropout):
+    torch.manual_seed(2)
+    block = GPTBlock(8, 2, 16, dropout=dropout)
+    x = torch.randn(3, 5, 8)
+    torch.manual_seed(7)
+    out = block(x)
+    torch.manual_seed(7)  # the twin draws the same dropout masks
+    torch.testing.assert_close(out, gpt_block(x, weights_of(block), 2, dropout))
+
+
+def test_token_position_embedding_adds_the_position_vector_and_reads_shorter_sequences():
+    torch.manual_seed(3)
+    embed = TokenPositionEmbedding(10, 4, 6)
+    ids = torch.randint(0, 10, (2, 6))
+    expected = embed.token.weight[ids] + embed.position
+    torch.testing.assert_close(embed(ids), expected)
+    torch.testing.assert_close(embed(ids[:, :3]), expected[:, :3])
+
+
+def test_shapes_equal_real_and_refusals_name_the_node():
+    g = chain_graph([7], ("TokenPositionEmbedding", {"num_embeddings": 10,
+                                                     "embedding_dim": 8, "max_len": 9}),
+                    ("CausalSelfAttention", {"num_heads": 4}),
+                    ("GPTBlock", {"num_heads": 2, "dim_feedforward": 12}), dtype="int64")
+    shapes = layerlab.infer_shapes(g)
+    model = layerlab.build_model(g)
+    assert tuple(model(torch.randint(0, 10, (2, 7))).shape[1:]) == shapes["n2"] == (7, 8)
+    assert model.n2.fc.out_features == 12
+    short = chain_graph([7], ("TokenPositionEmbedding", {"num_embeddings": 10,
+                                                         "embedding_dim": 6, "max_len": 5}),
+                        ("GPTBlock", {"num_heads": 4}), dtype="int64")
+    with pytest.raises(layerlab.GraphError) as caught:
+        layerlab.infer_shapes(short)
+    assert [n for n, _ in caught.value.errors] == ["n0"]
+    assert "max_len=5" in caught.value.errors[0][1]
+    short.nodes["n0"]["params"]["max_len"] = 7
+    with pytest.raises(layerlab.GraphError, match="num_heads=4 must divide the feature "
+                                                  "size 6"):
+        layerlab.infer_shapes(short)
+
+
+def sequence_graph(typ, params):
+    return chain_graph([5, 8], (typ, params), ("Mean", {"dim": 1}),
+                       ("Linear", {"out_features": 3}), loss="CrossEntropyLoss")
+
+
+@pytest.mark.parametrize("params", [{"num_heads": 2}, {"num_heads": 1, "bias": False},
+                                    {"num_heads": 4, "dropout": 0.3}])
+def test_chain_rule_through_causal_attention_agrees_with_autograd(params):
+    g = sequence_graph("CausalSelfAttention", params)
+    e = check(g, torch.randn(4, 5, 8), torch.randint(0, 3, (4,)), "n0",
+              lambda x, w: masked_attention(x, w, params["num_heads"],
+                                            params.get("dropout", 0.0))[0], seed=3)
+    parts = {p.name: p for p in e.parts}
+    above = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    assert (parts["masked softmax"].value[..., above] == 0).all()
+    assert (parts["scores"].grad[..., above] == 0).all()  # no gradient crosses the mask
+    assert (parts["scores"].grad[..., ~above] != 0).any()
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_chain_rule_through_the_gpt_block_agrees_with_autograd(dropout):
+    g = sequence_graph("GPTBlock", {"num_heads": 2, "dim_feedforward": 12,
+                                    "dropout": dropout})
+    e = check(g, torch.randn(4, 5, 8), torch.randint(0, 3, (4,)), "n0",
+              lambda x, w: gpt_block(x, w, 2, dropout), seed=5)
+    names = [p.name for p in e.parts]
+    assert names[0] == "LN₁" and "attention: masked softmax" in names
+    assert names[-3:] == ["MLP hidden", "GELU", "MLP output"]
+
+
+def test_chain_rule_of_the_token_and_position_embedding_agrees_with_autograd():
+    g = chain_graph([6], ("TokenPositionEmbedding", {"num_embeddings": 9, "embedding_dim": 4,
+                                                     "max_len": 8}),
+                    ("Mean", {"dim": 1}), ("Linear", {"out_features": 3}),
+                    dtype="int64", loss="CrossEntropyLoss")
+    check(g, torch.randint(0, 9, (4, 6)), torch.randint(0, 3, (4,)), "n0",
+          lambda x, w: w["token.weight"][x] + w["position"][: x.shape[1]])
+
+
+def tiny_gpt(**overrides):
+    project = layerlab.load_project(EXAMPLES / "tiny-gpt.layerlab.json")
+    project.training["dataset"]["options"]["n_samples"] = 640
+    return Trainer(project, settings_from(project.training, device="cpu", **overrides))
+
+
+def test_the_tiny_gpt_example_trains_and_its_loss_falls():
+    trainer = tiny_gpt()
+    assert trainer.x_train.dtype == torch.int64
+    first = trainer.evaluate(trainer.x_train, trainer.y_train)[0]
+    for _ in range(12):
+        trainer.train_one_batch()
+    after = trainer.evaluate(trainer.x_train, trainer.y_train)[0]
+    assert after < first - 0.4, (first, after)
+
+
+def test_generation_is_deterministic_with_a_seed_and_greedy_follows_the_model():
+    trainer = tiny_gpt()
+    model, prompt = trainer.model, [0, 7, 10, 2, 5, 11]  # "07+25="
+    a = generate(model, prompt, 3, seed=4, temperature=1.5, context=8)
+    assert a == generate(model, prompt, 3, seed=4, temperature=1.5, context=8)
+    assert any(generate(model, prompt, 3, seed=s, temperature=1.5, context=8) != a
+               for s in range(5, 15))
+    greedy = generate(model, prompt, 3, temperature=0, context=8)
+    ids = torch.tensor(prompt)
+    model.eval()
+    for token, chance in zip(greedy.tokens, greedy.probabilities, strict=True):
+        with torch.no_grad():
+            p = torch.softmax(model(ids[None])[0, :, -1], dim=0)
+        assert token == int(p.argmax()) and chance == pytest.approx(float(p[token]))
+        ids = torch.cat([ids, torch.tensor([token])])
+    with pytest.raises(GenerateError, match="the prompt is empty"):
+        generate(model, [], 2)
