@@ -329,3 +329,25 @@ def test_the_chain_rule_through_attention_adapters_matches_autograd():
     for key in e.param_grads:
         torch.testing.assert_close(e.param_grads[key], leaves[key[3:]].grad,
                                    rtol=1e-4, atol=2e-6)
+
+
+def test_the_window_turns_lora_on_and_shows_trainable_counts(window, qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QLabel, QSpinBox
+
+    window.open_example("digits-mlp")  # fc1: Linear 64 → 500, fc2: 500 → 10
+    window.scene.select_only(["fc1"])
+    spin = window.inspector.findChild(QSpinBox, "param_lora_rank")
+    assert "r·(in + out)" in spin.toolTip()
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, "8")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    base, adapters, head = 64 * 500 + 500, 8 * (64 + 500), 500 * 10 + 10
+    count = window.inspector.findChild(QLabel, "nodeParameters")
+    assert count.text() == f"{base + adapters:,} (trainable {adapters:,})"
+    assert "LoRA r=8, α=8" in window.scene.nodes["fc1"].lines
+    summary = window.doc.summary()
+    assert (summary.parameters, summary.trainable) == (base + adapters + head, adapters + head)
+    window.doc.undo_stack.undo()
+    assert window.doc.summary().trainable == base + head

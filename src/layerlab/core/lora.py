@@ -206,15 +206,15 @@ def attention_adapter_grads(weights: dict[str, torch.Tensor], grads: dict[str, t
 
 
 def caption(keys: tuple[str, ...]) -> Callable[[dict[str, Any], int], str]:
-    """The canvas line of a layer that takes LoRA: its key parameters, then the adapter's
-    rank and α when one is on."""
-    def line(params: dict[str, Any], _inputs: int) -> str:
-        parts = [f"{k}={params[k]}" for k in keys if k in params]
+    """The canvas lines of a layer that takes LoRA: its key parameters, and below them the
+    adapter's rank and α when one is on."""
+    def lines(params: dict[str, Any], _inputs: int) -> str:
+        text = ", ".join(f"{k}={params[k]}" for k in keys if k in params)
         if params.get("lora_rank"):
             alpha = params.get("lora_alpha", LORA_ALPHA.default)
-            parts.append(f"LoRA r={params['lora_rank']} α={alpha:g}")
-        return ", ".join(parts)
-    return line
+            text += f"\nLoRA r={params['lora_rank']}, α={alpha:g}"
+        return text
+    return lines
 
 
 def has_adapters(model: nn.Module) -> bool:

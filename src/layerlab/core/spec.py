@@ -200,8 +200,8 @@ class LayerSpec:
     input_dtype: str = "float32"  # "float32", "int64" or "any"
     is_loss: bool = False
     key_params: tuple[str, ...] = ()  # shown on the canvas node
-    caption: Callable[[dict[str, Any], int], str] | None = None  # the canvas line instead,
-    #                                         from the node's params and number of inputs
+    caption: Callable[[dict[str, Any], int], str] | None = None  # the canvas lines instead
+    #                  (one per \n), from the node's params and number of inputs
     keywords: tuple[str, ...] = ()  # more words the palette's search finds the layer by
 
     @property

@@ -134,7 +134,7 @@ class GraphScene(QGraphicsScene):
             lines = [", ".join(f"{k}={params[k]}" for k in spec.key_params if k in params)] \
                 if spec and spec.key_params else []
             if spec and spec.caption:
-                lines = [spec.caption(params, g.in_degree(node))]
+                lines = spec.caption(params, g.in_degree(node)).splitlines()
             lines = [line for line in lines if line]
             count = self.doc.counts.get(node, 0)
             shape = analysis.shown(node)
