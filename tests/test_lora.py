@@ -165,6 +165,11 @@ def test_every_export_carries_one_plain_linear(run):
     loaded = standalone["load_model"](str(folder / "m.safetensors"))
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x).numpy(), want, rtol=1e-5, atol=1e-5)
+    export(project, model, "pt2", folder / "m.pt2")
+    program = torch.export.load(folder / "m.pt2")
+    assert not [k for k in program.state_dict if "lora" in k]
+    with torch.no_grad():
+        np.testing.assert_allclose(program.module()(x).numpy(), want, rtol=1e-5, atol=1e-5)
     assert isinstance(model.n0, LoRALinear)  # the model itself keeps its adapters
 
 

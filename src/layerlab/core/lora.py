@@ -39,13 +39,14 @@ LORA_PARAMS = ("lora_rank", "lora_alpha")
 LORA_RANK = Param(
     "lora_rank", "int", 0, minimum=0,
     help="LoRA rank r: 0 trains the layer as usual; r > 0 freezes W and b and trains two "
-         "small matrices A (r × in) and B (out × r) instead: r·(in + out) numbers, not in·out.")
+         "small matrices A (r × in) and B (out × r) instead: r·(in + out) numbers, not "
+         "in·out. y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ; B starts at 0, so the layer starts as it "
+         "was. Export folds the adapter into W.")
 LORA_ALPHA = Param(
     "lora_alpha", "float", 8.0, minimum=0.0,
     help="LoRA α: the adapter's output is scaled by α / r, so changing r keeps the size of "
          "the update comparable.")
 
-FORMULA = "y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ, W and b frozen"
 
 
 def is_adapter(name: str) -> bool:
