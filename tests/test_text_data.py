@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from layerlab.core.datasets import DATASETS, DatasetError, fit_to_input, load_dataset
+from layerlab.core.insight import preview_training
 from layerlab.core.objective import make_objective
 from layerlab.core.text_data import ADDITION_VOCAB, decode, exact_answers
 
@@ -137,3 +138,13 @@ def test_exact_answers_counts_sums_whose_every_answer_digit_is_right():
     partly = exact_answers(Oracle(data.y, 2), data.x, data.y, 3)
     first_digit_zero = float((data.y[:, -3] == 0).float().mean())
     assert partly == pytest.approx(first_digit_zero)
+
+
+def test_the_preview_shows_text_not_token_ids():
+    record = preview_training({"dataset": {"name": "addition", "options": {"n_samples": 20}}})
+    assert record.kind == "table" and record.header == ("input", "target")
+    for source, target in record.x.tolist():
+        assert source[1:] == target[:-1] and SUM.match(source + target[-1])
+    labelled = preview_training({"dataset": {"name": "reverse",
+                                             "options": {"task": "classify"}}})
+    assert {row[1] for row in labelled.x.tolist()} == {"wrong", "right"}

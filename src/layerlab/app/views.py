@@ -139,13 +139,14 @@ class DatasetPreview(QStackedWidget):
         if index is not None:
             self.sampleChosen.emit(index)
 
-    def show_table(self, header: list[str], rows: list[list[float]]) -> None:
+    def show_table(self, header: list[str], rows: list[list[float | str]]) -> None:
         self.table.setColumnCount(len(header))
         self.table.setHorizontalHeaderLabels(header)
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, value in enumerate(row):
-                self.table.setItem(r, c, QTableWidgetItem(f"{value:g}"))
+                text = value if isinstance(value, str) else f"{value:g}"  # text datasets
+                self.table.setItem(r, c, QTableWidgetItem(text))
         self.setCurrentWidget(self.table)
 
     def show_message(self, text: str) -> None:

@@ -24,6 +24,7 @@ from layerlab.core.compiler import NODE_META
 from layerlab.core.datasets import Dataset, DatasetError, load_dataset, split_indices
 from layerlab.core.idx import SOURCES
 from layerlab.core.objective import Objective
+from layerlab.core.text_data import preview_rows
 from layerlab.core.tracer import StepTrace, trace_step
 
 GRID = 64  # points per side of the decision-boundary plane
@@ -207,6 +208,9 @@ def preview_dataset(data: Dataset, validation_split: float, seed: int) -> Previe
         return PreviewRecord("images", gray_images(data.x[:PREVIEW_IMAGES]),
                              data.y[:PREVIEW_IMAGES].numpy())
     x, y = data.x[:PREVIEW_ROWS], data.y[:PREVIEW_ROWS]
+    if data.vocab:  # text: the characters, not their token ids
+        return PreviewRecord("table", np.array(preview_rows(x, y, data.vocab, data.classes),
+                                               dtype=object), header=("input", "target"))
     header = (*tuple(f"x{i}" for i in range(x.shape[1])), "target")
     rows = torch.cat([x.float(), y.reshape(len(x), -1).float()], 1)
     return PreviewRecord("table", rows.numpy(), header=header)

@@ -55,6 +55,13 @@ def decode(ids: list[int] | torch.Tensor, vocab: tuple[str, ...]) -> str:
     return "".join(vocab[int(i)] for i in ids)
 
 
+def preview_rows(x: torch.Tensor, y: torch.Tensor, vocab: tuple[str, ...],
+                 classes: tuple[str, ...]) -> list[list[str]]:
+    """(input, target) as text per sample: the next characters, or the label."""
+    return [[decode(xi, vocab), decode(yi, vocab) if yi.dim() else classes[int(yi)]]
+            for xi, yi in zip(x, y, strict=True)]
+
+
 def addition_text(a: int, b: int, digits: int, total: int | None = None) -> str:
     """'07+25=032': operands `digits` wide, the sum one wider (it may carry)."""
     return f"{a:0{digits}d}+{b:0{digits}d}={a + b if total is None else total:0{digits + 1}d}"
