@@ -255,4 +255,4 @@ def merge_check(model: nn.Module, plain: nn.Module, x: torch.Tensor) -> str:
     if not diff <= 1e-5 + 1e-4 * float(want.abs().max()):
         raise ValueError(f"merging the LoRA adapters changed the model's output by {diff:.1e}; "
                          "nothing was written")
-    return f"LoRA adapters merged into plain Linear layers (within {diff:.1e} of the unmerged)"
+    return f"LoRA adapters merged into plain layers (within {diff:.1e} of the unmerged model)"
