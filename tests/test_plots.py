@@ -223,3 +223,23 @@ def test_export_writes_a_png_and_an_svg_of_the_three_plots(plots, qtbot, tmp_pat
                         lambda *a, **k: (str(tmp_path / "gone" / "c.png"), "PNG image (*.png)"))
     qtbot.mouseClick(plots.export_button, Qt.MouseButton.LeftButton)
     assert said == [f"Could not write {tmp_path / 'gone' / 'c.png'}: No such file or directory."]
+
+
+def test_redraws_slow_down_when_drawing_is_slow(plots, monkeypatch):
+    """The GUI thread holds the GIL while it draws and training waits: a redraw that takes
+    40 ms (drawing and painting) is followed by the next at least 40 / 0.05 = 800 ms later;
+    a quick one goes back to the quicker pace, never above 5 a second."""
+    import time
+
+    from layerlab.app import plots as module
+
+    load_three(plots)
+    draw = plots._draw_all
+    monkeypatch.setattr(plots, "_draw_all", lambda: (time.sleep(0.04), draw()))
+    plots.add([StepRecord(1, 70, 1, 1, 0.5, 0.0, 0.0)])
+    plots.redraw()
+    assert 800 <= plots.timer.interval() <= module.SLOWEST_REDRAW_MS
+    monkeypatch.setattr(plots, "_draw_all", draw)
+    plots.add([StepRecord(1, 71, 1, 1, 0.5, 0.0, 0.0)])
+    plots.redraw()
+    assert module.REDRAW_MS <= plots.timer.interval() < 800

@@ -4,6 +4,7 @@ a bounded rate, downsampled and clipped to view so a million points stay smooth.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,9 +36,12 @@ from layerlab.core.records import StepRecord
 __all__ = ["RunPlots", "run_colour"]
 
 # Redraws cost the GUI thread Python time (pyqtgraph repaints axes in Python), and the
-# training thread waits for the GIL meanwhile: 5 a second keeps curves live and training
+# training thread waits for the GIL meanwhile: at most 5 a second, and at most DUTY of the
+# time (a redraw and repaint of 30 ms: one every 600 ms), keeps curves live and training
 # near full speed (benchmarks/bench_window.py).
 REDRAW_MS = 200
+SLOWEST_REDRAW_MS = 2000
+DUTY = 0.05
 # pyqtgraph draws ~5 points per pixel by default; peak downsampling to one x-bin per pixel
 # looks the same, and a 2-pixel antialiased pen costs Qt ~10 µs a point. With that and each
 # line cached as a pixmap, ten runs of 5,000 steps take ~25-35 ms of CPU a live redraw
@@ -372,6 +376,13 @@ class RunPlots(QWidget):
     def redraw(self) -> None:
         if not self._dirty:
             return
+        start = time.perf_counter()
+        self._draw_all()
+        self.view.repaint()  # paint now, so that the pace below counts the painting too
+        spent = time.perf_counter() - start
+        self.timer.setInterval(int(min(SLOWEST_REDRAW_MS, max(REDRAW_MS, 1000 * spent / DUTY))))
+
+    def _draw_all(self) -> None:
         self._dirty = False
         axis = self.x_axis.currentText()
         for run in self._runs.values():
