@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -48,3 +49,13 @@ def window(qtbot):
     win.doc.undo_stack.setClean()
     win.close()
     assert not win.training.controller.thread.isRunning()
+
+
+@pytest.fixture
+def small_spiral(tmp_path):
+    """The spiral example on 200 samples (5 batches an epoch), saved in tmp_path."""
+    data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
+    data["training"]["dataset"]["options"]["n_samples"] = 200
+    path = tmp_path / "spiral.layerlab.json"
+    path.write_text(json.dumps(data))
+    return path

@@ -10,9 +10,6 @@ import sys
 import networkx as nx
 import pytest
 import torch
-from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication
 
 import layerlab
 from explain_twins import traced
@@ -21,6 +18,7 @@ from layerlab.core.export import export
 from layerlab.core.project import Project
 from layerlab.core.shapes import analyze
 from layerlab.core.timeline import describe, timeline
+from test_editor import drag
 from test_plumbing_layers import plumbing_graph
 
 
@@ -190,19 +188,6 @@ def test_python_export_writes_the_learned_tensor_and_indexing_as_a_person_would(
     assert "act = self.act(halves_1)" in source
     assert "every2 = tokens[:, 0::2]" in source and "first = every2[:, 0]" in source
     assert "split_1 = split[1]" in source and "perm = split_0.permute(0, 2, 1)" in source
-
-
-def drag(qtbot, win, start: QPointF, end: QPointF) -> None:
-    """Press at `start`, move with the button held, release at `end` (scene points)."""
-    viewport = win.view.viewport()
-    a, b = win.view.mapFromScene(start), win.view.mapFromScene(end)
-    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=a)
-    for t in (0.3, 0.7, 1.0):
-        p = QPointF(a + (b - a) * t)
-        QApplication.sendEvent(viewport, QMouseEvent(
-            QEvent.Type.MouseMove, p, viewport.mapToGlobal(p), Qt.MouseButton.NoButton,
-            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
-    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=b)
 
 
 def test_dragging_from_the_second_output_port_connects_it_and_undo_removes_it(window, qtbot):

@@ -22,8 +22,6 @@ from layerlab.core.runs import (
     slug,
 )
 
-from conftest import EXAMPLES
-
 
 def test_runs_folder_sits_beside_the_project(tmp_path):
     assert runs_folder(tmp_path / "spiral.layerlab.json") == tmp_path / "spiral.runs"
@@ -51,12 +49,8 @@ def test_run_label_says_what_differs():
 
 
 @pytest.fixture
-def project(tmp_path):
-    data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
-    data["training"]["dataset"]["options"]["n_samples"] = 200
-    path = tmp_path / "spiral.layerlab.json"
-    path.write_text(json.dumps(data))
-    return path
+def project(small_spiral):
+    return small_spiral
 
 
 def test_train_without_out_writes_a_new_run_folder_that_reads_back(project, capsys):

@@ -19,16 +19,6 @@ SEED_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 TIMING = ("seconds", "samples_per_s")
 
 
-@pytest.fixture
-def small_spiral(tmp_path):
-    """The spiral example on 200 samples (5 batches an epoch), saved in tmp_path."""
-    data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
-    data["training"]["dataset"]["options"]["n_samples"] = 200
-    path = tmp_path / "spiral.layerlab.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 def rows(path):
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
