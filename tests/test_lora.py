@@ -352,7 +352,10 @@ def test_the_window_turns_lora_on_and_shows_trainable_counts(window, qtbot):
     count = window.inspector.findChild(QLabel, "nodeParameters")
     assert count.text() == f"{base + adapters:,} (trainable {adapters:,})"
     assert "LoRA r=8, α=8" in window.scene.nodes["fc1"].lines
+    description = window.inspector.findChild(QLabel, "layerDescription")
+    assert "W′ = W + (α/r)·B·A" in description.text()
     summary = window.doc.summary()
     assert (summary.parameters, summary.trainable) == (base + adapters + head, adapters + head)
     window.doc.undo_stack.undo()
     assert window.doc.summary().trainable == base + head
+    assert "B·A" not in description.text() and count.text() == f"{base:,}"

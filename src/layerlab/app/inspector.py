@@ -30,6 +30,7 @@ from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.compiler import param_counts
 from layerlab.core.errors import format_error
+from layerlab.core.lora import FORMULA as LORA_FORMULA
 from layerlab.core.ops import node_title
 from layerlab.core.shapes import valid_id_error
 from layerlab.core.spec import Param
@@ -217,8 +218,8 @@ class Inspector(QStackedWidget):
         title = node_title(data)
         form.addRow(label(f"<b>{title}</b>"))
         if spec:
-            form.addRow(label(f"<code>{spec.formula}</code><br>{spec.description}",
-                              "layerDescription"))
+            self.description = label(name="layerDescription")
+            form.addRow(self.description)
             for param in spec.params:
                 editor = self._editor(node, param)
                 editor.setToolTip(param.help)
@@ -279,6 +280,9 @@ class Inspector(QStackedWidget):
         params = data.get("params", {}) if isinstance(data.get("params"), dict) else {}
         if self.id_edit.text() != node and not self.id_edit.hasFocus():
             self.id_edit.setText(node)
+        if spec:  # a LoRA layer also shows how its adapter adds to the formula
+            lora = f"<br><code>{LORA_FORMULA}</code>" if params.get("lora_rank") else ""
+            self.description.setText(f"<code>{spec.formula}</code>{lora}<br>{spec.description}")
         for name, editor in self.editors.items():
             param = spec.param(name) if spec else None
             if param is None:

@@ -42,6 +42,7 @@ LORA_RANK = Param(
          "small matrices A (r × in) and B (out × r) instead: r·(in + out) numbers, not "
          "in·out. y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ; B starts at 0, so the layer starts as it "
          "was. Export folds the adapter into W.")
+FORMULA = "LoRA: W′ = W + (α/r)·B·A; W and b frozen, only A and B train"
 LORA_ALPHA = Param(
     "lora_alpha", "float", 8.0, minimum=0.0,
     help="LoRA α: the adapter's output is scaled by α / r, so changing r keeps the size of "
