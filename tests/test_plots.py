@@ -243,3 +243,10 @@ def test_redraws_slow_down_when_drawing_is_slow(plots, monkeypatch):
     plots.add([StepRecord(1, 71, 1, 1, 0.5, 0.0, 0.0)])
     plots.redraw()
     assert module.REDRAW_MS <= plots.timer.interval() < 800
+
+
+def test_empty_plots_show_plain_axes(plots):
+    plots.redraw()
+    for plot in (plots.loss_plot, plots.val_plot):
+        (x0, x1), (y0, y1) = plot.viewRange()
+        assert (x0, y0, y1) == (0, 0, 1) and x1 >= 1  # not the reset's 1e-9 view

@@ -72,7 +72,9 @@ def _fit(plot: pg.PlotItem, curves: list[tuple[np.ndarray, np.ndarray]], log: bo
     xs = [x.max() for x, _y in curves if len(x)]
     ys = [y[np.isfinite(y) & ((y > 0) if log else True)] for _x, y in curves]
     ys = [y for y in ys if len(y)]
-    if not xs or not ys:
+    if not xs or not ys:  # nothing to show: plain axes, not the reset's 1e-9 view
+        if plot.viewRange()[0][1] < 1e-6:
+            plot.setRange(xRange=(0, floor), yRange=fixed_y or (0, 1), padding=0)
         return
     (_x0, x1), (y0, y1) = plot.viewRange()
     top = max(xs)
