@@ -209,7 +209,9 @@ class ParallelTrainer(Trainer):
             self.model = self.full
         scheduler = self.scheduler
         self.trainable = [p for p in self.train_module.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.settings, self.trainable, self.device)
+        # a stage of frozen nodes only steps an empty tensor: torch refuses no parameters
+        held = self.trainable or [nn.Parameter(torch.zeros(0, device=self.device))]
+        self.optimizer = make_optimizer(self.settings, held, self.device)
         self.scheduler = make_scheduler(self.settings, self.optimizer)
         if scheduler is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(scheduler.state_dict())
@@ -299,6 +301,21 @@ class ParallelTrainer(Trainer):
     def regression_scores(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float] | None:
         return super().regression_scores(x, y) if self.rank == 0 else None
 
+    def penalty(self) -> torch.Tensor | float:
+        """Under FSDP each process adds λ·Σ over its own shards: their gradients are the
+        whole penalty's for those shards (the loss's come averaged from the other ranks)."""
+        if self.strategy != "fsdp":
+            return super().penalty()
+        from torch.distributed.tensor import DTensor
+
+        s, total = self.settings, 0.0
+        local = [p.to_local() if isinstance(p, DTensor) else p for p in self.penalised]
+        if s.l1:
+            total = total + s.l1 * sum(p.abs().sum() for p in local)
+        if s.l2:
+            total = total + s.l2 * sum(p.pow(2).sum() for p in local)
+        return total
+
     def _nonfinite_message(self, xb: torch.Tensor, rng: torch.Tensor | None,
                            value: float) -> str:
         return (f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss "
@@ -338,7 +355,7 @@ class ParallelTrainer(Trainer):
         value, samples = self._reduce(mine.detach(), len(xb) if losses else 0)
         if not math.isfinite(value):
             raise TrainingError(self._nonfinite_message(xb, None, value))
-        if s.l1 or s.l2:  # Σ over weights: each stage adds its own part's gradient
+        if (s.l1 or s.l2) and self.penalised:  # a sum: each stage adds its part's gradient
             (self.penalty() * share).backward()
         if (self.batch + 1) % s.accumulate == 0 or last:
             self._update(None)
