@@ -149,14 +149,15 @@ def run(args: argparse.Namespace) -> int:
     if args.microbatches is not None and args.parallel != "pipeline":
         raise CliError("--microbatches splits batches between pipeline stages: use it with "
                        "--parallel pipeline", code=2)
-    if world > 1:
+    import torch.distributed as dist
+
+    own_group = world > 1 and not dist.is_initialized()  # a calling program's group is kept
+    if own_group:
         _init_distributed(args.device)
     try:
         return _run(project, args)
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
+        if own_group:
             dist.destroy_process_group()
 
 

@@ -73,11 +73,13 @@ def plan_stages(model: fx.GraphModule, stages: int) -> list[list[str]]:
     nodes = [n for n in model.graph.nodes if n.op not in ("placeholder", "output")]
     cuts = cut_points(model)
     if len(cuts) < stages - 1:
-        where = ", ".join(nodes[k - 1].name for k in cuts) or "none"
-        raise TrainingError(
-            f"the graph cannot be split into {stages} pipeline stages: only {len(cuts)} "
-            f"node boundaries carry a single tensor (after: {where}); run "
-            f"{len(cuts) + 1} processes or fewer")
+        start = f"the graph cannot be split into {stages} pipeline stages: "
+        if not cuts:
+            raise TrainingError(start + "no boundary between its nodes carries a single "
+                                "tensor; train it without --parallel pipeline")
+        where = ", ".join(nodes[k - 1].name for k in cuts)
+        raise TrainingError(start + f"only {len(cuts)} node boundaries carry a single "
+                            f"tensor (after: {where}); run {len(cuts) + 1} processes or fewer")
     sizes = [node_parameters(model, n) for n in nodes]
     prefix = [0]
     for size in sizes:
@@ -130,6 +132,35 @@ def micro_batches(batch: int, wanted: int) -> int:
     return next(d for d in range(min(wanted, batch), 0, -1) if batch % d == 0)
 
 
+def refusal(strategy: str, model: nn.Module, graph: Any, settings: TrainSettings,
+            microbatches: int | None, devices: list[str]) -> str | None:
+    """One sentence for a set-up that `strategy` cannot run as a single process would."""
+    name = f"--parallel {strategy}"
+    if len(set(devices)) > 1:
+        return (f"{name} needs every process on the same kind of device, but these run on "
+                f"{', '.join(sorted(set(devices)))}")
+    if strategy != "pipeline":
+        return None
+    if microbatches is not None and microbatches < 1:
+        return "--microbatches must be 1 or more"
+    batch_norm = next((n for n, m in model.named_children()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+    if batch_norm and (microbatches or len(devices)) > 1:
+        return (f"node {batch_norm} ({graph.nodes[batch_norm]['type']}) would normalise each "
+                f"micro-batch on its own under {name}, so the run would not equal the whole "
+                "batch's; use --microbatches 1 or LayerNorm")
+    tied = shared_parameters(model)
+    if tied:
+        node, other = next(iter(tied.items()))
+        return (f"node {node} shares its weights with node {other}, which {name} cannot keep "
+                "in step across stages")
+    for what, used in (("clip_grad_norm", settings.clip_grad_norm),
+                       ("bfloat16 precision", settings.precision == "bfloat16")):
+        if used:
+            return f"{name} does not support {what} yet; train without it or use --parallel fsdp"
+    return None
+
+
 # -- the trainer --------------------------------------------------------------------------
 class ParallelTrainer(Trainer):
     """A Trainer under torchrun with the model sharded (fsdp) or cut into stages (pipeline);
@@ -154,39 +185,17 @@ class ParallelTrainer(Trainer):
         return None  # the model is spread in distribute(), once its weights are final
 
     def _refuse(self) -> None:
-        """One sentence for each set-up these strategies cannot run as a single process
-        would; every process reaches the same verdict, so all stop together."""
-        name, s = f"--parallel {self.strategy}", self.settings
+        """Every process gathers the others' devices and reaches the same verdict, so all
+        stop together."""
         if self.world < 2:
-            raise TrainingError(f"{name} needs several processes: start it with torchrun "
-                                "--nproc_per_node=N layerlab train …")
-        devices = [None] * self.world
+            raise TrainingError(f"--parallel {self.strategy} needs several processes: start "
+                                "it with torchrun --nproc_per_node=N layerlab train …")
+        devices: list[Any] = [None] * self.world
         dist.all_gather_object(devices, str(self.device.type))
-        if len(set(devices)) > 1:
-            raise TrainingError(f"{name} needs every process on the same kind of device, "
-                                f"but these run on {', '.join(sorted(set(devices)))}")
-        if self.strategy == "fsdp":
-            return
-        if self.microbatches is not None and self.microbatches < 1:
-            raise TrainingError("--microbatches must be 1 or more")
-        batch_norm = next((n for n, m in self.model.named_children()
-                           if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
-        if batch_norm and (self.microbatches or self.world) > 1:
-            typ = self.project.graph.nodes[batch_norm]["type"]
-            raise TrainingError(
-                f"node {batch_norm} ({typ}) would normalise each micro-batch on its own under "
-                f"{name}, so the run would not equal the whole batch's; use --microbatches 1 "
-                "or LayerNorm")
-        tied = shared_parameters(self.model)
-        if tied:
-            node, other = next(iter(tied.items()))
-            raise TrainingError(f"node {node} shares its weights with node {other}, which "
-                                f"{name} cannot keep in step across stages")
-        for what, value in (("clip_grad_norm", s.clip_grad_norm),
-                            ("bfloat16 precision", s.precision == "bfloat16")):
-            if value:
-                raise TrainingError(f"{name} does not support {what} yet; train without it "
-                                    "or use --parallel fsdp")
+        message = refusal(self.strategy, self.model, self.project.graph, self.settings,
+                          self.microbatches, devices)
+        if message:
+            raise TrainingError(message)
 
     # -- spreading the model ----------------------------------------------------------
     def distribute(self) -> None:
