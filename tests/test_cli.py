@@ -111,7 +111,8 @@ def test_examples_list_and_write(tmp_path, capsys):
     code, out, _ = run(capsys, "examples")
     assert code == 0 and out.split()[0] == "spiral"
     assert {line.split()[0] for line in out.splitlines()} == {
-        "spiral", "mnist-mlp", "digits-mlp", "lenet5", "resnet-block", "tiny-transformer"}
+        "spiral", "mnist-mlp", "digits-mlp", "lenet5", "resnet-block", "tiny-transformer",
+        "tiny-gpt"}
     target = tmp_path / "lenet.layerlab.json"
     code, _, _ = run(capsys, "examples", "lenet5", "-o", str(target))
     assert code == 0

@@ -8,12 +8,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 import layerlab
 from explain_twins import check
+from layerlab.cli import main
+from layerlab.core.explain import explain_node
 from layerlab.core.generate import GenerateError, generate
 from layerlab.core.layers.gpt import CausalSelfAttention, GPTBlock, TokenPositionEmbedding
 from layerlab.core.settings import settings_from
+from layerlab.core.text_data import ADDITION_VOCAB, decode, encode
 from layerlab.core.trainer import Trainer
 
 from conftest import EXAMPLES
@@ -193,3 +197,36 @@ def test_generation_is_deterministic_with_a_seed_and_greedy_follows_the_model():
         ids = torch.cat([ids, torch.tensor([token])])
     with pytest.raises(GenerateError, match="the prompt is empty"):
         generate(model, [], 2)
+
+
+def test_generate_on_the_command_line_writes_what_the_model_says(tmp_path, capsys):
+    torch.manual_seed(6)
+    model = layerlab.build_model(tiny_gpt().project.graph)
+    weights = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), str(weights))
+    example = str(EXAMPLES / "tiny-gpt.layerlab.json")
+    assert main(["generate", example, "--weights", str(weights), "--prompt", "38+47=",
+                 "-n", "3"]) == 0
+    made = generate(model, encode("38+47=", ADDITION_VOCAB), 3, temperature=0, context=8)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "38+47=" + decode(list(made.tokens), ADDITION_VOCAB)
+    shown = [float(line.split()[-1]) for line in lines[2:]]
+    assert shown == pytest.approx(made.probabilities, abs=5e-4)
+    assert main(["generate", example, "--weights", str(weights), "--prompt", "3a"]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "--prompt: 'a' is not in the vocabulary '0123456789+='"
+
+
+def test_every_node_of_the_tiny_gpt_agrees_with_autograd():
+    g = layerlab.load_project(EXAMPLES / "tiny-gpt.layerlab.json").graph
+    torch.manual_seed(8)
+    model = layerlab.build_model(g)
+    x = torch.randint(0, 12, (4, 8))
+    trace = layerlab.trace_step(g, model, x, torch.randint(0, 12, (4, 8)), keep=4)
+    for node in g:
+        e = explain_node(trace, g, node, sample=2)
+        assert e.matches or g.nodes[node]["type"] in ("Input", "TokenPositionEmbedding"), \
+            (node, e.max_diff)
+    embed = explain_node(trace, g, "embed", sample=2)
+    for key in ("embed.token.weight", "embed.position"):
+        torch.testing.assert_close(embed.param_grads[key], trace.param_grads[key])

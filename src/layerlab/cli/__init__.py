@@ -26,6 +26,8 @@ COMMANDS = {
     "sweep": "train every combination of a few settings, each as its own run, and compare",
     "lessons": "list the ready experiments (optimizers, over-fitting, …) or run one",
     "trace": "record one training step node by node, with gradient-health verdicts",
+    "generate": "let a trained next-token model continue a prompt, with each character's "
+                "probability",
     "export": "export a trained model: onnx, pt2, python, safetensors",
     "datasets": "list the datasets, their shapes and classes",
     "new": "write a starter project sized to your own table or image folder",
