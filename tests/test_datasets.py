@@ -223,7 +223,8 @@ def test_csv_bad_rows_are_reported_by_row_and_column(tmp_path):
 
 def test_every_dataset_is_listed_with_shapes_and_classes():
     assert list(DATASETS) == ["spiral", "circles", "xor", "gaussian", "moons", "digits",
-                              "mnist", "fashion-mnist", "csv", "imagefolder"]
+                              "mnist", "fashion-mnist", "csv", "imagefolder", "addition",
+                              "reverse", "text"]
     for info in DATASETS.values():
         assert info.sample_shape and info.classes and info.description
 

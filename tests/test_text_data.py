@@ -7,10 +7,14 @@ import re
 import pytest
 import torch
 
-from layerlab.core.datasets import DATASETS, DatasetError, fit_to_input, load_dataset
+import layerlab
+from layerlab.core.datasets import DATASETS, DatasetError, fit_to_input, load_dataset, with_data
 from layerlab.core.insight import preview_training
 from layerlab.core.objective import make_objective
 from layerlab.core.text_data import ADDITION_VOCAB, decode, exact_answers
+from layerlab.core.trainer import Trainer
+
+from conftest import EXAMPLES
 
 SUM = re.compile(r"^(\d+)\+(\d+)=(\d+)$")
 
@@ -148,3 +152,15 @@ def test_the_preview_shows_text_not_token_ids():
     labelled = preview_training({"dataset": {"name": "reverse",
                                              "options": {"task": "classify"}}})
     assert {row[1] for row in labelled.x.tolist()} == {"wrong", "right"}
+
+
+def test_a_text_file_needs_an_embedding_row_for_each_of_its_characters(tmp_path):
+    (tmp_path / "abc.txt").write_text("the quick brown fox jumps", encoding="utf-8")
+    project = layerlab.load_project(EXAMPLES / "tiny-gpt.layerlab.json")
+    project.training["dataset"] = {"name": "text", "options": {"context": 8}}
+    project.training = with_data(project.training, str(tmp_path / "abc.txt"))
+    assert project.training["dataset"]["name"] == "text"  # a file, but not a table
+    with pytest.raises(DatasetError, match="TokenPositionEmbedding embed has "
+                                           "num_embeddings=12, but dataset text has token "
+                                           "ids up to 19; set it to at least 20"):
+        Trainer(project)

@@ -41,6 +41,7 @@ from layerlab.core.datasets import (
 from layerlab.core.tables import TableError, read_table
 
 TABLE_FILTER = "Tables (*.csv *.tsv *.txt);;All files (*)"
+TEXT_FILTER = "Text (*.txt *.md);;All files (*)"
 
 
 class DataPanel(QWidget):
@@ -156,8 +157,8 @@ class DataPanel(QWidget):
         name, options = self._dataset()
         if not options.get("path"):
             self.changes = []
-            self.problems.setText(f"Choose the {'table' if name == 'csv' else 'image folder'}"
-                                  " to train on.")
+            what = {"csv": "table", "text": "text file"}.get(name, "image folder")
+            self.problems.setText(f"Choose the {what} to train on.")
             self.fit.hide()
             return
         data = self.data()
@@ -178,6 +179,8 @@ class DataPanel(QWidget):
             self.doc.project.path)).parent)
         if name == "imagefolder":
             path = QFileDialog.getExistingDirectory(self, "Image folder", start)
+        elif name == "text":
+            path, _ = QFileDialog.getOpenFileName(self, "Text file", start, TEXT_FILTER)
         else:
             path, _ = QFileDialog.getOpenFileName(self, "Table", start, TABLE_FILTER)
         if path:

@@ -304,12 +304,14 @@ FILE_DATASETS = ("csv", "imagefolder", "text")
 def with_data(training: dict[str, Any], path: str | None, target: str | None = None,
               task: str | None = None) -> dict[str, Any]:
     """A copy of a training section reading the user's data at `path` (a folder: the
-    imagefolder dataset; a file: csv), with the csv target column and task if given. The
-    same dataset keeps its other options; another starts from its defaults."""
+    imagefolder dataset; a file: csv, or text where the project reads text), with the csv
+    target column and task if given. The same dataset keeps its other options; another
+    starts from its defaults."""
     dataset = dict(training["dataset"])
     options = dict(dataset.get("options", {}))
     if path is not None:
-        name = "imagefolder" if Path(path).expanduser().is_dir() else "csv"
+        name = "imagefolder" if Path(path).expanduser().is_dir() else \
+            "text" if dataset.get("name") == "text" else "csv"
         if name != dataset.get("name"):
             options = {}
         dataset["name"] = name

@@ -96,8 +96,10 @@ def check_token_ids(graph: nx.DiGraph, input_node: str, data: Dataset) -> None:
     for node in graph.successors(input_node):
         attrs = graph.nodes[node]
         size = attrs.get("params", {}).get("num_embeddings")
-        if attrs.get("type") == "Embedding" and isinstance(size, int) and largest >= size:
-            raise DatasetError(f"Embedding {node} has num_embeddings={size}, but dataset "
+        kind = attrs.get("type")
+        if kind in ("Embedding", "TokenPositionEmbedding") and isinstance(size, int) and \
+                largest >= size:
+            raise DatasetError(f"{kind} {node} has num_embeddings={size}, but dataset "
                                f"{data.name} has token ids up to {largest}; set it to at "
                                f"least {largest + 1}")
 

@@ -169,7 +169,8 @@ REVERSE_OPTIONS = (
     *_common(4000),
 )
 TEXT_OPTIONS = (
-    Param("path", "text", "", help="The UTF-8 text file to read."),
+    Param("path", "text", "", help="The UTF-8 text file to read; relative to the project "
+          "file."),
     Param("context", "int", 32, minimum=1, maximum=100_000,
           help="Characters each sample reads."),
     Param("stride", "int", 1, minimum=1, help="Characters between the starts of samples."),
