@@ -15,6 +15,8 @@ from explain_twins import check
 from layerlab.cli import main
 from layerlab.core.explain import explain_node
 from layerlab.core.generate import GenerateError, generate
+from layerlab.core.gpt_parts import open_block, rename_weights
+from layerlab.core.groups import members
 from layerlab.core.layers.gpt import CausalSelfAttention, GPTBlock, TokenPositionEmbedding
 from layerlab.core.settings import settings_from
 from layerlab.core.text_data import ADDITION_VOCAB, decode, encode
@@ -230,3 +232,29 @@ def test_every_node_of_the_tiny_gpt_agrees_with_autograd():
     embed = explain_node(trace, g, "embed", sample=2)
     for key in ("embed.token.weight", "embed.position"):
         torch.testing.assert_close(embed.param_grads[key], trace.param_grads[key])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_a_gpt_block_opened_into_a_group_of_its_parts_computes_the_same(dropout):
+    g = layerlab.load_project(EXAMPLES / "tiny-gpt.layerlab.json").graph
+    g.nodes["block1"]["params"]["dropout"] = dropout
+    opened, mapping = open_block(g, "block1")
+    assert "block1" not in opened and members(opened, "block1")[:2] == ["block1_ln1",
+                                                                        "block1_attn"]
+    assert ("block1_drop1" in opened) == bool(dropout)
+    assert "block1" in g and list(opened)[2] == "block1_ln1"  # in place; g is unchanged
+    with pytest.raises(ValueError, match="norm is a LayerNorm, not a GPTBlock"):
+        open_block(g, "norm")
+    shapes = layerlab.infer_shapes(opened)
+    assert shapes["block1_res2"] == (8, 32) and shapes["block1_fc"] == (8, 128)
+    torch.manual_seed(9)
+    block, parts = layerlab.build_model(g), layerlab.build_model(opened)
+    parts.load_state_dict(rename_weights(block.state_dict(), mapping), strict=True)
+    x = torch.randint(0, 12, (3, 8))
+    for mode in ("eval", "train"):
+        getattr(block, mode)()
+        getattr(parts, mode)()
+        torch.manual_seed(2)
+        expected = block(x)
+        torch.manual_seed(2)  # the same dropout masks, drawn in the same order
+        torch.testing.assert_close(parts(x), expected)
