@@ -28,7 +28,8 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 def residual_spiral(tmp_path: Path, name: str = "res", **training) -> Path:
-    """The spiral MLP with a skip connection (tanh1 → Add after tanh2), fc1 frozen, L2."""
+    """The spiral MLP with a skip connection (tanh1 → Add after tanh2), its head fc3 frozen,
+    L2 and gradient clipping (a stage of each pipeline holds gradients to clip)."""
     data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
     graph = data["graph"]
     graph["nodes"].insert(4, {"id": "skip", "type": "Add", "params": {}, "pos": [0, 0]})
@@ -38,11 +39,11 @@ def residual_spiral(tmp_path: Path, name: str = "res", **training) -> Path:
                        {"source": "tanh1", "target": "skip", "port": 1},
                        {"source": "skip", "target": "fc3"}]
     for node in graph["nodes"]:
-        if node["id"] == "fc1":
+        if node["id"] == "fc3":
             node["frozen"] = True
     data["training"].update({"dataset": {"name": "spiral", "options": {"n_samples": 300},
                                          "validation_split": 0.2},
-                             "epochs": 2, "l2": 0.001, **training})
+                             "epochs": 2, "l2": 0.001, "clip_grad_norm": 0.1, **training})
     path = tmp_path / f"{name}.layerlab.json"
     path.write_text(json.dumps(data))
     return path
@@ -83,11 +84,11 @@ def test_what_the_strategies_refuse_is_said_in_one_sentence(tmp_path):
     assert refusal("fsdp", model, project.graph, settings, None, ["cpu", "cuda"]) == (
         "--parallel fsdp needs every process on the same kind of device, but these run on "
         "cpu, cuda")
-    clipped = settings_from({**project.training, "clip_grad_norm": 1.0})
-    assert refusal("pipeline", model, project.graph, clipped, None, ["cpu"] * 2) == (
-        "--parallel pipeline does not support clip_grad_norm yet; train without it or use "
+    bf16 = settings_from({**project.training, "precision": "bfloat16"})
+    assert refusal("pipeline", model, project.graph, bf16, None, ["cpu"] * 2) == (
+        "--parallel pipeline does not support bfloat16 precision yet; train in float32 or use "
         "--parallel fsdp")
-    assert refusal("fsdp", model, project.graph, clipped, None, ["cpu"] * 2) is None
+    assert refusal("fsdp", model, project.graph, bf16, None, ["cpu"] * 2) is None
     model.fc3.weight = model.fc1.weight  # tied as an embedding and its output head are
     assert refusal("pipeline", model, project.graph, settings, None, ["cpu"] * 2) == (
         "node fc3 shares its weights with node fc1, which --parallel pipeline cannot keep "
@@ -148,7 +149,8 @@ def one_layer_project(tmp_path: Path) -> Path:
 def test_fsdp_and_pipeline_on_two_processes_equal_one_process(tmp_path):
     """fsdp: 11 samples per process; pipeline: 22 a batch, 2 stages, 4 micro-batches asked
     (22 splits into 2, the last batch of 20 into 4); one process: batches of 22. Adam, L2, a
-    frozen node and a skip connection; 240 training samples, so the last batch is short."""
+    frozen node, gradient clipping and a skip connection; 240 training samples, so the
+    last batch is short."""
     project = str(residual_spiral(tmp_path))
     fsdp, pipe, one = tmp_path / "fsdp", tmp_path / "pipe", tmp_path / "one"
     common = ["--device", "cpu", "--epochs", "2"]

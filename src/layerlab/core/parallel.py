@@ -154,10 +154,9 @@ def refusal(strategy: str, model: nn.Module, graph: Any, settings: TrainSettings
         node, other = next(iter(tied.items()))
         return (f"node {node} shares its weights with node {other}, which {name} cannot keep "
                 "in step across stages")
-    for what, used in (("clip_grad_norm", settings.clip_grad_norm),
-                       ("bfloat16 precision", settings.precision == "bfloat16")):
-        if used:
-            return f"{name} does not support {what} yet; train without it or use --parallel fsdp"
+    if settings.precision == "bfloat16":
+        return (f"{name} does not support bfloat16 precision yet; train in float32 or use "
+                "--parallel fsdp")
     return None
 
 
@@ -367,8 +366,20 @@ class ParallelTrainer(Trainer):
         if (s.l1 or s.l2) and self.penalised:  # a sum: each stage adds its part's gradient
             (self.penalty() * share).backward()
         if (self.batch + 1) % s.accumulate == 0 or last:
-            self._update(None)
+            if s.clip_grad_norm:
+                self._clip_across_stages(s.clip_grad_norm)
+            self._update(None)  # its clip, stage by stage, then finds nothing to clip
         return value, samples
+
+    def _clip_across_stages(self, max_norm: float) -> None:
+        """clip_grad_norm_ over gradients that several stages hold: the total norm from
+        every stage's squared norms, and torch's coefficient max / (norm + 1e-6) ≤ 1."""
+        grads = [p.grad for p in self.trainable if p.grad is not None]
+        squares = (torch.stack([g.norm() for g in grads]).pow(2).sum() if grads
+                   else torch.zeros((), device=self.device))
+        dist.all_reduce(squares)
+        if grads:
+            torch._foreach_mul_(grads, (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0))
 
     def _schedule(self, batch: int) -> Any:
         """The GPipe schedule for batches of this size (a stage fixes its micro-batch
