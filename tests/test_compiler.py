@@ -125,7 +125,7 @@ class TokensAndPositions(nn.Module):
 class TinyGPT(nn.Module):
     def __init__(self):
         super().__init__()
-        self.embed = TokensAndPositions(12, 32, 8)
+        self.embed = TokensAndPositions(12, 32, 9)
         self.block1, self.block2 = GPTBlockTwin(32, 4), GPTBlockTwin(32, 4)
         self.norm, self.head = nn.LayerNorm(32), nn.Linear(32, 12)
 

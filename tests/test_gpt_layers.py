@@ -21,6 +21,7 @@ from layerlab.core.layers.gpt import CausalSelfAttention, GPTBlock, TokenPositio
 from layerlab.core.settings import settings_from
 from layerlab.core.text_data import ADDITION_VOCAB, decode, encode
 from layerlab.core.trainer import Trainer
+from layerlab.core.weights import load_weights, save_weights
 
 from conftest import EXAMPLES
 from helpers import chain_graph
@@ -258,3 +259,30 @@ def test_a_gpt_block_opened_into_a_group_of_its_parts_computes_the_same(dropout)
         expected = block(x)
         torch.manual_seed(2)  # the same dropout masks, drawn in the same order
         torch.testing.assert_close(parts(x), expected)
+
+
+def test_the_pretrained_body_loads_into_a_sum_checker(tmp_path):
+    """Pre-training then fine-tuning: the tiny GPT's weights (max_len 9) fit a classifier
+    that reads the whole sum ([9] tokens) and says whether it is correct; only the new
+    head is left out, and a step of fine-tuning reaches the body."""
+    pretrained = tiny_gpt()
+    weights = tmp_path / "gpt.safetensors"
+    save_weights(pretrained.model, weights)
+    project = layerlab.load_project(EXAMPLES / "tiny-gpt.layerlab.json")
+    g = project.graph
+    g.nodes["input"]["params"]["shape"] = [9]
+    g.remove_node("scores")
+    g.add_node("last", type="Select", params={"dim": 1, "index": -1})
+    g.nodes["head"]["params"]["out_features"] = 2
+    g.add_edges_from([("norm", "last"), ("last", "head"), ("head", "loss")])
+    g.remove_edge("norm", "head")
+    project.training["dataset"] = {"name": "addition", "validation_split": 0.2,
+                                   "options": {"task": "classify", "n_samples": 320}}
+    checker = Trainer(project, settings_from(project.training, device="cpu"))
+    report = load_weights(checker.model, weights)
+    assert {key for key, _ in report.skipped} == {"head.weight", "head.bias"}
+    torch.testing.assert_close(checker.model.block1.attn.qkv.weight,
+                               pretrained.model.block1.attn.qkv.weight)
+    body = checker.model.block1.attn.qkv.weight.detach().clone()
+    checker.train_one_batch()  # fine-tuning moves the pre-trained body too
+    assert not torch.equal(checker.model.block1.attn.qkv.weight, body)
