@@ -12,10 +12,16 @@
   flows through the stages as `--microbatches` micro-batches (GPipe schedule).
 
 Either way the losses equal a single process's with the global batch, to floating-point
-rounding. Rank 0 keeps a plain full copy of the model: at the end of each epoch (and when a
-run stops) every process sends it its part of the weights and optimizer state, so rank 0
-alone evaluates and writes weights.safetensors and checkpoint.pt with the keys of a
-single-process run (which that run can resume).
+rounding, unless the model draws random numbers (Dropout): each process then draws its own
+masks, as under DDP, and the runs agree only in distribution. Refused, in one sentence: a
+mix of device kinds; under pipeline, BatchNorm with several micro-batches (it would
+normalise each micro-batch alone), weights tied across nodes, bfloat16. Gradient health
+(the CLI's warnings) is not gathered under these strategies.
+
+Rank 0 keeps a plain full copy of the model: at the end of each epoch (and when a run stops)
+every process sends it its part of the weights and optimizer state, so rank 0 alone
+evaluates and writes weights.safetensors and checkpoint.pt with the keys of a single-process
+run (which any run, one process or several, can resume).
 """
 
 from __future__ import annotations
