@@ -19,6 +19,11 @@ import torch
 from torch import nn
 
 
+class Boom(nn.Module):
+    def __init__(self):
+        raise RuntimeError("kaboom in init")
+
+
 class Net(nn.Module):
     def __init__(self, num_classes=3):
         super().__init__()
@@ -167,6 +172,10 @@ def test_refusals_name_the_op_and_its_line(model_file, tmp_path, capsys, name, m
     (["{model}"], ["file.py:Name"]),
     (["{model}:Net", "--args", "[1]"], ["must be a JSON object", "--args"]),
     (["{model}:Net", "--input-shape", "3,x"], ["--input-shape"]),
+    (["{model}:Boom"], ["building Boom", "RuntimeError: kaboom in init"]),
+    (["{model}:Net", "--args", '{"num_classes": -1}'], ["building Net", "negative"]),
+    (["{model}:Net", "--input-shape", "1,8,8"], ["cannot run on the input shape [1, 8, 8]",
+                                                  "--input-shape"]),
 ])
 def test_bad_sources_are_refused_in_one_sentence(model_file, tmp_path, capsys, argv, words):
     out = tmp_path / "o.layerlab.json"

@@ -8,6 +8,7 @@ stays open to be corrected.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
 
 W = TypeVar("W", bound=QWidget)
+
+log = logging.getLogger("layerlab")
 
 
 def _named(widget: W, name: str, accessible: str, tip: str) -> W:
@@ -119,6 +122,11 @@ class ImportDialog(QDialog):
                                         parse_kwargs(self.args.text()))
         except ImportRefused as exc:
             self.error.setText(str(exc))
+            return
+        except Exception as exc:  # a bug of ours or torch's: said, logged, never lost
+            log.error("import failed", exc_info=exc)
+            first = next(iter(str(exc).splitlines()), "")
+            self.error.setText(f"The import failed: {type(exc).__name__}: {first}")
             return
         finally:
             QGuiApplication.restoreOverrideCursor()

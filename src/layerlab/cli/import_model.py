@@ -41,9 +41,13 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_file(path)
     try:
-        shape, kwargs = parse_shape(args.input_shape), parse_kwargs(args.args)
+        shape = parse_shape(args.input_shape)
     except ImportRefused as exc:
-        raise CliError(f"{exc} (--input-shape, --args)", 2) from None
+        raise CliError(f"{exc} (--input-shape)", 2) from None
+    try:
+        kwargs = parse_kwargs(args.args)
+    except ImportRefused as exc:
+        raise CliError(f"{exc} (--args)", 2) from None
     try:
         result = import_model(args.source, shape, kwargs)
     except ImportRefused as exc:

@@ -38,7 +38,23 @@ def read(source: str, input_shape: Sequence[int] | None,
     from layerlab.core import import_fx
 
     shape = tuple(input_shape) if input_shape else DEFAULT_SHAPE
+    _runs_on(module, shape, source, given=bool(input_shape))
     return import_fx.from_module(module, shape, name)
+
+
+def _runs_on(module: torch.nn.Module, shape: tuple[int, ...], source: str,
+             given: bool) -> None:
+    """Run the model once on a batch of that shape, so that an input shape that does not
+    fit (a 1-channel network fed the default 3×224×224) is one sentence, not torch's trace."""
+    try:
+        with torch.no_grad():
+            module(torch.zeros(2, *shape))
+    except Exception as exc:  # the model's own code: anything may go wrong in it
+        first = next(iter(str(exc).splitlines()), type(exc).__name__)
+        what = f"the input shape {list(shape)}" if given else \
+            f"the default input shape {list(shape)}"
+        raise ImportRefused(f"{source}: the model cannot run on {what} ({first}); give the "
+                            "shape of one sample with --input-shape, e.g. 1,28,28") from None
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -85,6 +101,9 @@ def build(source: str, args: dict[str, Any]) -> tuple[torch.nn.Module, str]:
     except TypeError as exc:
         raise ImportRefused(f"{source}: calling {attr} with {args or 'no arguments'} "
                             f"failed ({exc}); pass its arguments with --args") from None
+    except Exception as exc:  # the model's own code raised while it was being built
+        raise ImportRefused(f"{source}: building {attr} with {args or 'no arguments'} "
+                            f"failed ({type(exc).__name__}: {exc})") from None
     if not isinstance(model, torch.nn.Module):
         raise ImportRefused(f"{source}: {attr} returned a {type(model).__name__}, not a "
                             "torch.nn.Module")
