@@ -112,6 +112,9 @@ def test_layerlab_lessons_lists_and_runs_one_beside_its_project(tmp_path, capsys
     assert main(["lessons"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listed[1:]] == NAMES
+    assert main(["lessons", "sigmoid-relu", "--dir", str(tmp_path), "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
     assert main(["lessons", "sigmoid-relu", "--dir", str(tmp_path), "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert load_lesson("sigmoid-relu").look_for in out

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         lesson = load_lesson(args.name)
     except KeyError as exc:
         raise CliError(str(exc.args[0]), 2) from None
+    for option, value in (("--epochs", args.epochs), ("--workers", args.workers)):
+        if value is not None and value < 1:  # refused before anything is written
+            raise CliError(f"{option} must be at least 1, not {value}", 2)
     folder = Path(args.dir)
     path = _write_project(lesson, folder, args.force)
     print(f"{lesson.title}\n{lesson.look_for}\nproject → {path}", flush=True)
