@@ -108,7 +108,7 @@ def test_parallel_runs_need_torchrun(tmp_path, capsys):
 
 
 DRIVER = """
-import json, sys
+import json, os, sys
 import torch.distributed as dist
 from layerlab.cli import main
 
@@ -116,7 +116,8 @@ dist.init_process_group("gloo")  # one group for all runs: torchrun starts once
 runs = json.loads(sys.argv[1])
 codes = [main(args) for args in runs]
 dist.destroy_process_group()
-print("codes", json.dumps(codes))
+sys.stdout.flush()  # one write per process: print's pieces interleave between the two
+os.write(1, f"codes {json.dumps(codes)}\\n".encode())
 """
 
 
