@@ -187,3 +187,19 @@ def test_a_run_that_cannot_start_is_kept_as_failed_with_its_sentence(tmp_path, c
     assert f"[1/1] lr=0.1: failed in 0.0 s; {run.message}" in out
     (row,) = rows(runs_folder(project) / "summary.csv")
     assert row["status"] == "failed" and row["final_val_loss"] == ""
+
+
+def test_out_with_files_layerlab_did_not_write_is_refused_without_force(small_spiral, tmp_path,
+                                                                         capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("hi")
+    argv = ["sweep", str(small_spiral), "--set", "lr=0.1", "--epochs", "1", "--out",
+            str(foreign)]
+    assert main(argv) == 1
+    assert "holds files LayerLab did not write (notes.txt); use --force" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert main([*argv, "--force"]) == 0
+    assert main([*argv[:-2], "--out", str(foreign / "sweeps")]) == 0  # a new folder: ours
+    assert main([*argv[:-2], "--out", str(foreign / "sweeps")]) == 0  # runs and a summary

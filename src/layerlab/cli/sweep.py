@@ -19,8 +19,9 @@ from types import FrameType
 from layerlab.cli import CliError
 from layerlab.cli.common import check_folder, read_project, write_failed
 from layerlab.core.project import Project
-from layerlab.core.runs import RunInfo, runs_folder
+from layerlab.core.runs import RUN_JSON, RunInfo, runs_folder
 from layerlab.core.sweep import (
+    SUMMARY,
     TRAINING_KEYS,
     SweepError,
     default_workers,
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run")
     parser.add_argument("--out", metavar="DIR", help="where the run folders and summary.csv "
                         "go (default: the project's runs folder, NAME.runs/)")
+    parser.add_argument("--force", action="store_true", help="write into DIR even when it "
+                        "holds files LayerLab did not write")
     parser.add_argument("--workers", type=int, metavar="N", help="runs trained at once, "
                         "in processes (default: one per two idle cores, at least 1)")
 
@@ -50,8 +53,23 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("sweep: give at least one --set KEY=V1,V2,… (for example "
                        "--set optimizer=sgd,adam)", 2)
     out = Path(args.out) if args.out else runs_folder(args.file)
+    if args.out and not args.force:  # the project's own runs folder is ours
+        check_sweep_folder(out)
     return sweep(project, args.file, args.sets, out, epochs=args.epochs,
                  workers=args.workers)
+
+
+def check_sweep_folder(out: Path) -> None:
+    """Refuse a folder that holds anything but run folders and a summary.csv, as `train
+    --out` refuses one with files LayerLab did not write: a sweep writes summary.csv there."""
+    if not out.is_dir():
+        return
+    foreign = sorted(child.name for child in out.iterdir() if child.name != SUMMARY
+                     and not (child / RUN_JSON).is_file())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
+        raise CliError(f"{out} holds files LayerLab did not write ({shown}); use --force to "
+                       "write the sweep there anyway, or choose another --out")
 
 
 def sweep(project: Project, file: str, sets: list[str], out: Path, *,

@@ -50,6 +50,7 @@ from layerlab.core.validation import FIELDS
 TRAINING_KEYS = {"optimizer": "optimizer.name", "lr": "optimizer.lr",
                  "batch_size": "batch_size", "epochs": "epochs", "l1": "l1", "l2": "l2",
                  "seed": "seed"}
+SUMMARY = "summary.csv"
 SUMMARY_METRICS = ("final_val_loss", "best_val_loss", "final_val_accuracy",
                    "best_val_accuracy", "seconds")
 STOP_CHECK_S = 0.1  # how often a run looks whether the sweep was asked to stop
@@ -295,7 +296,7 @@ def run_sweep(plans: Sequence[PlannedRun], out_dir: Path, workers: int = 1,
     else:
         done = _run_in_processes(plans, out_dir, workers, listener, stop)
     runs = [done[i] for i in sorted(done)]
-    write_summary(out_dir / "summary.csv", [p for i, p in enumerate(plans) if i in done], runs)
+    write_summary(out_dir / SUMMARY, [p for i, p in enumerate(plans) if i in done], runs)
     return runs
 
 
