@@ -44,9 +44,8 @@ from monkey_support import (
 )
 
 IDLE_WITHIN_S = 5.0  # a run: from Stop to idle and unlocked
-# A step-through recording cannot be stopped (Stop is off while the controller is idle;
-# finding F4): the graph stays locked until it arrives, ~1 s cold on LeNet-5 here, more on a
-# busy machine. It must still end, or fail, within this.
+# A step-through recording left alone holds the graph until it arrives (~1 s cold on LeNet-5
+# here, more on a busy machine); it must end, or fail, within this. Stop cancels one at once.
 RECORDING_WITHIN_S = 30.0
 SHOWN_ACTIONS = 20
 QT_NOISE = ("This plugin does not support",)  # the offscreen platform's own notices
@@ -231,7 +230,7 @@ class Monkey:
 
     def stop_everything(self) -> str:
         """Stop (Shift+F5) until the run has ended: idle and unlocked within 5 s; then leave
-        step-through (Done), waiting for a recording under way (F4). Train, New and Open
+        step-through (Done) and cancel a recording under way (F4). Train, New and Open
         must then be enabled."""
         win, notes = self.win, []
         controller = win.training.controller
@@ -242,6 +241,9 @@ class Monkey:
             return controller.state == "idle"
 
         def left() -> bool:
+            if win.recording:  # Stop cancels a recording under way (finding F4)
+                key(focused(win), Qt.Key.Key_F5, Qt.KeyboardModifier.ShiftModifier)
+                notes.append("cancelled a recording")
             if win.stepper.active:
                 done = win.stepper_panel.buttons["leave"]
                 if done.isVisible():

@@ -449,6 +449,23 @@ def test_train_is_refused_while_step_through_shows_a_step(window, qtbot):
     assert not window.stepper.active and not window.doc.structure_locked
 
 
+def test_stop_cancels_a_step_through_recording_under_way(window, qtbot):
+    """F4: a recording could not be stopped; the graph stayed locked until it arrived."""
+    stop = window.actions["actionStop"]
+    arrived: list[object] = []  # appended in the torch thread, when the recording is done
+    window.training.controller.worker.traced.connect(arrived.append)
+    qtbot.keyClick(window, Qt.Key.Key_F11)
+    assert window.doc.structure_locked and stop.isEnabled()
+    qtbot.keyClick(window, Qt.Key.Key_F5, Qt.KeyboardModifier.ShiftModifier)
+    assert not window.doc.structure_locked and not stop.isEnabled() and not arrived
+    qtbot.waitUntil(lambda: bool(arrived), timeout=20_000)
+    qtbot.wait(100)  # the window's own (queued) slot has had the recording
+    assert not window.stepper.active and not window.doc.structure_locked
+    qtbot.keyClick(window, Qt.Key.Key_F11)  # a new recording is shown as before
+    qtbot.waitUntil(lambda: window.stepper.active, timeout=20_000)
+    qtbot.keyClick(window, Qt.Key.Key_F11)
+
+
 def test_an_edit_typed_but_not_committed_is_asked_about_before_closing(window, qtbot,
                                                                        monkeypatch):
     """F8: the field committed its edit after the window had closed without asking."""

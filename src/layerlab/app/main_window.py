@@ -56,6 +56,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.setObjectName("mainWindow")
         self.setAccessibleName("LayerLab")
         self.settings = QSettings()
+        self.recording = False  # a step-through recording is under way
         self.actions: dict[str, QAction] = {}
         project = project or example_project(DEFAULT_EXAMPLE)
         place_if_unplaced(project)
@@ -317,6 +318,7 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _wire(self) -> None:
         self.training.controller.worker.traced.connect(self._traced)
+        self.actions["actionStop"].triggered.connect(self.cancel_recording)
         self.training.preview.sampleChosen.connect(self.step_through_sample)
         self.training.controller.worker.failed.connect(self._worker_failed)
         self.stepper.modeChanged.connect(self._step_mode)
@@ -344,7 +346,10 @@ class MainWindow(FilesMixin, QMainWindow):
         self.scene.show_thumbnails(latest.nodes if on else None)
 
     def step_through(self) -> None:
-        """Enter step-through mode on the next batch, or leave it."""
+        """Enter step-through mode on the next batch, or leave it (or cancel its recording)."""
+        if self.recording:
+            self.cancel_recording()
+            return
         if self.stepper.active:
             self.stepper.leave()
             return
@@ -352,9 +357,8 @@ class MainWindow(FilesMixin, QMainWindow):
         if self.doc.analysis.errors:
             self.statusBar().showMessage("Fix the graph's problems first.", 5000)
             return
-        if self.training.controller.trace(keep=min(batch, 256)):
-            self.doc.set_locked(True)
-            self.statusBar().showMessage("Recording one training step…")
+        self._recording(self.training.controller.trace(keep=min(batch, 256)),
+                        "Recording one training step… (Shift+F5 or F11 cancels)")
 
     def step_through_sample(self, index: int) -> None:
         """Step through one chosen sample of the dataset preview (no update is applied)."""
@@ -363,11 +367,30 @@ class MainWindow(FilesMixin, QMainWindow):
         if self.doc.analysis.errors:
             self.statusBar().showMessage("Fix the graph's problems first.", 5000)
             return
-        if self.training.controller.trace_sample(index):
+        self._recording(self.training.controller.trace_sample(index),
+                        f"Recording sample {index}…")
+
+    def _recording(self, started: bool, message: str) -> None:
+        """A recording under way locks the graph; Stop (or F11 again) cancels it."""
+        if started:
+            self.recording = True
             self.doc.set_locked(True)
-            self.statusBar().showMessage(f"Recording sample {index}…")
+            self.actions["actionStop"].setEnabled(True)
+            self.statusBar().showMessage(message)
+
+    def cancel_recording(self) -> None:
+        """Stop during a recording: its result is dropped when it arrives."""
+        if self.recording and not self.stepper.active:
+            self.recording = False
+            self.actions["actionStop"].setEnabled(self.training.controller.state != "idle")
+            self.doc.set_locked(False)
+            self.statusBar().showMessage("Recording cancelled.", 5000)
 
     def _traced(self, trace: object) -> None:
+        if not self.recording:
+            return  # cancelled while it was recorded
+        self.recording = False
+        self.actions["actionStop"].setEnabled(self.training.controller.state != "idle")
         self.stepper.load(trace, self.doc.graph)  # type: ignore[arg-type]
         self.stepper_dock.show()
         self.stepper_dock.raise_()
@@ -386,11 +409,13 @@ class MainWindow(FilesMixin, QMainWindow):
     def _worker_failed(self, message: str) -> None:
         """A failed recording must not leave the graph locked (a failed run unlocks itself)."""
         if not self.stepper.active and self.training.controller.state == "idle":
+            self.recording = False
             self.doc.set_locked(False)
 
     def _step_finished(self) -> None:
         if self.stepper.continuous:
-            self.training.controller.trace(keep=self.stepper.trace.kept["samples"])  # type: ignore
+            self.recording = self.training.controller.trace(
+                keep=self.stepper.trace.kept["samples"])  # type: ignore[attr-defined]
 
     def _reset_weights(self) -> None:
         self.training.controller.reset()
