@@ -244,8 +244,10 @@ def trace_sample(graph: nx.DiGraph, model: torch.fx.GraphModule, objective: Obje
     y = data.y[index:index + 1].to(device)
     try:
         with evaluating(model):
-            return trace_step(graph, model, x, y, keep=1,
-                              loss_fn=lambda out, t: objective.loss(out.float(),
-                                                                    objective.target(t)))
+            trace = trace_step(graph, model, x, y, keep=1,
+                               loss_fn=lambda out, t: objective.loss(out.float(),
+                                                                     objective.target(t)))
+        trace.vocab = data.vocab  # labels of attention maps' positions
+        return trace
     finally:
         model.zero_grad(set_to_none=True)

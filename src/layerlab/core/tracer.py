@@ -21,6 +21,7 @@ import networkx as nx
 import torch
 import torch.fx
 
+from layerlab.core.attention_maps import is_attention, traced_weights
 from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.compiler import NODE_META, build_loss
 from layerlab.core.optimizer_state import (
@@ -143,6 +144,10 @@ class StepTrace:
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     loss_targets: torch.Tensor | None = None
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)
+    # attention nodes: per-head weights [samples, heads, T, T] of the first samples
+    # (core/attention_maps.py); the dataset's characters, to label their positions
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    vocab: tuple[str, ...] = ()
     _param_stats: dict[str, dict[str, Stats]] | None = None
 
     @property
@@ -193,6 +198,8 @@ class StepRecorder(torch.fx.Interpreter):
         self._extras = ExtrasRecorder(keep)
         self._extra_modules = {name for name, m in model.named_children()
                                if name in self._types and wants_extras(m)}
+        self._attention = {name for name, m in model.named_children()
+                           if name in self._types and is_attention(m)}
 
     def _first(self, t: torch.Tensor) -> torch.Tensor:
         return t.detach()[: self.keep].clone().cpu()
@@ -204,6 +211,10 @@ class StepRecorder(torch.fx.Interpreter):
                                    lambda: super(StepRecorder, self).run_node(n))
         else:
             out = super().run_node(n)
+        if n.op == "call_module" and n.target in self._attention:
+            x = self.fetch_args_kwargs_from_env(n)[0][0]
+            self.trace.attention[str(n.target)] = traced_weights(
+                self.fetch_attr(str(n.target)), x, self.keep)
         node = n.meta.get(NODE_META)
         if node is not None and isinstance(out, torch.Tensor):
             self.trace.forward.append((node, self._first(out)))

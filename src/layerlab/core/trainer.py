@@ -336,6 +336,7 @@ class Trainer:
             recorder = StepRecorder(self.model, self.project.graph, keep=self.trace_keep,
                                     optimizer=self.optimizer,
                                     regularisation=Regularisation(s.l1, s.l2, s.clip_grad_norm))
+            recorder.trace.vocab = self.data.vocab  # labels of attention maps' positions
         if s.precision == "bfloat16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 output = recorder.forward(xb) if recorder else (self.ddp or self.model)(xb)
