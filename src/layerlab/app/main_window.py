@@ -21,9 +21,11 @@ from layerlab import __version__
 from layerlab.app import (
     compare_ops,
     edit_ops,
+    generate_ops,
     import_ops,
     layout_ops,
     new_from_data,
+    parts_ops,
     picture,
     runs_ops,
 )
@@ -34,6 +36,7 @@ from layerlab.app.document import Document
 from layerlab.app.file_ops import FilesMixin, example_project, recovery_path
 from layerlab.app.health_view import HealthBadges
 from layerlab.app.inspector import Inspector
+from layerlab.app.model_size import parameter_line
 from layerlab.app.palette import Palette
 from layerlab.app.stepper import Stepper
 from layerlab.app.stepper_dock import StepperDock
@@ -87,6 +90,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self._wire()
         self.compare = compare_ops.install(self)  # Run ▸ Compare…, Help ▸ Lessons
         import_ops.install(self)  # File ▸ Import Model…
+        parts_ops.install(self, generate_ops.install(self).carry)  # Generate…; Open Block
         self._attach(self.doc)
         self.autosave = QTimer(self)
         self.autosave.setObjectName("autosaveTimer")
@@ -474,8 +478,7 @@ class MainWindow(FilesMixin, QMainWindow):
     def update_status(self) -> None:
         errors = len(self.doc.analysis.errors)
         self.valid_label.setText("✓ valid" if not errors else f"✗ {errors} problem(s)")
-        total = sum(self.doc.counts.values())
-        self.params_label.setText(f"{total:,} parameters")
+        self.params_label.setText(parameter_line(self.doc))  # trainable of all, if not all
 
     def _selection_changed(self) -> None:
         nodes = self.scene.selected_nodes()

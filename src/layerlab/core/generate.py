@@ -4,7 +4,7 @@ distribution for the next position (or the most likely one), with its probabilit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +35,14 @@ def _next_scores(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, prompt: Sequence[int], n: int, *, seed: int = 0,
-             temperature: float = 1.0, context: int | None = None) -> Generated:
+             temperature: float = 1.0, context: int | None = None,
+             on_token: Callable[[int, float], None] | None = None) -> Generated:
     """`n` tokens after `prompt`, the model in evaluation mode. Temperature 0 takes the most
     likely token; above 0 it draws from softmax(scores / temperature) with a generator
     seeded by `seed`, so the same seed writes the same tokens. The model reads at most the
     last `context` tokens (its Input's length). Each token's probability is the model's own,
-    at temperature 1."""
+    at temperature 1. `on_token(token, probability)` hears each token as it is drawn (the
+    window shows them as they come)."""
     if not prompt:
         raise GenerateError("the prompt is empty; generation needs at least one token")
     if temperature < 0:
@@ -63,6 +65,8 @@ def generate(model: torch.nn.Module, prompt: Sequence[int], n: int, *, seed: int
                 token = int(torch.multinomial(weights, 1, generator=draw))
             tokens.append(token)
             chances.append(float(probabilities[token]))
+            if on_token is not None:
+                on_token(token, chances[-1])
             ids = torch.cat([ids, ids.new_tensor([token])])
     finally:
         model.train(was)

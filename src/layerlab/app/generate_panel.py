@@ -1,0 +1,192 @@
+"""The Generate panel: a prompt, how many tokens, temperature and seed; the continuation
+appears token by token, each coloured by the probability the model gave it (its tooltip says
+the number), and a table lists them. Only draws: generation runs in the torch thread
+(app/generate_ops.py)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import TypeVar
+
+from PySide6.QtCore import QEvent, Signal
+from PySide6.QtGui import QColor, QFontDatabase, QHelpEvent, QTextCursor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
+
+W = TypeVar("W", bound=QWidget)
+MAX_TOKENS = 2000
+SHOWN = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # characters one cannot see, drawn
+
+
+def shown(text: str) -> str:
+    """A token as the table shows it: blanks and line breaks visible."""
+    return "".join(SHOWN.get(c, c) for c in text)
+
+
+def probability_colour(p: float) -> QColor:
+    """Red (unlikely) through yellow to green (likely), light enough to read text on."""
+    return QColor.fromHsvF(max(0.0, min(1.0, p)) / 3, 0.35, 1.0)
+
+
+class TokenText(QTextBrowser):
+    """The prompt, then each token on its probability's colour; hovering a token tells its
+    probability."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setOpenLinks(False)
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        self.setFont(font)
+        self.tips: list[str] = []
+
+    def begin(self, prompt: str) -> None:
+        self.tips = []
+        self.setHtml(f"<span style='color:#555'>{self._html(prompt)}</span>")
+
+    def add(self, text: str, p: float) -> None:
+        self.tips.append(f"{shown(text)!r}: probability {p:.3f}")
+        colour = probability_colour(p).name()
+        self.moveCursor(QTextCursor.MoveOperation.End)
+        self.insertHtml(f"<a href='token:{len(self.tips) - 1}' style='color:#000; "
+                        f"text-decoration:none; background-color:{colour}'>"
+                        f"{self._html(text)}</a>")
+
+    @staticmethod
+    def _html(text: str) -> str:
+        return escape(text, quote=False).replace("\n", "<br>").replace(" ", "&nbsp;")
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ToolTip and isinstance(event, QHelpEvent):
+            anchor = self.anchorAt(event.pos())
+            if anchor.startswith("token:"):
+                QToolTip.showText(event.globalPos(), self.tips[int(anchor[6:])], self)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().viewportEvent(event)
+
+
+class GeneratePanel(QWidget):
+    """Asks for a generation (`requested`) and shows what the torch thread sends back."""
+
+    requested = Signal(str, int, float, int)  # prompt, tokens, temperature, seed
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("generatePanel")
+        self.setAccessibleName("Generate")
+        self.prompt = self._named(QLineEdit(), "generatePrompt", "Prompt",
+                                  "The text the model continues, in its dataset's "
+                                  "characters (Enter generates)")
+        self.prompt.setPlaceholderText("e.g. 38+47=")
+        self.prompt.returnPressed.connect(self.ask)
+        self.tokens = self._named(QSpinBox(), "generateTokens", "Tokens",
+                                  "How many tokens to write after the prompt")
+        self.tokens.setRange(1, MAX_TOKENS)
+        self.tokens.setValue(10)
+        self.temperature = self._named(QDoubleSpinBox(), "generateTemperature", "Temperature",
+                                       "0: the most likely token each time; above 0: drawn "
+                                       "from softmax(scores / temperature)")
+        self.temperature.setRange(0.0, 10.0)
+        self.temperature.setSingleStep(0.1)
+        self.seed = self._named(QSpinBox(), "generateSeed", "Seed",
+                                "Seed of the draws: the same seed writes the same text")
+        self.seed.setRange(0, 2**31 - 1)
+        self.button = self._named(QPushButton("Generate"), "generateButton", "Generate",
+                                  "Continue the prompt with the current weights (Enter)")
+        self.button.clicked.connect(self.ask)
+        self.message = self._named(QLabel(), "generateMessage", "Generation message", "")
+        self.message.setWordWrap(True)
+        self.text = self._named(TokenText(), "generateOutput", "Continuation",
+                                "The prompt (grey) and each token written, coloured by its "
+                                "probability: green likely, red unlikely")
+        self.table = self._named(QTableWidget(0, 2), "generateTable", "Tokens and "
+                                 "probabilities", "Each token written and the probability "
+                                 "the model gave it")
+        self.table.setHorizontalHeaderLabels(["token", "probability"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._lay_out()
+
+    @staticmethod
+    def _named(widget: W, name: str, accessible: str, tip: str) -> W:
+        widget.setObjectName(name)
+        widget.setAccessibleName(accessible)
+        if tip:
+            widget.setToolTip(tip)
+        return widget
+
+    def _lay_out(self) -> None:
+        form = QFormLayout()
+        form.addRow("prompt", self.prompt)
+        knobs = QHBoxLayout()
+        for label, box in (("tokens", self.tokens), ("temperature", self.temperature),
+                           ("seed", self.seed)):
+            knobs.addWidget(QLabel(label))
+            knobs.addWidget(box)
+        knobs.addWidget(self.button)
+        knobs.addStretch(1)
+        form.addRow(knobs)
+        below = QHBoxLayout()
+        below.addWidget(self.text, 3)
+        below.addWidget(self.table, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.message)
+        layout.addLayout(below, 1)
+
+    def ask(self) -> None:
+        if self.button.isEnabled():
+            self.requested.emit(self.prompt.text(), self.tokens.value(),
+                                self.temperature.value(), self.seed.value())
+
+    # -- what the torch thread sends back ---------------------------------------------
+    def begin(self, prompt: str) -> None:
+        self.button.setEnabled(False)
+        self.message.setText("Generating…")
+        self.text.begin(prompt)
+        self.table.setRowCount(0)
+
+    def add_token(self, text: str, p: float) -> None:
+        self.text.add(text, p)
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        for column, value in enumerate((shown(text), f"{p:.3f}")):
+            item = QTableWidgetItem(value)
+            item.setToolTip(f"{text!r}: probability {p:.6f}")
+            item.setBackground(probability_colour(p))
+            item.setForeground(QColor("black"))
+            self.table.setItem(row, column, item)
+        self.table.scrollToBottom()
+
+    def finish(self, summary: str) -> None:
+        self.button.setEnabled(True)
+        self.message.setText(summary)
+
+    def refuse(self, message: str) -> None:
+        self.button.setEnabled(True)
+        self.message.setText(message)
+        if not self.table.rowCount():  # nothing was written: no prompt left as if it were
+            self.text.clear()
+
+    def tokens_shown(self) -> list[tuple[str, float]]:
+        """The table's rows as (token as shown, probability as shown)."""
+        return [(self.table.item(r, 0).text(), float(self.table.item(r, 1).text()))
+                for r in range(self.table.rowCount())]
+
