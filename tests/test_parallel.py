@@ -12,14 +12,9 @@ from safetensors.torch import load_file
 
 import layerlab
 from layerlab.cli import main
-from layerlab.core.parallel import (
-    cut_points,
-    micro_batches,
-    plan_stages,
-    refusal,
-    stage_modules,
-)
+from layerlab.core.parallel import micro_batches, refusal
 from layerlab.core.settings import settings_from
+from layerlab.core.stages import cut_points, plan_stages, stage_modules
 from layerlab.core.trainer import TrainingError
 
 from conftest import EXAMPLES
@@ -29,7 +24,8 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 def residual_spiral(tmp_path: Path, name: str = "res", **training) -> Path:
     """The spiral MLP with a skip connection (tanh1 → Add after tanh2), its head fc3 frozen,
-    L2 and gradient clipping (a stage of each pipeline holds gradients to clip)."""
+    L2 and gradient clipping (a stage of each pipeline holds gradients to clip), a pipeline
+    stage pinned to start at fc2."""
     data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())
     graph = data["graph"]
     graph["nodes"].insert(4, {"id": "skip", "type": "Add", "params": {}, "pos": [0, 0]})
@@ -41,6 +37,8 @@ def residual_spiral(tmp_path: Path, name: str = "res", **training) -> Path:
     for node in graph["nodes"]:
         if node["id"] == "fc3":
             node["frozen"] = True
+        if node["id"] == "fc2":
+            node["stage_start"] = True  # pinned: the balance by parameters would cut after fc1
     data["training"].update({"dataset": {"name": "spiral", "options": {"n_samples": 300},
                                          "validation_split": 0.2},
                              "epochs": 2, "l2": 0.001, "clip_grad_norm": 0.1, **training})
@@ -90,9 +88,14 @@ def test_what_the_strategies_refuse_is_said_in_one_sentence(tmp_path):
         "--parallel fsdp")
     assert refusal("fsdp", model, project.graph, bf16, None, ["cpu"] * 2) is None
     model.fc3.weight = model.fc1.weight  # tied as an embedding and its output head are
-    assert refusal("pipeline", model, project.graph, settings, None, ["cpu"] * 2) == (
-        "node fc3 shares its weights with node fc1, which --parallel pipeline cannot keep "
-        "in step across stages")
+    plan = [["fc1"], ["tanh1", "fc2", "tanh2", "skip", "fc3"]]
+    assert refusal("pipeline", model, project.graph, settings, None, ["cpu"] * 2, plan) == (
+        "node fc3 shares its weights with node fc1, but they fall in pipeline stages 1 and "
+        "2, which --parallel pipeline cannot keep in step; clear fc3's tie_weight or use "
+        "--parallel fsdp")
+    model.fc3.weight = model.fc2.weight  # both in stage 2: one stage holds the tensor
+    assert refusal("pipeline", model, project.graph, settings, None, ["cpu"] * 2,
+                   plan) is None
 
 
 def test_parallel_runs_need_torchrun(tmp_path, capsys):
@@ -171,6 +174,8 @@ def test_fsdp_and_pipeline_on_two_processes_equal_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('codes [0, 0, 1, 1]') == 2, result.stderr[-3000:]
     assert result.stdout.count("finished after") == 2  # rank 0 alone reports
+    # the pinned start, not the balance by parameters (fc1 | tanh1 …)
+    assert result.stderr.count("pipeline stages: 1: fc1, tanh1 · 2: fc2 … fc3") == 1
     assert ("bn.layerlab.json: node bn (BatchNorm1d) would normalise each micro-batch on its "
             "own under --parallel pipeline, so the run would not equal the whole batch's; use "
             "--microbatches 1 or LayerNorm") in result.stderr

@@ -50,6 +50,7 @@ from layerlab.core.runs import (
     runs_folder,
 )
 from layerlab.core.settings import settings_from, with_overrides
+from layerlab.core.stages import describe
 from layerlab.core.trainer import (
     EpochRecord,
     HealthRecord,
@@ -136,6 +137,8 @@ def prepare(project: Project, args: argparse.Namespace) -> Trainer:
             trainer.distribute()
         except TrainingError as exc:
             raise CliError(f"{args.file}: {exc}") from None
+        if trainer.plan is not None and trainer.rank == 0:
+            print(f"pipeline stages: {describe(trainer.plan)}", file=sys.stderr)
     return trainer
 
 

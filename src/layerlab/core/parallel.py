@@ -8,14 +8,15 @@
   gradients are reduce-scattered, averaged, back to the shards. As under DDP, each process
   trains on its shard of the batch (`--batch-size` per process).
 - `pipeline`: torch.distributed.pipelining. The graph is cut at node boundaries that carry a
-  single tensor, into one stage per process, balanced by parameter count; the whole batch
+  single tensor, into one stage per process, as the canvas shows them (core/stages.py:
+  balanced by parameter count or FLOPs, with the cuts a person pinned); the whole batch
   flows through the stages as `--microbatches` micro-batches (GPipe schedule).
 
 Either way the losses equal a single process's with the global batch, to floating-point
 rounding, unless the model draws random numbers (Dropout): each process then draws its own
 masks, as under DDP, and the runs agree only in distribution. Refused, in one sentence: a
 mix of device kinds; under pipeline, BatchNorm with several micro-batches (it would
-normalise each micro-batch alone), weights tied across nodes, bfloat16. Gradient health
+normalise each micro-batch alone), weights tied across stages, bfloat16. Gradient health
 (the CLI's warnings) is not gathered under these strategies.
 
 Rank 0 keeps a plain full copy of the model: at the end of each epoch (and when a run stops)
@@ -28,18 +29,18 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import fx, nn
+from torch import nn
 
 from layerlab.core.datasets import Dataset
 from layerlab.core.idx import Progress
 from layerlab.core.project import Project
 from layerlab.core.records import Record, StateRecord, TrainingError
 from layerlab.core.settings import TrainSettings, make_optimizer, make_scheduler
+from layerlab.core.stages import pipeline_plan, stage_modules
 from layerlab.core.standardize import adapt
 from layerlab.core.trainer import Trainer
 
@@ -48,78 +49,6 @@ Tensors = dict[str, torch.Tensor]
 
 
 # -- the pipeline's stages --------------------------------------------------------------
-def node_parameters(model: fx.GraphModule, node: fx.Node) -> int:
-    """The parameters of one graph node's module (0 for an operation without weights)."""
-    if node.op != "call_module":
-        return 0
-    return sum(p.numel() for p in model.get_submodule(str(node.target)).parameters())
-
-
-def cut_points(model: fx.GraphModule) -> list[int]:
-    """The positions k (in the graph's topological order of layer nodes) before which the
-    graph can be cut into pipeline stages: only one tensor, not a tuple, crosses there."""
-    nodes = [n for n in model.graph.nodes if n.op not in ("placeholder", "output")]
-    position = {n: i for i, n in enumerate(nodes)}
-    inputs = [n for n in model.graph.nodes if n.op == "placeholder"]
-    cuts = []
-    for k in range(1, len(nodes)):
-        crossing = [n for n in inputs + nodes[:k]
-                    if any(u.op == "output" or position.get(u, -1) >= k for u in n.users)]
-        if len(crossing) == 1 and crossing[0] in position and not any(
-                u.op == "call_function" and u.target is operator.getitem
-                for u in crossing[0].users):
-            cuts.append(k)
-    return cuts
-
-
-def plan_stages(model: fx.GraphModule, stages: int) -> list[list[str]]:
-    """The layer nodes of each stage, in order: `stages` contiguous runs of the topological
-    order cut where one tensor crosses, the largest stage's parameter count as small as it
-    can be. TrainingError when the graph has too few such places."""
-    nodes = [n for n in model.graph.nodes if n.op not in ("placeholder", "output")]
-    cuts = cut_points(model)
-    if len(cuts) < stages - 1:
-        start = f"the graph cannot be split into {stages} pipeline stages: "
-        if not cuts:
-            raise TrainingError(start + "no boundary between its nodes carries a single "
-                                "tensor; train it without --parallel pipeline")
-        where = ", ".join(nodes[k - 1].name for k in cuts)
-        raise TrainingError(start + f"only {len(cuts)} node boundaries carry a single "
-                            f"tensor (after: {where}); run {len(cuts) + 1} processes or fewer")
-    sizes = [node_parameters(model, n) for n in nodes]
-    prefix = [0]
-    for size in sizes:
-        prefix.append(prefix[-1] + size)
-    bounds = [0, *cuts, len(nodes)]
-    # best[s][j]: the smallest largest-stage size splitting nodes[:bounds[j]] into s stages
-    inf = math.inf
-    best = [[inf] * len(bounds) for _ in range(stages + 1)]
-    choice = [[0] * len(bounds) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for s in range(1, stages + 1):
-        for j in range(1, len(bounds)):
-            for i in range(j):
-                cost = max(best[s - 1][i], prefix[bounds[j]] - prefix[bounds[i]])
-                if cost < best[s][j]:
-                    best[s][j], choice[s][j] = cost, i
-    ends, j = [], len(bounds) - 1
-    for s in range(stages, 0, -1):
-        ends.append(bounds[j])
-        j = choice[s][j]
-    starts = [0, *reversed(ends[1:])]
-    return [[n.name for n in nodes[a:b]] for a, b in zip(starts, reversed(ends), strict=True)]
-
-
-def stage_modules(model: fx.GraphModule, plan: list[list[str]]) -> list[fx.GraphModule]:
-    """One GraphModule per stage; its submodules keep their node ids, so each stage's state
-    dict keys are the full model's (`fc1.weight`), and they share the model's tensors."""
-    from torch.fx.passes.split_module import split_module
-
-    stage_of = {name: i for i, names in enumerate(plan) for name in names}
-    split = split_module(model, None, lambda node: stage_of[node.name])
-    return [getattr(split, f"submod_{i}") for i in range(len(plan))]
-
-
 def shared_parameters(model: nn.Module) -> dict[str, str]:
     """Nodes whose module shares a parameter with an earlier node's (weight tying)."""
     owner: dict[int, str] = {}
@@ -139,8 +68,10 @@ def micro_batches(batch: int, wanted: int) -> int:
 
 
 def refusal(strategy: str, model: nn.Module, graph: Any, settings: TrainSettings,
-            microbatches: int | None, devices: list[str]) -> str | None:
-    """One sentence for a set-up that `strategy` cannot run as a single process would."""
+            microbatches: int | None, devices: list[str],
+            plan: list[list[str]] | None = None) -> str | None:
+    """One sentence for a set-up that `strategy` cannot run as a single process would
+    (`plan`: the pipeline's stages, where tied weights must stay within one)."""
     name = f"--parallel {strategy}"
     if len(set(devices)) > 1:
         return (f"{name} needs every process on the same kind of device, but these run on "
@@ -155,11 +86,13 @@ def refusal(strategy: str, model: nn.Module, graph: Any, settings: TrainSettings
         return (f"node {batch_norm} ({graph.nodes[batch_norm]['type']}) would normalise each "
                 f"micro-batch on its own under {name}, so the run would not equal the whole "
                 "batch's; use --microbatches 1 or LayerNorm")
-    tied = shared_parameters(model)
-    if tied:
-        node, other = next(iter(tied.items()))
-        return (f"node {node} shares its weights with node {other}, which {name} cannot keep "
-                "in step across stages")
+    stage = {node: i for i, names in enumerate(plan or [list(graph)]) for node in names}
+    for node, other in shared_parameters(model).items():
+        if stage.get(node) != stage.get(other):
+            return (f"node {node} shares its weights with node {other}, but they fall in "
+                    f"pipeline stages {stage.get(other, 0) + 1} and {stage.get(node, 0) + 1}, "
+                    f"which {name} cannot keep in step; clear {node}'s tie_weight or use "
+                    "--parallel fsdp")
     if settings.precision == "bfloat16":
         return (f"{name} does not support bfloat16 precision yet; train in float32 or use "
                 "--parallel fsdp")
@@ -178,6 +111,7 @@ class ParallelTrainer(Trainer):
         self.strategy = strategy
         self.microbatches = microbatches
         self._distributed = False
+        self.plan: list[list[str]] | None = None  # the pipeline's stages: their layer nodes
         super().__init__(project, settings, data=data, progress=progress)
         self._refuse()
         self.full = self.model  # the whole model: rank 0's copy for evaluating and saving
@@ -197,10 +131,24 @@ class ParallelTrainer(Trainer):
                                 "it with torchrun --nproc_per_node=N layerlab train …")
         devices: list[Any] = [None] * self.world
         dist.all_gather_object(devices, str(self.device.type))
+        if self.strategy == "pipeline":
+            self.plan = self._plan()
         message = refusal(self.strategy, self.model, self.project.graph, self.settings,
-                          self.microbatches, devices)
+                          self.microbatches, devices, self.plan)
         if message:
             raise TrainingError(message)
+
+    def _plan(self) -> list[list[str]]:
+        """The stages the canvas shows (core/stages.py): the project's stage count, which
+        must be the number of processes, its balance and its pinned starts."""
+        training = self.project.training
+        planned = training.get("pipeline_stages")
+        if planned is not None and planned != self.world:
+            raise TrainingError(f"the project plans {planned} pipeline stages "
+                                f"(training.pipeline_stages) but torchrun started {self.world} "
+                                f"processes; start it with --nproc_per_node={planned}")
+        return pipeline_plan(self.project.graph, self.world,
+                             training.get("pipeline_balance", "parameters"))
 
     # -- spreading the model ----------------------------------------------------------
     def distribute(self) -> None:
@@ -215,8 +163,8 @@ class ParallelTrainer(Trainer):
             self.train_module = self._fully_shard(self.model)
             self.ddp = self.train_module
         else:
-            plan = plan_stages(self.model, self.world)
-            self.train_module = stage_modules(self.model, plan)[self.rank]
+            assert self.plan is not None
+            self.train_module = stage_modules(self.model, self.plan)[self.rank]
         if self.rank != 0:
             self.model = self.train_module  # no whole copy outside rank 0
         else:

@@ -246,8 +246,9 @@ def _check_nodes(nodes: list[Any], errors: list[Error]) -> None:
                 errors.append((node_id, f"{node_id} {problem}"))
         if not _is_point(node.get("pos", [0, 0])):
             errors.append((node_id, f"pos of {node_id} must be two numbers [x, y]"))
-        if not isinstance(node.get("frozen", False), bool):
-            errors.append((node_id, f"frozen of {node_id} must be true or false"))
+        for key in ("frozen", "stage_start"):  # stage_start: core/stages.py
+            if not isinstance(node.get(key, False), bool):
+                errors.append((node_id, f"{key} of {node_id} must be true or false"))
 
 
 def _check_edges(edges: list[Any], errors: list[Error]) -> None:

@@ -147,12 +147,16 @@ FIELDS: dict[str, Field] = dict((
            nullable=True),
     _field("precision", "precision", kind="choice", choices=PRECISIONS),
     _field("accumulate", "gradient accumulation", kind="int", low=1, high=10_000),
+    _field("pipeline_stages", "pipeline stages", kind="int", low=2, high=64),
+    _field("pipeline_balance", "pipeline balance", kind="choice",
+           choices=("parameters", "flops")),
 ))
 
 # keys whose absence means the default; the rest are always present after loading
 OPTIONAL_KEYS = {k for k in FIELDS if k.startswith("optimizer.") and
                  k not in ("optimizer.name", "optimizer.lr")} | {
-    "dataset.validation_split", "clip_grad_norm", "precision", "accumulate"}
+    "dataset.validation_split", "clip_grad_norm", "precision", "accumulate",
+    "pipeline_stages", "pipeline_balance"}
 
 
 def lookup(t: dict[str, Any], key: str) -> tuple[bool, Any]:
