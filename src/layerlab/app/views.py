@@ -17,6 +17,10 @@ from PySide6.QtWidgets import (
 
 CLASS_BRUSHES = ["#4c9be8", "#e8594c", "#2fa37a", "#c98b2a", "#8a63c9", "#2b9db3",
                  "#d4a017", "#7a7a7a", "#b5487d", "#5b6ee1"]
+# one QBrush/QPen per class, shared by every point: a colour name per point made pyqtgraph
+# build a brush per point (1,000 spiral points: ~300 ms against ~25 ms)
+_BRUSHES = np.array([pg.mkBrush(c) for c in CLASS_BRUSHES], dtype=object)
+_PENS = np.array([pg.mkPen(c, width=1.5) for c in CLASS_BRUSHES], dtype=object)
 BOUNDARY_LUT = pg.ColorMap([0.0, 0.5, 1.0], ["#9cc3ef", "#f4f4f4", "#efa49c"]).getLookupTable(
     0.0, 1.0, 256)
 
@@ -66,12 +70,11 @@ class BoundaryView(pg.PlotWidget):
         self.last_image: np.ndarray | None = None
 
     def set_points(self, x: np.ndarray, y: np.ndarray, val: np.ndarray) -> None:
-        colours = [CLASS_BRUSHES[int(c) % len(CLASS_BRUSHES)] for c in y]
+        classes = np.asarray(y).astype(int) % len(CLASS_BRUSHES)
         train = np.ones(len(x), dtype=bool)
         train[val] = False
-        self.train_points.setData(pos=x[train], brush=[colours[i] for i in np.where(train)[0]])
-        self.val_points.setData(pos=x[~train], pen=[pg.mkPen(colours[i], width=1.5)
-                                                    for i in np.where(~train)[0]])
+        self.train_points.setData(pos=x[train], brush=_BRUSHES[classes[train]])
+        self.val_points.setData(pos=x[~train], pen=_PENS[classes[~train]])
 
     def clear_boundary(self) -> None:
         self.image.clear()
@@ -117,7 +120,7 @@ class DatasetPreview(QStackedWidget):
             self.addWidget(widget)
 
     def show_points(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.points.setData(pos=x, brush=[CLASS_BRUSHES[int(c) % 10] for c in y])
+        self.points.setData(pos=x, brush=_BRUSHES[np.asarray(y).astype(int) % 10])
         self.setCurrentWidget(self.scatter)
 
     def show_images(self, images: np.ndarray) -> None:
