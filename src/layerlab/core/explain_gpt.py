@@ -9,6 +9,8 @@ the GELU MLP and the second residual, with the dropout masks the step drew.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from layerlab.core.explain_composite import (
@@ -31,6 +33,7 @@ from layerlab.core.explain_rules import (
     gelu_slope,
     need,
 )
+from layerlab.core.lora import linear_adapter_grads, merged_linear_weights
 
 # our attention's parameter names → MultiheadAttention's, which explain_composite reads
 TORCH_NAMES = {"qkv.weight": "in_proj_weight", "qkv.bias": "in_proj_bias",
@@ -136,5 +139,22 @@ def _embedding(v: Local) -> Rule:
                 terms={"{x}": ids[s], "dL/d{y}": dy[s]})
 
 
-RULES: dict[str, RuleFn] = {"CausalSelfAttention": _causal, "GPTBlock": _gpt_block,
+def _lora(rule: RuleFn) -> RuleFn:
+    """With `lora_rank`: the rule on the merged projections W′ = W + (α/r)·B·A, and the
+    chain rule through W′ to the adapters; the layer's other weights are frozen."""
+    def explain(v: Local) -> Rule:
+        rank = v.params.get("lora_rank")
+        if not rank:
+            return rule(v)
+        scale = v.params["lora_alpha"] / rank
+        out = rule(dataclasses.replace(v, weights=merged_linear_weights(v.weights, scale)))
+        return dataclasses.replace(
+            out, params=linear_adapter_grads(v.weights, out.params, scale),
+            formula=f"{out.formula};  LoRA: W′ = W + (α/r)·B·A, α/r = {scale:g};  dL/dA = "
+                    "(α/r)·Bᵀ·dL/dW′, dL/dB = (α/r)·dL/dW′·Aᵀ;  every other weight is frozen")
+    return explain
+
+
+RULES: dict[str, RuleFn] = {"CausalSelfAttention": _lora(_causal),
+                            "GPTBlock": _lora(_gpt_block),
                             "TokenPositionEmbedding": _embedding}

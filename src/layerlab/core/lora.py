@@ -12,7 +12,10 @@ nothing: the model starts exactly where pre-training left it, and only r·(in + 
 train instead of in·out. For export the adapter is folded into one plain Linear with
 W′ = W + (α/r)·B·A (`merge_adapters`), so every exported format carries an ordinary model.
 A MultiheadAttention node with `lora_rank` > 0 does the same to its two projections (Q, K, V
-packed as torch packs them, and the output projection).
+packed as torch packs them, and the output projection); a CausalSelfAttention node to its
+`qkv` and `out_proj` Linears, and a GPTBlock node to its attention's two (and, with
+`lora_mlp`, its MLP's `fc` and `proj`), every other weight of the layer frozen as it was
+pre-trained (`adapt_linears`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -180,6 +183,29 @@ class LoRAMultiheadAttention(nn.MultiheadAttention):
         return plain.train(self.training)
 
 
+def adapt_linears(module: nn.Module, names: Sequence[str], rank: int, alpha: float) -> None:
+    """Freeze every parameter of `module` and put a LoRA adapter on each of its nn.Linear
+    submodules `names` (dotted paths such as `attn.qkv`), in place: the Linear becomes a
+    LoRALinear holding the same W and b under the same keys, so weights pre-trained for the
+    plain layer load into it by name, and it starts as exactly the layer it was."""
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(parent)
+        plain = getattr(owner, leaf)
+        if type(plain) is not nn.Linear:
+            raise TypeError(f"{name} is a {type(plain).__name__}, not an nn.Linear")
+        adapted = LoRALinear(plain.in_features, plain.out_features, bias=plain.bias is not None,
+                             rank=rank, alpha=alpha, device=plain.weight.device,
+                             dtype=plain.weight.dtype)
+        with torch.no_grad():
+            adapted.weight.copy_(plain.weight)
+            if plain.bias is not None:
+                adapted.bias.copy_(plain.bias)
+        setattr(owner, leaf, adapted.train(plain.training))
+
+
 ADAPTED = (LoRALinear, LoRAMultiheadAttention)
 _PROJECTIONS = (("in_proj_weight", "in_proj_lora_"), ("out_proj.weight", "out_proj_lora_"))
 
@@ -204,6 +230,34 @@ def attention_adapter_grads(weights: dict[str, torch.Tensor], grads: dict[str, t
         a, b = weights[adapter + "A"], weights[adapter + "B"]
         out[adapter + "A"] = scale * b.T @ grads[base]
         out[adapter + "B"] = scale * grads[base] @ a.T
+    return out
+
+
+def merged_linear_weights(weights: dict[str, torch.Tensor],
+                          scale: float) -> dict[str, torch.Tensor]:
+    """A layer's weights (by their names inside it) with the weight of each LoRA Linear in
+    it (`P.weight` beside `P.lora_A`, `P.lora_B`) replaced by W′ = W + (α/r)·B·A."""
+    out = dict(weights)
+    for name in weights:
+        if name.endswith(".lora_A") or name == "lora_A":
+            prefix = name[: -len("lora_A")]
+            out[prefix + "weight"] = weights[prefix + "weight"] + (
+                weights[prefix + "lora_B"] @ weights[name]) * scale
+    return out
+
+
+def linear_adapter_grads(weights: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                         scale: float) -> dict[str, torch.Tensor]:
+    """From dL/dW′ of each merged LoRA Linear in a layer to its adapters (the chain rule
+    through W′ = W + (α/r)·B·A, as `attention_adapter_grads`); every other weight of the
+    layer is frozen and gets none."""
+    out = {}
+    for name in weights:
+        if name.endswith(".lora_A") or name == "lora_A":
+            prefix = name[: -len("lora_A")]
+            a, b, dw = weights[name], weights[prefix + "lora_B"], grads[prefix + "weight"]
+            out[name] = scale * b.T @ dw
+            out[prefix + "lora_B"] = scale * dw @ a.T
     return out
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from layerlab.core.layers.common import BIAS, INIT
+from layerlab.core.lora import LORA_ALPHA, LORA_RANK, adapt_linears, caption
 from layerlab.core.spec import Ctor, Ctx, LayerSpec, Param, Shape, ShapeError, ctor, need_rank
 
 
@@ -76,6 +77,38 @@ class GPTBlock(nn.Module):
         return x + self.drop(self.proj(self.act(self.fc(self.ln2(x)))))
 
 
+class LoRACausalSelfAttention(CausalSelfAttention):
+    """CausalSelfAttention with its weights frozen and a LoRA adapter on `qkv` and
+    `out_proj` (core/lora.py); the same keys, so a pre-trained layer loads by name."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
+                 bias: bool = True, rank: int = 4, alpha: float = 8.0) -> None:
+        super().__init__(embed_dim, num_heads, dropout, bias)
+        adapt_linears(self, ("qkv", "out_proj"), rank, alpha)
+
+
+class LoRAGPTBlock(GPTBlock):
+    """GPTBlock with every weight frozen and a LoRA adapter on its attention's projections,
+    and on the MLP's two Linears with `mlp` (core/lora.py)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dim_feedforward: int,
+                 dropout: float = 0.0, bias: bool = True, layer_norm_eps: float = 1e-5,
+                 rank: int = 4, alpha: float = 8.0, mlp: bool = False) -> None:
+        super().__init__(embed_dim, num_heads, dim_feedforward, dropout, bias, layer_norm_eps)
+        adapt_linears(self, ("attn.qkv", "attn.out_proj", *(("fc", "proj") if mlp else ())),
+                      rank, alpha)
+
+
+def _attention(ctx: Ctx) -> Ctor:
+    p = ctx.params
+    if p["lora_rank"]:  # frozen projections plus trainable adapters (core/lora.py)
+        return ctor(LoRACausalSelfAttention, ctx.shape[-1], p["num_heads"],
+                    dropout=p["dropout"], bias=p["bias"], rank=p["lora_rank"],
+                    alpha=p["lora_alpha"])
+    return ctor(CausalSelfAttention, ctx.shape[-1], p["num_heads"], dropout=p["dropout"],
+                bias=p["bias"])
+
+
 def _embedding_shape(ctx: Ctx) -> Shape:
     need_rank(ctx, (1,), "[T] token-id")
     steps, most = ctx.shape[0], ctx.params["max_len"]
@@ -102,8 +135,11 @@ def feedforward_width(ctx: Ctx) -> int:
 
 def _block(ctx: Ctx) -> Ctor:
     p = ctx.params
-    return ctor(GPTBlock, ctx.shape[-1], p["num_heads"], feedforward_width(ctx),
-                dropout=p["dropout"], bias=p["bias"], layer_norm_eps=p["layer_norm_eps"])
+    common = {"dropout": p["dropout"], "bias": p["bias"], "layer_norm_eps": p["layer_norm_eps"]}
+    if p["lora_rank"]:  # every weight frozen, adapters on the projections (core/lora.py)
+        return ctor(LoRAGPTBlock, ctx.shape[-1], p["num_heads"], feedforward_width(ctx),
+                    **common, rank=p["lora_rank"], alpha=p["lora_alpha"], mlp=p["lora_mlp"])
+    return ctor(GPTBlock, ctx.shape[-1], p["num_heads"], feedforward_width(ctx), **common)
 
 
 HEADS = Param("num_heads", "int", minimum=1, suggest=2,
@@ -137,11 +173,10 @@ SPECS = [
         "mixes the values of positions 0 … t, so a model can be trained to predict the next "
         "token at every position at once.",
         "y = softmax(Q·Kᵀ/√d + M)·V per head, then Wₒ; M = −∞ above the diagonal",
-        params=(HEADS, DROPOUT, BIAS, INIT),
-        infer=_heads_shape,
-        build=lambda c: ctor(CausalSelfAttention, c.shape[-1], c.params["num_heads"],
-                             dropout=c.params["dropout"], bias=c.params["bias"]),
-        key_params=("num_heads",), keywords=("masked", "attention", "gpt", "decoder"),
+        params=(HEADS, DROPOUT, BIAS, INIT, LORA_RANK, LORA_ALPHA),
+        infer=_heads_shape, build=_attention, key_params=("num_heads",),
+        caption=caption(("num_heads",)),
+        keywords=("masked", "attention", "gpt", "decoder", "lora", "adapter"),
     ),
     LayerSpec(
         "GPTBlock", "sequence", "One GPT block: causal self-attention and an MLP, each read "
@@ -153,9 +188,12 @@ SPECS = [
                   help="Width of the MLP; empty: 4 × the feature size, as in GPT."),
             DROPOUT, BIAS,
             Param("layer_norm_eps", "float", 1e-5, minimum=0.0, help="LayerNorm's ε."),
-            INIT,
+            INIT, LORA_RANK, LORA_ALPHA,
+            Param("lora_mlp", "bool", False, help="With lora_rank > 0: adapters on the "
+                  "MLP's two Linears too, not only on the attention's projections."),
         ),
         infer=_heads_shape, build=_block, key_params=("num_heads",),
-        keywords=("transformer", "decoder", "causal"),
+        caption=caption(("num_heads",)),
+        keywords=("transformer", "decoder", "causal", "lora", "adapter"),
     ),
 ]
