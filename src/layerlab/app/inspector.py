@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from layerlab.app.commands import Rename, SetAttribute, set_param
 from layerlab.app.document import Document
 from layerlab.app.group_page import GroupPage
+from layerlab.app.mask_view import mask_view
 from layerlab.app.statistics_view import StatisticsStore, StatisticsView
 from layerlab.core.catalogue import CATALOGUE, INIT_FORMULAS
 from layerlab.core.compiler import param_counts
@@ -229,6 +230,8 @@ class Inspector(QStackedWidget):
                 form.addRow(param.name, editor)
             if spec.type == "Standardize" and self.statistics is not None:
                 form.addRow(StatisticsView(self.statistics, node))
+            if (mask := mask_view(self.doc, node)) is not None:  # causal attention's mask
+                form.addRow(mask)
         self.frozen = QCheckBox("frozen (kept out of training)")
         self.frozen.setObjectName("nodeFrozen")
         self.frozen.setAccessibleName("Frozen")

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from layerlab import __version__
 from layerlab.app import (
+    attention_ops,
     compare_ops,
     edit_ops,
     generate_ops,
@@ -28,6 +29,7 @@ from layerlab.app import (
     parts_ops,
     picture,
     runs_ops,
+    stages_view,
 )
 from layerlab.app.canvas.scene import GraphScene
 from layerlab.app.canvas.view import GraphView
@@ -90,7 +92,9 @@ class MainWindow(FilesMixin, QMainWindow):
         self._wire()
         self.compare = compare_ops.install(self)  # Run ▸ Compare…, Help ▸ Lessons
         import_ops.install(self)  # File ▸ Import Model…
+        self.stages = stages_view.install(self)  # View ▸ Pipeline Stages, Start Stage Here
         parts_ops.install(self, generate_ops.install(self).carry)  # Generate…; Open Block
+        self.attention = attention_ops.install(self)  # Run ▸ Show Attention…
         self._attach(self.doc)
         self.autosave = QTimer(self)
         self.autosave.setObjectName("autosaveTimer")

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from layerlab.app import attention_view
 from layerlab.app.chain_view import ChainView
 from layerlab.app.step_views import FlowView, TensorView
 from layerlab.app.stepper import SPEEDS_MS, Stepper
@@ -57,6 +58,7 @@ class StepperDock(QWidget):
         self.text.setAccessibleName("What happens at this event")
         self.text.setWordWrap(True)
         self.tabs = self._tabs()
+        self.attention = attention_view.install(self)  # per-head maps of attention nodes
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addLayout(phases)

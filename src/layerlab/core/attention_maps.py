@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 MAP_BUDGET = 1 << 20  # elements of maps a traced step keeps per node (4 MiB of float32)
 ATTENTION = (CausalSelfAttention, GPTBlock, nn.MultiheadAttention, nn.TransformerEncoderLayer)
+ATTENTION_TYPES = ("CausalSelfAttention", "GPTBlock", "MultiheadAttention",
+                   "TransformerEncoderLayer")  # the catalogue's names of those layers
+CAUSAL_TYPES = ATTENTION_TYPES[:2]
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍"}
 
 
@@ -49,9 +52,11 @@ class AttentionMaps:
 
 @dataclass(frozen=True)
 class AttentionRecord:
-    """Every attention node's maps for sample `index` of the dataset, and its text."""
+    """Every attention node's maps for sample `index` of a dataset of `samples`, and the
+    sample's text (empty unless the data is text)."""
 
     index: int
+    samples: int
     text: str
     maps: dict[str, AttentionMaps]
 
@@ -146,7 +151,7 @@ def trace_maps(trace: StepTrace, graph: nx.DiGraph, node: str) -> AttentionMaps 
         return None
     inputs = [n for n, d in graph.nodes(data=True) if d.get("type") == "Input"]
     ids = dict(trace.forward).get(inputs[0]) if len(inputs) == 1 else None
-    causal = graph.nodes[node].get("type") in ("CausalSelfAttention", "GPTBlock")
+    causal = graph.nodes[node].get("type") in CAUSAL_TYPES
     return AttentionMaps(node, weights, causal,
                          _labels(ids, trace.vocab, weights.shape[0],
                                  weights.shape[-1]))
@@ -189,4 +194,4 @@ def sample_attention(model: torch.fx.GraphModule, data: Dataset, index: int,
                            f"{len(data)} samples")
     x = data.x[index:index + 1]
     text = decode(x[0], data.vocab) if data.vocab and not x.is_floating_point() else ""
-    return AttentionRecord(index, text, model_maps(model, x.to(device), data.vocab))
+    return AttentionRecord(index, len(data), text, model_maps(model, x.to(device), data.vocab))
