@@ -194,18 +194,28 @@ def pinned_starts(graph: nx.DiGraph) -> list[str]:
     return [n for n, data in graph.nodes(data=True) if data.get(START_KEY) is True]
 
 
-def pipeline_plan(graph: nx.DiGraph, stages: int, balance: str = "parameters"
-                  ) -> list[list[str]]:
-    """The stages of a valid graph, balanced by `balance` ("parameters" or "flops"),
-    honouring the pinned starts; built on the meta device, so it costs no memory."""
+def _meta_model(graph: nx.DiGraph, balance: str) -> tuple[fx.GraphModule, dict[str, int]]:
+    """The model built on the meta device (no memory) and each layer node's cost."""
     analysis = checked(graph)
     assert analysis.input_node is not None
     with torch.device("meta"):
         model = build_model(graph)
-    costs = None
     if balance == "flops":
-        costs = node_flops(model, analysis.shapes[analysis.input_node],
-                           analysis.dtypes[analysis.input_node])
+        return model, node_flops(model, analysis.shapes[analysis.input_node],
+                                 analysis.dtypes[analysis.input_node])
+    return model, node_parameters(model)
+
+
+def node_costs(graph: nx.DiGraph, balance: str = "parameters") -> dict[str, int]:
+    """Each layer node's cost as the balance counts it: parameters, or FLOPs per sample."""
+    return _meta_model(graph, balance)[1]
+
+
+def pipeline_plan(graph: nx.DiGraph, stages: int, balance: str = "parameters"
+                  ) -> list[list[str]]:
+    """The stages of a valid graph, balanced by `balance` ("parameters" or "flops"),
+    honouring the pinned starts. GraphError while the graph has errors."""
+    model, costs = _meta_model(graph, balance)
     return plan_stages(model, stages, costs, pinned_starts(graph))
 
 

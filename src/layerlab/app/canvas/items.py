@@ -101,6 +101,8 @@ class NodeItem(QGraphicsItem):
         self.errors: list[str] = []
         self.frozen = False
         self.highlight: QColor | None = None  # step-through colouring
+        self.stage: QColor | None = None  # pipeline-stage colouring, under step-through's
+        self.stage_label = ""
         self.caption = ""
         self.verdict = ""  # a diagnostic badge: vanishing, exploding, dead, …
         self.health: list[str] = []  # the sentences of the verdicts a run's health raised
@@ -135,6 +137,7 @@ class NodeItem(QGraphicsItem):
 
     def _tooltip(self) -> None:
         tip = [f"{self.node} · {self.type_name}"] + [f"problem: {e}" for e in self.errors]
+        tip += [self.stage_label] if self.stage_label else []
         self.setToolTip("\n".join(tip + [f"training: {h}" for h in self.health]))
 
     @property
@@ -171,6 +174,18 @@ class NodeItem(QGraphicsItem):
             self.highlight, self.caption, self.verdict = colour, caption, verdict
             self.update()
             self.thumbnail.setY(self.height + (LINE + 4 if verdict else 4))
+
+    def set_stage(self, colour: QColor | None, label: str) -> None:
+        """Fill the body with its pipeline stage's colour (None: the usual body)."""
+        if (self.stage, self.stage_label) != (colour, label):
+            self.stage, self.stage_label = colour, label
+            self._tooltip()
+            self.update()
+
+    @property
+    def fill(self) -> QColor | None:
+        """The body's colour when something colours it: step-through, else the stage."""
+        return self.highlight if self.highlight is not None else self.stage
 
     def set_health(self, kinds: str, sentences: list[str]) -> None:
         """The verdicts of a run's health records: the verdict badge (as step-through draws
@@ -222,9 +237,9 @@ class NodeItem(QGraphicsItem):
             return
         dark = is_dark()
         body = QColor("#2b2d31") if dark else QColor("#ffffff")
-        if self.highlight is not None:
-            body = self.highlight
-        text = QColor("#eeeeee") if dark and self.highlight is None else QColor("#1e1e1e")
+        if self.fill is not None:
+            body = self.fill
+        text = QColor("#eeeeee") if dark and self.fill is None else QColor("#1e1e1e")
         border = ERROR_COLOUR if self.errors else group_colour(self.group)
         width = 3.0 if self.isSelected() else 1.6
         if self.isSelected():
@@ -243,13 +258,14 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(8, y, NODE_WIDTH - 16, LINE),
                              Qt.AlignmentFlag.AlignVCenter, line)
             y += LINE
-        if self.caption:  # above the node, so it never hides the node's own text
+        above = self.caption or self.stage_label
+        if above:  # above the node, so it never hides the node's own text
             painter.setPen(QColor("#eeeeee") if dark else QColor("#1e1e1e"))
             bold.setPixelSize(11)
             painter.setFont(bold)
             painter.drawText(QRectF(0, -LINE - 2, NODE_WIDTH, LINE),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                             self.caption)
+                             above)
         if self.verdict:  # below the node: a drawn badge, then the verdict
             draw_warning_badge(painter, QRectF(1, self.height + 3, 14, 13))
             painter.setPen(WARNING_COLOUR.darker(115))
@@ -265,8 +281,8 @@ class NodeItem(QGraphicsItem):
     def _paint_compact(self, painter: QPainter) -> None:
         """Zoomed out: a block in the layer's colour with its type large (errors in red)."""
         colour = ERROR_COLOUR if self.errors else group_colour(self.group)
-        if self.highlight is not None:
-            colour = self.highlight
+        if self.fill is not None:
+            colour = self.fill
         rect = QRectF(0, 0, NODE_WIDTH, self.height)
         painter.setPen(QPen(colour.darker(150), 6.0 if self.isSelected() else 2.0))
         painter.setBrush(colour)
@@ -278,7 +294,7 @@ class NodeItem(QGraphicsItem):
         width = QFontMetricsF(font).horizontalAdvance(label) or 1.0
         font.setPixelSize(max(12, min(30, int(30 * (NODE_WIDTH - 12) / width))))
         painter.setFont(font)
-        painter.setPen(QColor("#1e1e1e") if self.highlight is not None else QColor("white"))
+        painter.setPen(QColor("#1e1e1e") if self.fill is not None else QColor("white"))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
         if self.verdict:  # the drawn badge, large enough to see at this zoom
             draw_warning_badge(painter, QRectF(-14, -14, 30, 27))
