@@ -4,9 +4,9 @@ may read and whose grey cells are the later ones, set to −∞ before the softm
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from layerlab.app.document import Document
 from layerlab.core.attention_maps import CAUSAL_TYPES
@@ -34,10 +34,7 @@ class MaskGrid(QWidget):
         self.setToolTip("Row i is query position i, column j key position j: purple cells "
                         "are read (j ≤ i), grey cells are masked (a later position)")
         self.steps = 0
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-
-    def sizeHint(self) -> QSize:
-        return QSize(SIDE + 2, SIDE + 2)
+        self.setFixedSize(SIDE + 2, SIDE + 2)
 
     def cell(self, row: int, column: int) -> QRectF:
         """Where cell (row, column) is drawn."""
