@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import TypeVar
 
-from PySide6.QtCore import QEvent, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QHelpEvent, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -172,6 +172,7 @@ class GeneratePanel(QWidget):
             item.setToolTip(f"{text!r}: probability {p:.6f}")
             item.setBackground(probability_colour(p))
             item.setForeground(QColor("black"))
+            item.setData(Qt.ItemDataRole.UserRole, p)
             self.table.setItem(row, column, item)
         self.table.scrollToBottom()
 
@@ -185,8 +186,9 @@ class GeneratePanel(QWidget):
         if not self.table.rowCount():  # nothing was written: no prompt left as if it were
             self.text.clear()
 
-    def tokens_shown(self) -> list[tuple[str, float]]:
-        """The table's rows as (token as shown, probability as shown)."""
-        return [(self.table.item(r, 0).text(), float(self.table.item(r, 1).text()))
+    def written(self) -> list[tuple[str, float]]:
+        """The table's rows: each token as shown, and its probability."""
+        return [(self.table.item(r, 0).text(),
+                 float(self.table.item(r, 1).data(Qt.ItemDataRole.UserRole)))
                 for r in range(self.table.rowCount())]
 

@@ -1,0 +1,180 @@
+"""The window's large-model tools, driven through the real widgets: Generate (F9) continues a
+prompt in the torch thread, streaming each token with the probability core's generate()
+gives it; Open Block into Parts (node menu, Ctrl+Shift+B) opens a trained GPTBlock into a
+group that computes the same, and undo gives the file back byte for byte; the status bar
+tells how many parameters train once LoRA freezes the base weights."""
+
+import json
+import time
+
+import pytest
+import torch
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QContextMenuEvent
+from PySide6.QtWidgets import QApplication, QSpinBox
+
+import layerlab
+from layerlab.app.generate_ops import TRAIN_FIRST, GenerateOps
+from layerlab.core.generate import generate
+from layerlab.core.text_data import encode
+
+from conftest import EXAMPLES
+
+CTRL_SHIFT = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+
+
+@pytest.fixture
+def gpt(window, tmp_path):
+    """The window on the tiny GPT, trained for one short epoch (4 batches)."""
+    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
+    data["training"]["dataset"]["options"]["n_samples"] = 256
+    data["training"]["epochs"] = 1
+    path = tmp_path / "gpt.layerlab.json"
+    path.write_text(json.dumps(data))
+    window.open_path(path, confirmed=True)
+    return window
+
+
+def train(window, qtbot):
+    qtbot.keyClick(window, Qt.Key.Key_F5)
+    qtbot.waitUntil(lambda: window.training.controller.state == "idle"
+                    and window.training.controller.worker.trainer is not None, timeout=30_000)
+    return window.training.controller.worker.trainer
+
+
+def press_generate(ops, qtbot):
+    qtbot.mouseClick(ops.panel.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(ops.panel.button.isEnabled, timeout=10_000)
+
+
+def test_generate_streams_tokens_with_cores_probabilities(gpt, qtbot):
+    ops = gpt.findChild(GenerateOps)
+    panel = ops.panel
+    qtbot.keyClick(gpt, Qt.Key.Key_F9)
+    assert ops.dock.isVisible()
+    qtbot.keyClicks(panel.prompt, "12+30=")
+    press_generate(ops, qtbot)
+    assert panel.message.text() == TRAIN_FIRST
+    trainer = train(gpt, qtbot)
+    panel.tokens.setValue(6)
+    panel.temperature.setValue(0.8)
+    panel.seed.setValue(3)
+    # a slow model (30 ms a token): each token must reach the panel while the torch
+    # thread is still writing the next, not all of them once it is done
+    slow = trainer.model.register_forward_pre_hook(lambda *_: time.sleep(0.03))
+    done_in_torch = []
+    ops.worker.finished.connect(lambda _: done_in_torch.append(True))  # in the torch thread
+    seen = []
+    panel.table.model().rowsInserted.connect(lambda *_: seen.append(bool(done_in_torch)))
+    press_generate(ops, qtbot)
+    slow.remove()
+    # streamed: each token but the last was on screen before generation had ended
+    assert len(seen) == 6 and seen[:5] == [False] * 5
+    vocab = trainer.data.vocab
+    core = generate(trainer.model, encode("12+30=", vocab), 6, seed=3, temperature=0.8,
+                    context=8)
+    written = panel.written()
+    assert [t for t, _ in written] == [vocab[t] for t in core.tokens]
+    assert [p for _, p in written] == pytest.approx(core.probabilities, rel=1e-6)
+    assert panel.text.toPlainText() == "12+30=" + "".join(vocab[t] for t in core.tokens)
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)  # the same seed writes the same text
+    qtbot.waitUntil(panel.button.isEnabled, timeout=10_000)
+    assert panel.written() == written
+    panel.prompt.clear()
+    qtbot.keyClicks(panel.prompt, "12x=")
+    press_generate(ops, qtbot)
+    assert panel.message.text() == ("The prompt's character 'x' is not in the model's "
+                                    "vocabulary '0123456789+='; use only those characters.")
+    assert panel.written() == [] and panel.text.toPlainText() == ""
+
+
+def open_from_node_menu(window, qtbot, node):
+    """Right-click the node and choose Open Block into Parts from its menu."""
+    view = window.view
+    item = window.scene.nodes[node]
+    at = view.mapFromScene(item.sceneBoundingRect().center())
+    chosen = []
+
+    def choose():
+        menu = QApplication.activePopupWidget()
+        action = next(a for a in menu.actions() if a.objectName() == "actionOpenBlock")
+        chosen.append(action.isEnabled())
+        menu.setActiveAction(action)
+        qtbot.keyClick(menu, Qt.Key.Key_Return)
+
+    QTimer.singleShot(50, choose)
+    view.contextMenuEvent(QContextMenuEvent(QContextMenuEvent.Reason.Mouse, at,
+                                            view.viewport().mapToGlobal(at)))
+    qtbot.waitUntil(lambda: bool(chosen))
+    window.activateWindow()  # the menu has gone: keys go to the window again
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    return chosen[0]
+
+
+def carried(window, qtbot):
+    """Wait for the torch thread to say that the weights followed the graph."""
+    bar = window.statusBar()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "The trained weights were carried over.",
+                    timeout=10_000)
+    bar.clearMessage()
+
+
+def outputs(trainer, x):
+    trainer.model.eval()
+    with torch.no_grad():
+        return trainer.model(x)
+
+
+@pytest.mark.qt_log_ignore("does not support raise", "does not support grabbing the keyboard",
+                           extend=True)  # the offscreen platform, when the node menu opens
+def test_open_block_into_parts_keeps_the_trained_model_and_undoes_exactly(gpt, qtbot):
+    trainer = train(gpt, qtbot)
+    worker = gpt.training.controller.worker
+    x = torch.randint(0, 12, (3, 8), generator=torch.Generator().manual_seed(1))
+    closed = outputs(trainer, x)
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    saved = gpt.doc.project.to_json()
+    gpt.scene.select_only(["norm"])
+    assert not gpt.actions["actionOpenBlock"].isEnabled()  # a LayerNorm has no parts
+    assert open_from_node_menu(gpt, qtbot, "block1")
+    carried(gpt, qtbot)
+    assert "block1" not in gpt.doc.graph
+    assert layerlab.core.groups.members(gpt.doc.graph, "block1")[:3] == [
+        "block1_ln1", "block1_attn", "block1_res1"]
+    assert "block1_ln1" in worker.trainer.project.graph
+    torch.testing.assert_close(outputs(worker.trainer, x), closed, rtol=1e-6, atol=1e-6)
+    opened = gpt.doc.project.to_json()
+    assert gpt.doc.undo_stack.count() == 1  # one step
+    qtbot.keyClick(gpt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    carried(gpt, qtbot)
+    assert gpt.doc.project.to_json() == saved  # byte for byte
+    assert "block1" in worker.trainer.project.graph
+    back = worker.trainer.model.state_dict()
+    assert all(torch.equal(back[k], v) for k, v in weights.items()) and back.keys() == \
+        weights.keys()
+    gpt.scene.select_only(["block1"])
+    qtbot.keyClick(gpt, Qt.Key.Key_B, CTRL_SHIFT)  # the shortcut does the same
+    assert gpt.doc.project.to_json() == opened
+    for step in (gpt.doc.undo_stack.undo, gpt.doc.undo_stack.redo):
+        carried(gpt, qtbot)
+        step()
+    carried(gpt, qtbot)
+    assert gpt.doc.project.to_json() == opened
+    assert "block1_ln1" in worker.trainer.project.graph
+    torch.testing.assert_close(outputs(worker.trainer, x), closed, rtol=1e-6, atol=1e-6)
+
+
+def test_the_status_bar_counts_trainable_parameters_once_lora_is_on(window, qtbot):
+    window.open_example("digits-mlp")
+    assert window.params_label.text() == "37,510 parameters"
+    window.scene.select_only(["fc1"])
+    spin = window.inspector.findChild(QSpinBox, "param_lora_rank")
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, "8")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    model = layerlab.build_model(window.doc.graph)
+    total = sum(p.numel() for p in model.parameters())
+    free = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert free < total
+    assert window.params_label.text() == f"trainable {free:,} of {total:,} parameters"
