@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -179,6 +180,9 @@ class AttentionOps(QObject):
             "Each head's attention map of an attention node for a chosen sample")
         window.run_menu.addAction(self.action)
         window.view.context_actions.append(self.action)
+        toggle = self.dock.toggleViewAction()
+        toggle.setObjectName("actionAttentionDock")
+        window.menuBar().findChild(QMenu, "viewMenu").addAction(toggle)
         window.doc.analysisChanged.connect(self._nodes)
         window.doc.reset.connect(self._nodes)
         self._nodes()
