@@ -22,6 +22,9 @@ def pytest_configure(config):
     from PySide6.QtCore import QSettings, QStandardPaths
 
     torch.set_num_threads(1)
+    # Each pytest-xdist worker (and a plain run) gets a home of its own: the recovery file,
+    # dataset caches and Qt's test-mode folders of one window test never meet another's.
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="layerlab-home-")
     QStandardPaths.setTestModeEnabled(True)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
