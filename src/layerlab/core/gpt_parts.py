@@ -20,20 +20,35 @@ SUBMODULES = ("ln1", "attn", "ln2", "fc", "proj")
 
 
 def _parts(p: dict[str, Any], dim: int) -> list[tuple[str, str, dict[str, Any]]]:
-    """(suffix, type, params) in the order the block runs them."""
+    """(suffix, type, params) in the order the block runs them; the block's `init` goes to
+    its weighted parts, its LoRA adapters to the attention (and with lora_mlp to the MLP's
+    Linears)."""
     width = p.get("dim_feedforward") or 4 * dim
     bias, eps, drop = p.get("bias", True), p.get("layer_norm_eps", 1e-5), p.get("dropout", 0.0)
+    init = {"init": p["init"]} if "init" in p else {}
+    lora = {k: p[k] for k in ("lora_rank", "lora_alpha") if k in p} if p.get("lora_rank") \
+        else {}
+    mlp = {**init, **(lora if p.get("lora_mlp") else {})}
 
     def dropout(suffix: str) -> list[tuple[str, str, dict[str, Any]]]:
         return [(suffix, "Dropout", {"p": drop})] if drop else []
 
     return [("ln1", "LayerNorm", {"eps": eps}),
             ("attn", "CausalSelfAttention", {"num_heads": p["num_heads"], "dropout": drop,
-                                             "bias": bias}),
+                                             "bias": bias, **init, **lora}),
             *dropout("drop1"), ("res1", "Add", {}), ("ln2", "LayerNorm", {"eps": eps}),
-            ("fc", "Linear", {"out_features": width, "bias": bias}), ("act", "GELU", {}),
-            ("proj", "Linear", {"out_features": dim, "bias": bias}),
+            ("fc", "Linear", {"out_features": width, "bias": bias, **mlp}), ("act", "GELU", {}),
+            ("proj", "Linear", {"out_features": dim, "bias": bias, **mlp}),
             *dropout("drop2"), ("res2", "Add", {})]
+
+
+def _frozen(block: dict[str, Any], suffix: str) -> dict[str, bool]:
+    """A part kept out of training where the block kept its weights: all of a frozen
+    block; under LoRA, the LayerNorms, and the MLP unless it has adapters of its own."""
+    p = block.get("params", {})
+    kept = ("ln1", "ln2") if p.get("lora_mlp") else ("ln1", "ln2", "fc", "proj")
+    return {"frozen": True} if block.get("frozen") or (p.get("lora_rank") and suffix in kept) \
+        else {}
 
 
 def open_block(graph: nx.DiGraph, node: str) -> tuple[nx.DiGraph, dict[str, str]]:
@@ -57,7 +72,7 @@ def open_block(graph: nx.DiGraph, node: str) -> tuple[nx.DiGraph, dict[str, str]
         for k, (suffix, kind, params) in enumerate(_parts(data.get("params", {}), shape[-1])):
             made[suffix] = f"{node}_{suffix}"
             out.add_node(made[suffix], type=kind, params=params, pos=[x, y + 90 * k],
-                         **{KEY: node})
+                         **{KEY: node}, **_frozen(data, suffix))
     out.add_edges_from((a, b, copy.deepcopy(d)) for a, b, d in graph.edges(data=True)
                        if node not in (a, b))
     side = {k: v for k, v in edge.items() if k == "out_port"}  # the source's output
