@@ -45,6 +45,7 @@ from layerlab.core.runs import (
 from layerlab.core.settings import settings_from, with_overrides
 from layerlab.core.spec import Param
 from layerlab.core.validation import FIELDS
+from layerlab.core.weights import WeightsError, load_weights
 
 # a sweep key → the training field it sets (validation.FIELDS names and checks it)
 TRAINING_KEYS = {"optimizer": "optimizer.name", "lr": "optimizer.lr",
@@ -74,11 +75,14 @@ class Axis:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One combination: the project with its values applied, its label and `varied`."""
+    """One combination: the project with its values applied, its label and `varied`; it
+    starts from `init_weights` (matched by name and shape, as `train --init-weights`) when
+    given: fine-tuning."""
 
     project: Project
     label: str
     varied: dict[str, str]
+    init_weights: Path | None = None
 
 
 # -- reading --set ----------------------------------------------------------------------
@@ -232,12 +236,15 @@ Listener = Callable[[int, int, RunInfo], None]  # (runs done, runs in all, the r
 
 
 def train_plan(project: Project, label: str, varied: dict[str, str], out_dir: Path,
-               stop: StopFlag | None = None) -> RunInfo:
-    """Train one planned run into a new folder of `out_dir` as `layerlab train` would; a
-    run that cannot start or fails is written as failed, with its sentence."""
+               stop: StopFlag | None = None, init_weights: Path | None = None) -> RunInfo:
+    """Train one planned run into a new folder of `out_dir` as `layerlab train` would
+    (from `init_weights` as `--init-weights` would); a run that cannot start or fails is
+    written as failed, with its sentence."""
     try:
         trainer = _trainer(project)
-    except (GraphError, DatasetError, TrainingError) as exc:
+        if init_weights is not None:
+            load_weights(trainer.model, init_weights)
+    except (GraphError, DatasetError, TrainingError, WeightsError) as exc:
         folder = new_run_folder(out_dir, label)
         writer = RunWriter(folder, project, label=label, varied=varied)
         writer.set_status("failed", str(exc))
@@ -290,7 +297,8 @@ def run_sweep(plans: Sequence[PlannedRun], out_dir: Path, workers: int = 1,
         for index, plan in enumerate(plans):
             if stop is not None and stop.is_set():
                 break
-            done[index] = train_plan(plan.project, plan.label, plan.varied, out_dir, stop)
+            done[index] = train_plan(plan.project, plan.label, plan.varied, out_dir, stop,
+                                     plan.init_weights)
             if listener:
                 listener(len(done), len(plans), done[index])
     else:
@@ -308,7 +316,8 @@ def _run_in_processes(plans: Sequence[PlannedRun], out_dir: Path, workers: int,
     tasks, results, halt = context.Queue(), context.Queue(), context.Event()
     for index, plan in enumerate(plans):
         tasks.put((index, plan.project.to_json(), None if plan.project.path is None
-                   else str(plan.project.path), plan.label, plan.varied))
+                   else str(plan.project.path), plan.label, plan.varied,
+                   None if plan.init_weights is None else str(plan.init_weights)))
     threads = max(1, _cores() // workers)
     processes = [context.Process(target=_worker, args=(tasks, results, halt, str(out_dir),
                                                        threads), daemon=True)
@@ -366,10 +375,11 @@ def _worker(tasks: Any, results: Any, halt: Any, out_dir: str, threads: int) -> 
         task = tasks.get()
         if task is None:
             return
-        index, text, path, label, varied = task
+        index, text, path, label, varied, weights = task
         project = Project.from_dict(json.loads(text), path or "<sweep>")
         project.path = None if path is None else Path(path)
-        info = train_plan(project, label, varied, Path(out_dir), halt)
+        info = train_plan(project, label, varied, Path(out_dir), halt,
+                          None if weights is None else Path(weights))
         results.put((index, str(info.folder)))
 
 
