@@ -17,6 +17,8 @@ from layerlab.core.attention_maps import (
     traced_weights,
 )
 from layerlab.core.datasets import DatasetError, load_dataset
+from layerlab.core.layers.gpt import LoRACausalSelfAttention
+from layerlab.core.lora import LoRAMultiheadAttention
 from layerlab.core.text_data import ADDITION_VOCAB
 
 from helpers import chain_graph
@@ -164,3 +166,22 @@ def test_token_labels_show_spaces_and_fall_back_to_ids_or_positions():
     assert token_labels(torch.tensor([0, 1, 2]), ("a", " ", "\n")) == ("a", "␣", "⏎")
     assert token_labels(torch.tensor([4, 1]), ("a", "b")) == ("4", "1")
     assert token_labels(torch.randn(3), ()) == ("0", "1", "2")
+
+
+def test_lora_layers_show_the_attention_their_adapters_make():
+    """A trained adapter (B ≠ 0) changes the maps: they follow the merged projections."""
+    torch.manual_seed(1)
+    causal = LoRACausalSelfAttention(8, 2, rank=2)
+    mha = LoRAMultiheadAttention(8, 2, batch_first=True, rank=2)
+    with torch.no_grad():
+        for p in (causal.qkv.lora_B, mha.in_proj_lora_B):
+            p.normal_()
+    x = torch.randn(3, 5, 8)
+    qkv = causal.qkv
+    torch.testing.assert_close(traced_weights(causal, x, 3), by_hand(
+        x, qkv.merged_weight(), qkv.bias, 2).detach(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        plain = by_hand(x, qkv.weight, qkv.bias, 2)
+    assert (traced_weights(causal, x, 3) - plain).abs().max() > 0.01
+    torch.testing.assert_close(traced_weights(mha, x, 3), mha.eval()(
+        x, x, x, need_weights=True, average_attn_weights=False)[1].detach(), rtol=0, atol=1e-6)
