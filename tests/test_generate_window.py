@@ -162,6 +162,7 @@ def test_open_block_into_parts_keeps_the_trained_model_and_undoes_exactly(gpt, q
     assert gpt.doc.project.to_json() == opened
     assert "block1_ln1" in worker.trainer.project.graph
     torch.testing.assert_close(outputs(worker.trainer, x), closed, rtol=1e-6, atol=1e-6)
+    refuses_a_block_inside_a_group(gpt, qtbot)
 
 
 def test_the_status_bar_counts_trainable_parameters_once_lora_is_on(window, qtbot):
@@ -178,3 +179,19 @@ def test_the_status_bar_counts_trainable_parameters_once_lora_is_on(window, qtbo
     free = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert free < total
     assert window.params_label.text() == f"trainable {free:,} of {total:,} parameters"
+
+
+def refuses_a_block_inside_a_group(gpt, qtbot):
+    """block2 alone in a group: opening it would move its parts out; refused in words."""
+    gpt.scene.select_only(["block2"])
+    qtbot.keyClick(gpt, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    group = layerlab.core.groups.group_of(gpt.doc.graph, "block2")
+    name = gpt.doc.project.groups[group]["name"]
+    gpt.scene.groups.toggle(group)  # expanded: block2 can be chosen on its own
+    steps = gpt.doc.undo_stack.count()
+    gpt.scene.select_only(["block2"])
+    qtbot.keyClick(gpt, Qt.Key.Key_B, CTRL_SHIFT)
+    assert gpt.statusBar().currentMessage() == (
+        f"block2 is inside group {name}, and a layer is in one group at most: ungroup it "
+        "first (Edit ▸ Ungroup), then open it.")
+    assert gpt.doc.undo_stack.count() == steps and "block2" in gpt.doc.graph

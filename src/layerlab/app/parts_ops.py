@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QMenu
 from layerlab.app.canvas.items import NODE_WIDTH
 from layerlab.app.document import Document
 from layerlab.core.gpt_parts import open_block
-from layerlab.core.groups import new_group
+from layerlab.core.groups import group_of, members, new_group
 
 if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
@@ -114,6 +114,23 @@ def openable(doc: Document, nodes: list[str]) -> str | None:
     return node
 
 
+def refusal(doc: Document, node: str) -> str | None:
+    """Why the block cannot become a group of parts here, in one sentence, or None."""
+    g = doc.graph
+    outer = group_of(g, node)
+    if outer is not None:
+        name = doc.project.groups.get(outer, {}).get("name", outer)
+        return (f"{node} is inside group {name}, and a layer is in one group at most: "
+                "ungroup it first (Edit ▸ Ungroup), then open it.")
+    if node in doc.project.groups:
+        return f"A group with the id {node} exists already: rename the block, then open it."
+    taken = [part for part in members(open_block(g, node)[0], node) if part in g]
+    if taken:
+        return (f"Its parts would be named like layers that exist ({', '.join(taken)}): "
+                f"rename those, then open {node}.")
+    return None
+
+
 def install(window: MainWindow, carry: Carry) -> QAction:
     """Edit ▸ Open Block into Parts, in the node menu too; enabled on one GPTBlock."""
     doc, scene = window.doc, window.scene
@@ -123,6 +140,10 @@ def install(window: MainWindow, carry: Carry) -> QAction:
         if node is None:
             window.statusBar().showMessage("Select one GPTBlock node (with a known input "
                                            "shape) to open it into its parts.", 6000)
+            return
+        problem = refusal(doc, node)
+        if problem is not None:
+            window.statusBar().showMessage(problem, 10_000)
             return
         doc.undo_stack.push(OpenBlock(doc, node, carry))
         window.statusBar().showMessage(f"{node} opened into its parts (Ctrl+Z closes it "
