@@ -145,8 +145,9 @@ class CompareQueue(QObject):
         self._show(f"run {len(self.ended) + 1} of {len(self.plans)}: {plan.label}", True)
         self.controller.reset()  # every run starts from its own seed's initialisation
         self._key, self._in_flight = "", True
+        weights = None if plan.init_weights is None else str(plan.init_weights)
         if not self.controller.train(project=plan.project, label=plan.label,
-                                     varied=plan.varied):
+                                     varied=plan.varied, init_weights=weights):
             self._in_flight = False
             self._finish(stopped=True, why=f"{plan.label} could not start")
 

@@ -2,7 +2,9 @@
 
 Open writes the lesson's project to a file of its own (so its runs are kept beside it, as
 any project's are), opens it, and queues the lesson's comparison with the same queue as
-Run ▸ Compare…; the lesson's two sentences of what to look for stay in the banner.
+Run ▸ Compare…; the lesson's two sentences of what to look for stay in the banner. A lesson
+with a pre-training run queues it alone first, then, once it has finished, the variants
+that start from its weights (so the best run is picked among those alone).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -27,7 +29,15 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab.core.errors import GraphError
-from layerlab.core.lessons import Lesson, lesson_plans, lessons, write_lesson_project
+from layerlab.core.lessons import (
+    PRETRAIN_LABEL,
+    WEIGHTS,
+    Lesson,
+    lesson_plans,
+    lessons,
+    pretrain_plan,
+    write_lesson_project,
+)
 from layerlab.core.sweep import SweepError
 
 if TYPE_CHECKING:
@@ -114,7 +124,10 @@ class LessonsDialog(QDialog):
             return
         lesson = self.lessons[row]
         self.epochs.setValue(lesson.epochs or int(lesson.project().training["epochs"]))
-        sets = "".join(f"<br>&nbsp;&nbsp;<code>{_html(s)}</code>" for s in lesson.sets)
+        first = [f"{PRETRAIN_LABEL} ({lesson.pretrain.epochs} epochs), then:"] \
+            if lesson.pretrain else []
+        steps = [*lesson.sets, *first, *(variant.label for variant in lesson.variants)]
+        sets = "".join(f"<br>&nbsp;&nbsp;<code>{_html(s)}</code>" for s in steps)
         self.details.setText(
             f"<b>{_html(lesson.title)}</b><p>{_html(lesson.look_for)}</p>"
             f"<p>{lesson.runs} runs, one after another:{sets}</p>"
@@ -139,12 +152,43 @@ def open_lesson(window: MainWindow, queue: CompareQueue, lesson: Lesson,
     if not window.open_path(path):
         return False
     _hide_earlier_runs(window)
+    if lesson.pretrain is not None:
+        return _pretrain_first(window, queue, lesson, epochs, path)
+    return _start_runs(window, queue, lesson, epochs)
+
+
+def _start_runs(window: MainWindow, queue: CompareQueue, lesson: Lesson, epochs: int,
+                pretrained: Path | None = None) -> bool:
     try:
-        plans = lesson_plans(lesson, window.training.controller.snapshot(), epochs)
+        plans = lesson_plans(lesson, window.training.controller.snapshot(), epochs,
+                             pretrained)
     except (SweepError, GraphError) as exc:
         window.show_error("Cannot run the lesson", str(exc))
         return False
     return queue.start(plans, lesson.title, lesson.look_for)
+
+
+def _pretrain_first(window: MainWindow, queue: CompareQueue, lesson: Lesson, epochs: int,
+                    path: Path) -> bool:
+    """Queue the pre-training run; once it has finished, its weights start the variants
+    (a pre-training stopped or failed starts nothing)."""
+    try:
+        first = pretrain_plan(lesson, path)
+    except (SweepError, GraphError) as exc:
+        window.show_error("Cannot run the lesson", str(exc))
+        return False
+
+    def then(key: str) -> None:
+        queue.finished.disconnect(then)
+        if key:  # after the queue's other listeners have had its end
+            QTimer.singleShot(0, lambda: _start_runs(window, queue, lesson, epochs,
+                                                     Path(key) / WEIGHTS))
+
+    queue.finished.connect(then)
+    if queue.start([first], lesson.title, lesson.look_for):
+        return True
+    queue.finished.disconnect(then)
+    return False
 
 
 def _hide_earlier_runs(window: MainWindow) -> None:

@@ -183,9 +183,11 @@ class TrainingController(QObject):
             return None
 
     def train(self, paused: bool = False, project: Project | None = None,
-              label: str | None = None, varied: dict[str, str] | None = None) -> bool:
+              label: str | None = None, varied: dict[str, str] | None = None,
+              init_weights: str | None = None) -> bool:
         """Train `project` (default: the document's) as a run labelled `label` (default:
-        what differs from the saved settings); True when it was sent to the torch thread.
+        what differs from the saved settings), a new one from `init_weights` if given;
+        True when it was sent to the torch thread.
         A Train after Stop of the same project continues that run and its folder."""
         if self.state != "idle":
             return False
@@ -203,7 +205,7 @@ class TrainingController(QObject):
             varied = differences(project.training, self.base_training)
         self.nextRunRequested.emit(RunRequest(
             runs_folder(self.runs_project()),
-            label or run_label(project.training, self.base_training), varied))
+            label or run_label(project.training, self.base_training), varied, init_weights))
         self.echoRequested.emit("begin", self._run)
         self.startRequested.emit(project, self.control)
         self.echoRequested.emit("end", self._run)

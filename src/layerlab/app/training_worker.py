@@ -82,11 +82,13 @@ def describe(exc: Exception) -> str:
 @dataclass(frozen=True)
 class RunRequest:
     """Where and as what the next run is written: the folder that keeps the project's runs
-    (the session's, for a project never saved), its label and the settings varied for it."""
+    (the session's, for a project never saved), its label and the settings varied for it;
+    the weights a new run starts from (by name and shape: fine-tuning), if any."""
 
     parent: Path
     label: str
     varied: dict[str, str] = field(default_factory=dict)
+    init_weights: str | None = None
 
 
 class TrainingWorker(QObject):
@@ -136,6 +138,9 @@ class TrainingWorker(QObject):
                 self.reset()  # that run is complete: Train starts another
             trainer = self._ensure_trainer(project)
             trainer.control = control
+            if request is not None and request.init_weights and trainer.step == 0:
+                load_weights(trainer.model, request.init_weights)
+                self.health = HealthWatch(trainer)  # judged from the weights it starts with
             if request is not None:
                 self._write_run(trainer, project, request)
             self._send_boundary(force=True)
