@@ -26,13 +26,16 @@ if TYPE_CHECKING:
 
 CMAP = pg.ColorMap(pos=[0.0, 1.0], color=[(255, 255, 255), (91, 33, 160)])
 MASKED = (205, 205, 210, 255)  # a cell causal attention never reads
-MAX_LABELS = 24  # tick labels per axis at most; every k-th position beyond that
+ROW_PX, COLUMN_PX = 13, 11  # room a tick label needs: one line; one character
 
 
-def ticks(labels: tuple[str, ...]) -> list[tuple[float, str]]:
-    """Each position's label at its cell's centre (every k-th on a long sequence)."""
-    step = max(1, math.ceil(len(labels) / MAX_LABELS))
-    return [(i + 0.5, text if step == 1 else f"{i}:{text}")
+def ticks(labels: tuple[str, ...], room: int, indexed: bool) -> list[tuple[float, str]]:
+    """Each position's label at its cell's centre; where fewer than all fit in `room`
+    labels, every k-th, written with its position (`indexed`: "12:a") or as it alone."""
+    step = max(1, math.ceil(len(labels) / max(room, 1)))
+    if step == 1:
+        return [(i + 0.5, text) for i, text in enumerate(labels)]
+    return [(i + 0.5, f"{i}:{text}" if indexed else str(i))
             for i, text in enumerate(labels) if i % step == 0]
 
 
@@ -45,11 +48,13 @@ def colours(weights: np.ndarray, causal: bool) -> np.ndarray:
     return rgba
 
 
-def best_columns(heads: int, width: int, height: int) -> int:
-    """The number of columns that gives each head's square plot the most room."""
+def grid(heads: int, width: int, height: int) -> tuple[int, float]:
+    """The number of columns that gives each head's square plot the most room, and that
+    room's side in pixels."""
     def side(columns: int) -> float:
         return min(width / columns, height / math.ceil(heads / columns))
-    return max(range(1, max(heads, 1) + 1), key=side)
+    columns = max(range(1, max(heads, 1) + 1), key=side)
+    return columns, side(columns)
 
 
 class HeadsView(QWidget):
@@ -65,7 +70,7 @@ class HeadsView(QWidget):
         self.values = np.zeros((0, 0, 0))  # [heads, T, T] as shown
         self.labels: tuple[str, ...] = ()
         self.causal = False
-        self._columns = 0
+        self._laid: tuple[int, list, list] = (0, [], [])
         self.view = pg.GraphicsLayoutWidget()
         self.view.setObjectName(f"{name}Plots")
         self.view.setBackground("w")
@@ -90,13 +95,24 @@ class HeadsView(QWidget):
         self.title.setText(title)
         self._lay_out()
 
+    def _plan(self) -> tuple[int, list[tuple[float, str]], list[tuple[float, str]]]:
+        """Columns, and the row and column tick labels that fit the view's size."""
+        columns, room = grid(len(self.values), self.view.width(), self.view.height())
+        room -= 60  # the axes' share of each head's room
+        left = ticks(self.labels, int(room // ROW_PX), indexed=True)
+        every = len(left) == len(self.labels)  # one label per column too, where they fit
+        bottom = ticks(self.labels, int(room // COLUMN_PX) if every else
+                       int(room // (3 * COLUMN_PX)), indexed=False)
+        return columns, left, bottom
+
     def _lay_out(self) -> None:
         """One plot per head, in as many columns as make the cells largest."""
         self.view.clear()
         self.plots = []
-        heads, steps = len(self.values), self.values.shape[-1]
-        columns = best_columns(heads, self.view.width(), self.view.height())
-        for h in range(heads):
+        self._laid = self._plan()
+        columns, left, bottom = self._laid
+        steps = self.values.shape[-1]
+        for h in range(len(self.values)):
             plot = self.view.addPlot(row=h // columns, col=h % columns,
                                      title=f"<span style='font-size:9pt'>head {h}</span>")
             plot.invertY(True)
@@ -106,17 +122,16 @@ class HeadsView(QWidget):
             plot.setAspectLocked(True)
             plot.addItem(pg.ImageItem(colours(self.values[h], self.causal),
                                       axisOrder="row-major"))
-            for axis in ("left", "bottom"):
-                plot.getAxis(axis).setTicks([ticks(self.labels)])
+            plot.getAxis("left").setTicks([left])
+            plot.getAxis("bottom").setTicks([bottom])
             plot.setRange(xRange=(0, steps), yRange=(0, steps), padding=0.02)
             self.plots.append(plot)
-        self._columns = columns
         self.hover.setText("Hover a cell to read its weight.")
 
     def resizeEvent(self, event: QResizeEvent) -> None:
+        """Laid out again only when the columns or the labels that fit change."""
         super().resizeEvent(event)
-        if self.plots and best_columns(len(self.plots), self.view.width(),
-                                       self.view.height()) != self._columns:
+        if self.plots and self._plan() != self._laid:
             self._lay_out()
 
     def clear(self, message: str) -> None:
