@@ -17,9 +17,13 @@ from layerlab.core.attention_maps import (
     traced_weights,
 )
 from layerlab.core.datasets import DatasetError, load_dataset
+from layerlab.core.insight import trace_sample
 from layerlab.core.layers.gpt import LoRACausalSelfAttention
 from layerlab.core.lora import LoRAMultiheadAttention
+from layerlab.core.project import Project
+from layerlab.core.settings import settings_from
 from layerlab.core.text_data import ADDITION_VOCAB
+from layerlab.core.trainer import Trainer
 
 from helpers import chain_graph
 
@@ -185,3 +189,21 @@ def test_lora_layers_show_the_attention_their_adapters_make():
     assert (traced_weights(causal, x, 3) - plain).abs().max() > 0.01
     torch.testing.assert_close(traced_weights(mha, x, 3), mha.eval()(
         x, x, x, need_weights=True, average_attn_weights=False)[1].detach(), rtol=0, atol=1e-6)
+
+
+def test_the_trainers_traces_label_positions_by_the_datasets_characters():
+    """A step traced in training and a sample traced from the preview both carry the
+    vocabulary, so the step-through labels its maps by character."""
+    g = chain_graph([8], *ALL_FOUR[:3], ("Linear", {"out_features": 12}),
+                    ("Transpose", {"dim0": 1, "dim1": 2}), dtype="int64",
+                    loss="CrossEntropyLoss")
+    project = Project(g)
+    project.training.update(dataset={"name": "addition", "options": {"n_samples": 32}},
+                            batch_size=8)
+    trainer = Trainer(project, settings_from(project.training, device="cpu"))
+    step = trainer.trace_next_batch(keep=2)
+    sample = trace_sample(g, trainer.model, trainer.objective, trainer.data, 5,
+                          torch.device("cpu"))
+    for trace, ids in ((step, step.output("x")[1]), (sample, trainer.data.x[5])):
+        assert trace.vocab == ADDITION_VOCAB
+        assert trace_maps(trace, g, "n2").labels[-1] == tuple(ADDITION_VOCAB[i] for i in ids)
