@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import networkx as nx
-from PySide6.QtGui import QAction, QKeySequence, QUndoCommand
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QKeySequence, QUndoCommand
 from PySide6.QtWidgets import QMenu
 
 from layerlab.app.canvas.items import NODE_WIDTH
@@ -131,36 +132,43 @@ def refusal(doc: Document, node: str) -> str | None:
     return None
 
 
-def install(window: MainWindow, carry: Carry) -> QAction:
-    """Edit ▸ Open Block into Parts, in the node menu too; enabled on one GPTBlock."""
-    doc, scene = window.doc, window.scene
+class BlockOpener(QObject):
+    """The action and its state; a child of the window, so that the document's and the
+    scene's signals stop reaching it when the window goes."""
 
-    def run() -> None:
-        node = openable(doc, scene.selected_nodes())
+    def __init__(self, window: MainWindow, carry: Carry) -> None:
+        super().__init__(window)
+        self.window, self.carry = window, carry
+        self.action = window.action(
+            "actionOpenBlock", "&Open Block into Parts", self.run, QKeySequence(SHORTCUT),
+            "Replace the selected GPTBlock by a group of its parts (LayerNorm, attention, "
+            "residual Add, MLP), weights carried over")
+        window.menuBar().findChild(QMenu, "editMenu").addAction(self.action)  # after Ungroup
+        window.view.context_actions.append(self.action)
+        window.scene.selectionChanged.connect(self.update)
+        window.doc.locked.connect(self.update)
+        window.doc.analysisChanged.connect(self.update)
+        self.update()
+
+    def update(self) -> None:
+        self.action.setEnabled(openable(self.window.doc, self.window.scene.selected_nodes())
+                               is not None)
+
+    def run(self) -> None:
+        doc, bar = self.window.doc, self.window.statusBar()
+        node = openable(doc, self.window.scene.selected_nodes())
         if node is None:
-            window.statusBar().showMessage("Select one GPTBlock node (with a known input "
-                                           "shape) to open it into its parts.", 6000)
+            bar.showMessage("Select one GPTBlock node (with a known input shape) to open it "
+                            "into its parts.", 6000)
             return
         problem = refusal(doc, node)
         if problem is not None:
-            window.statusBar().showMessage(problem, 10_000)
+            bar.showMessage(problem, 10_000)
             return
-        doc.undo_stack.push(OpenBlock(doc, node, carry))
-        window.statusBar().showMessage(f"{node} opened into its parts (Ctrl+Z closes it "
-                                       "again).", 6000)
+        doc.undo_stack.push(OpenBlock(doc, node, self.carry))
+        bar.showMessage(f"{node} opened into its parts (Ctrl+Z closes it again).", 6000)
 
-    action = window.action(
-        "actionOpenBlock", "&Open Block into Parts", run, QKeySequence(SHORTCUT),
-        "Replace the selected GPTBlock by a group of its parts (LayerNorm, attention, "
-        "residual Add, MLP), weights carried over")
-    window.menuBar().findChild(QMenu, "editMenu").addAction(action)  # after Ungroup
 
-    def update(*_: Any) -> None:
-        action.setEnabled(openable(doc, scene.selected_nodes()) is not None)
-
-    scene.selectionChanged.connect(update)
-    doc.locked.connect(update)
-    doc.analysisChanged.connect(update)
-    window.view.context_actions.append(action)
-    update()
-    return action
+def install(window: MainWindow, carry: Carry) -> BlockOpener:
+    """Edit ▸ Open Block into Parts, in the node menu too; enabled on one GPTBlock."""
+    return BlockOpener(window, carry)
