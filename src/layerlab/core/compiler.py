@@ -19,6 +19,7 @@ from layerlab.core.catalogue import CATALOGUE, apply_init
 from layerlab.core.errors import GraphError
 from layerlab.core.ports import value_key
 from layerlab.core.shapes import Analysis, analyze
+from layerlab.core.tying import shared_numel, tie_weights, ties
 
 NODE_META = "layerlab_node"
 
@@ -71,6 +72,7 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
             values.update(_ports(fx_graph, node, value, len(analysis.port_shapes[node])))
     fx_graph.output(values[analysis.output_node])
     fx_graph.lint()
+    tie_weights(graph, modules)  # one Parameter for a table and the head that reuses it
     model = torch.fx.GraphModule(modules, fx_graph, class_name="LayerLabModel")
     return model
 
@@ -106,10 +108,15 @@ def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None, *,
     analysis = analysis or analyze(graph)
     counts = {node: _count(graph.nodes[node]["type"], repr(sorted(ctx.params.items())),
                            ctx.in_shapes, ctx) for node, ctx in analysis.contexts.items()}
+    shared = shared_numel(graph, analysis.contexts)  # a tied weight: counted with its table
     if not trainable:
-        return {node: total for node, (total, _) in counts.items()}
-    return {node: 0 if graph.nodes[node].get("frozen") else free
-            for node, (_, free) in counts.items()}
+        return {node: total - shared.get(node, 0) for node, (total, _) in counts.items()}
+    free = {node: 0 if graph.nodes[node].get("frozen") else n - shared.get(node, 0)
+            for node, (_, n) in counts.items()}
+    for user, target in ties(graph).items():  # a frozen head keeps the table it shares
+        if graph.nodes[user].get("frozen") and user in shared and target in free:
+            free[target] = max(0, free[target] - shared[user])
+    return free
 
 
 _COUNTS: dict[tuple[str, str, tuple[tuple[int, ...], ...]], tuple[int, int]] = {}

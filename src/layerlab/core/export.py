@@ -28,7 +28,7 @@ from layerlab.core.lora import merge_adapters, merge_check
 from layerlab.core.project import Project
 from layerlab.core.pycode import python_source
 from layerlab.core.shapes import Analysis
-from layerlab.core.weights import save_weights
+from layerlab.core.weights import save_weights, shared_keys
 
 FORMATS = ("onnx", "pt2", "python", "safetensors")
 
@@ -171,7 +171,10 @@ def _export(project: Project, model: torch.fx.GraphModule, fmt: str, out: Path
     model.eval()
     if fmt == "safetensors":
         save_weights(model, out)
-        return ExportReport(out, fmt, f"{len(model.state_dict())} tensors")
+        state = model.state_dict()
+        tied = len(shared_keys(state))  # written once
+        return ExportReport(out, fmt, f"{len(state) - tied} tensors"
+                            + (f" ({tied} tied weight stored once)" if tied else ""))
     if fmt == "python":
         atomic_write_text(out, python_source(project, model, analysis))
         return ExportReport(out, fmt, "standalone PyTorch module (torch, numpy, safetensors)")

@@ -19,6 +19,7 @@ from layerlab.core.ops import allowed_name, python_call
 from layerlab.core.project import Project
 from layerlab.core.settings import OPTIMIZER_CLASSES, settings_from
 from layerlab.core.shapes import Analysis
+from layerlab.core.tying import TABLES, ties
 from layerlab.core.validation import OPTIMIZER_ARGS
 
 
@@ -36,6 +37,10 @@ def python_source(project: Project, model: torch.fx.GraphModule, analysis: Analy
                 classes[cls] = inspect.getsource(cls)
             source = source.removeprefix("nn.")
         lines.append(f"self.{node} = {source}")
+    tied = {node: f"{target}.{TABLES[graph.nodes[target]['type']]}"
+            for node, target in ties(graph).items()}
+    lines += [f"self.{node}.weight = self.{table}  # tied: one tensor, trained by both"
+              for node, table in tied.items()]
     assert analysis.input_node is not None
     input_shape = analysis.shapes[analysis.input_node]
     dtype = analysis.dtypes[analysis.input_node]
@@ -45,6 +50,9 @@ def python_source(project: Project, model: torch.fx.GraphModule, analysis: Analy
         init="\n".join(textwrap.indent(line, " " * 8) for line in lines) or "        pass",
         forward=textwrap.indent(forward_source(model), " " * 8),
         train=train_source(project, analysis),
+        load="".join(f"    state.setdefault({node + '.weight'!r}, state[{table!r}])"
+                     "  # a tied weight is stored once\n"
+                     for node, table in tied.items()),
         sample=("torch.randint(0, 2, (4, *INPUT_SHAPE))" if dtype == "int64"
                 else "torch.rand(4, *INPUT_SHAPE)"),
     )
@@ -206,7 +214,8 @@ INPUT_DTYPE = torch.{dtype}
 def load_model(weights_path: str) -> Model:
     """The model with its trained weights, in evaluation mode."""
     model = Model()
-    model.load_state_dict(load_file(weights_path))
+    state = load_file(weights_path)
+{load}    model.load_state_dict(state)
     model.eval()
     return model
 

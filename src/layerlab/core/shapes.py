@@ -22,6 +22,7 @@ from layerlab.core.catalogue import CATALOGUE
 from layerlab.core.errors import GraphError
 from layerlab.core.ports import in_edges_in_port_order, out_port, value_key
 from layerlab.core.spec import Ctx, LayerSpec, Shape, ShapeError, fmt_output
+from layerlab.core.tying import tie_problems
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Names a submodule cannot take: they would shadow nn.Module or GraphModule attributes.
@@ -131,6 +132,7 @@ def analyze(graph: nx.DiGraph) -> Analysis:
     for node in a.order:
         _infer_node(graph, node, specs[node], inputs_ok, a)
     _check_outputs(graph, specs, a)
+    a.errors.extend(tie_problems(graph, a.contexts))  # weight tying: core/tying.py
     return a
 
 

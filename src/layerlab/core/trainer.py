@@ -56,6 +56,7 @@ from layerlab.core.settings import (
 )
 from layerlab.core.standardize import adapt
 from layerlab.core.tracer import DEFAULT_KEEP, StepRecorder, StepTrace
+from layerlab.core.tying import frozen_with
 from layerlab.core.weights import WeightsError, match_state, read_torch_file
 
 EVAL_CHUNK = 2048
@@ -163,9 +164,12 @@ class Trainer:
         torch would refuse it with "optimizer got an empty parameter list". A layer may
         freeze parameters of its own (a LoRA Linear's W and b): they stay frozen."""
         trainable, frozen_nodes = [], []
-        for name, param in self.model.named_parameters():
+        graph = self.project.graph
+        tied = frozen_with(graph)  # a tied table is also the weight of these nodes
+        for name, param in self.model.named_parameters():  # a shared Parameter once
             node = name.split(".", 1)[0]
-            frozen = bool(self.project.graph.nodes[node].get("frozen")) or not param.requires_grad
+            users = tied.get(name, [node])
+            frozen = any(graph.nodes[n].get("frozen") for n in users) or not param.requires_grad
             param.requires_grad_(not frozen)
             if not frozen:
                 trainable.append(param)

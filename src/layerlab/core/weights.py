@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from layerlab.core.atomic import atomic_path
 
@@ -28,9 +28,33 @@ _SAFE_GLOBALS = ("torch.", "collections.OrderedDict")
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """safetensors.save_model handles tied weights, which save_file refuses."""
+    """safetensors refuses tensors that share memory (tied weights): each is written once,
+    under its first key (the embedding's, which a model without the tied head also has),
+    and the metadata names the others, as safetensors' save_model writes it."""
+    state = model.state_dict()
+    aliases = shared_keys(state)
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp))
+        if not aliases:
+            save_model(model, str(tmp))
+            return
+        save_file({k: v.contiguous() for k, v in state.items() if k not in aliases}, str(tmp),
+                  metadata=aliases)
+
+
+def shared_keys(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Each key whose tensor is the memory of an earlier key's (a tied weight) → that key."""
+    first: dict[tuple[Any, ...], str] = {}
+    out = {}
+    for key, tensor in state.items():
+        if tensor.device.type == "meta":
+            continue
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                 tuple(tensor.shape), tensor.stride())
+        if where in first:
+            out[key] = first[where]
+        else:
+            first[where] = key
+    return out
 
 
 class WeightsError(Exception):
@@ -172,7 +196,12 @@ def match_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
                                  f"{list(own[key].shape)} in the model"))
         else:
             usable[key] = tensor
-    missing = tuple(k for k in own if k not in usable)
+    tied: dict[str, set[str]] = {}  # a tied weight loads through any of its keys
+    for alias, key in shared_keys(own).items():
+        group = tied.setdefault(key, {key}) | {alias}
+        for member in group:
+            tied[member] = group
+    missing = tuple(k for k in own if k not in usable and not tied.get(k, set()) & set(usable))
     return usable, LoadReport(tuple(usable), tuple(skipped), missing)
 
 

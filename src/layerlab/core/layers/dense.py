@@ -20,6 +20,7 @@ from layerlab.core.spec import (
     ctor,
     fmt_shape,
 )
+from layerlab.core.tying import TIE
 
 
 def _input_shape(ctx: Ctx) -> Shape:
@@ -93,7 +94,7 @@ SPECS = [
         params=(
             Param("out_features", "int", help="Number of outputs (neurons).", minimum=1,
                   suggest=16),
-            BIAS, INIT, LORA_RANK, LORA_ALPHA,
+            BIAS, INIT, LORA_RANK, LORA_ALPHA, TIE,
         ), infer=_linear_shape, build=_linear, key_params=("out_features",),
         caption=caption(("out_features",)), keywords=("lora", "adapter", "fine-tuning"),
     ),
