@@ -11,7 +11,8 @@ project's. The window's Help ▸ Lessons and `layerlab lessons NAME` both run
 `lesson_plans(lesson, project)`, the project being the lesson's written to a file of its own
 (`write_lesson_project`), so that the runs are kept beside it.
 
-A lesson about pre-training compares ways to start instead of a sweep: a first run trains
+A lesson about pre-training compares ways to start instead of a sweep (`variants` in place
+of `sets`): a first run trains
 `pretrain.project` (a language model, say), and each of `variants` then trains the lesson's
 project, from those weights or not (matched by name and shape, as `train --init-weights`:
 a head of another shape is left as initialised), with nodes frozen and settings given as
@@ -44,7 +45,6 @@ from layerlab.core.sweep import (
     Listener,
     PlannedRun,
     StopFlag,
-    apply_values,
     matched_nodes,
     parse_sets,
     parse_value,
@@ -108,12 +108,14 @@ class Lesson:
 
     @property
     def runs(self) -> int:
-        """How many runs it trains: every combination of its sets, once per variant, and
-        the pre-training run."""
-        count = max(1, len(self.variants))
+        """How many runs it trains: every combination of its sets, or each variant and the
+        pre-training run."""
+        if self.variants:
+            return len(self.variants) + (self.pretrain is not None)
+        count = 1
         for text in self.sets:
             count *= len(text.partition("=")[2].split(","))
-        return count + (self.pretrain is not None)
+        return count
 
 
 def _read(text: str, file: str) -> Project:
@@ -122,6 +124,8 @@ def _read(text: str, file: str) -> Project:
 
 def _lesson(name: str, data: dict[str, Any]) -> Lesson:
     epochs, pretrain = data.get("epochs"), data.get("pretrain")
+    if bool(data.get("sets")) == bool(data.get("variants")):
+        raise ValueError(f"lesson {name} must have either sets or variants")
     return Lesson(name=name, title=str(data["title"]), look_for=str(data["look_for"]),
                   project_file=str(data["project"]), sets=tuple(map(str, data.get("sets", ()))),
                   epochs=int(epochs) if epochs is not None else None,
@@ -174,16 +178,16 @@ def lesson_plans(lesson: Lesson, project: Project, epochs: int | None = None,
     base = {} if chosen is None else {"epochs": chosen}
     if not lesson.variants:
         return plan_sweep(project, parse_sets(list(lesson.sets), project), base)
-    (start,) = plan_sweep(project, parse_sets(list(lesson.sets), project), base)
-    return [_variant_plan(start.project, variant, pretrained) for variant in lesson.variants]
+    return [_variant_plan(project, variant, base, pretrained) for variant in lesson.variants]
 
 
-def _variant_plan(project: Project, variant: Variant, pretrained: Path | None
-                  ) -> PlannedRun:
-    """`project` with the variant's settings applied and its nodes frozen (SweepError
-    names a setting or node that does not fit)."""
+def _variant_plan(project: Project, variant: Variant, base: dict[str, Any],
+                  pretrained: Path | None) -> PlannedRun:
+    """`project` with `base` and the variant's settings applied and its nodes frozen
+    (SweepError names a setting or node that does not fit, or a run that cannot train)."""
     values = {key: parse_value(key, text, project) for key, text in variant.sets.items()}
-    planned = apply_values(project, values)
+    (plan,) = plan_sweep(project, [], {**base, **values})
+    planned = plan.project
     for pattern in variant.frozen:
         for node in matched_nodes(f"{pattern}.frozen", planned):
             planned.graph.nodes[node]["frozen"] = True
