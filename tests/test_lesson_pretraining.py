@@ -7,6 +7,7 @@ counts the trainable parameters: full = scratch > LoRA > body frozen."""
 
 import contextlib
 import io
+import json
 
 import pytest
 from safetensors.torch import load_file
@@ -96,3 +97,14 @@ def test_a_variant_that_does_not_fit_the_project_is_refused_by_name():
         Variant("typo", pretrained=True, frozen=("blok*",)),)})
     with pytest.raises(SweepError, match="blok"):
         lesson_plans(wrong, lesson.project())
+
+
+def test_a_lesson_with_both_sets_and_variants_is_refused(tmp_path, monkeypatch):
+    from layerlab.core import lessons as module
+
+    (tmp_path / "both.lesson.json").write_text(json.dumps({
+        "title": "t", "look_for": "l", "project": "p.layerlab.json",
+        "sets": ["lr=0.1,0.2"], "variants": [{"label": "a"}]}))
+    monkeypatch.setattr(module, "_folder", lambda: tmp_path)
+    with pytest.raises(ValueError, match="lesson both must have either sets or variants"):
+        module.lessons()

@@ -245,7 +245,8 @@ def install(window: MainWindow) -> CompareQueue:
     lessons = window.action("actionLessons", "&Lessons…",
                             lambda: lessons_dialog.show_lessons(window, queue),
                             tip="Ready experiments that show, on real runs, what the "
-                            "optimizers, regularisation, activations and initialisation do")
+                            "optimizers, regularisation, activations, initialisation and "
+                            "pre-training do")
     help_menu = window.menuBar().findChild(QMenu, "helpMenu")
     help_menu.insertAction(window.actions["actionAbout"], lessons)
     help_menu.insertSeparator(window.actions["actionAbout"])

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=".", metavar="DIR", help="where the lesson's "
                         "project and its runs folder go (default: here)")
     parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run "
-                        "(default: the lesson's)")
+                        "but a pre-training run (default: the lesson's)")
     parser.add_argument("--pretrain-epochs", type=int, metavar="N", help="epochs of a "
                         "lesson's pre-training run (default: the lesson's)")
     parser.add_argument("--workers", type=int, metavar="N", help="runs trained at once, "
