@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QContextMenuEvent
-from PySide6.QtWidgets import QApplication, QSpinBox
+from PySide6.QtCore import QEvent, QPoint, Qt, QTimer
+from PySide6.QtGui import QContextMenuEvent, QHelpEvent
+from PySide6.QtWidgets import QApplication, QSpinBox, QToolTip
 
 import layerlab
 from layerlab.app.generate_ops import TRAIN_FIRST, GenerateOps
@@ -47,6 +47,18 @@ def press_generate(ops, qtbot):
     qtbot.waitUntil(ops.panel.button.isEnabled, timeout=10_000)
 
 
+def tip_of_character(text, index):
+    """The tooltip shown when the mouse rests on character `index` of the continuation."""
+    cursor = text.textCursor()
+    cursor.setPosition(index)
+    at = text.cursorRect(cursor).center() + QPoint(3, 0)
+    viewport = text.viewport()
+    QApplication.sendEvent(viewport, QHelpEvent(QEvent.Type.ToolTip, at,
+                                                viewport.mapToGlobal(at)))
+    return QToolTip.text()
+
+
+@pytest.mark.qt_log_ignore("does not support raise", extend=True)  # offscreen: the tooltip
 def test_generate_streams_tokens_with_cores_probabilities(gpt, qtbot):
     ops = gpt.findChild(GenerateOps)
     panel = ops.panel
@@ -77,6 +89,8 @@ def test_generate_streams_tokens_with_cores_probabilities(gpt, qtbot):
     assert [t for t, _ in written] == [vocab[t] for t in core.tokens]
     assert [p for _, p in written] == pytest.approx(core.probabilities, rel=1e-6)
     assert panel.text.toPlainText() == "12+30=" + "".join(vocab[t] for t in core.tokens)
+    fourth = tip_of_character(panel.text, len("12+30=") + 3)  # hovering the fourth token
+    assert fourth == f"{vocab[core.tokens[3]]!r}: probability {core.probabilities[3]:.3f}"
     qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)  # the same seed writes the same text
     qtbot.waitUntil(panel.button.isEnabled, timeout=10_000)
     assert panel.written() == written
