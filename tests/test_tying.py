@@ -204,3 +204,17 @@ def test_pipeline_refuses_a_tie_across_its_stages():
         "node head shares its weights with node emb, but they fall in pipeline stages 1 and "
         "2, which --parallel pipeline cannot keep in step; clear head's tie_weight or use "
         "--parallel fsdp")
+
+
+def test_the_step_through_explains_both_uses_and_they_add_up_to_autograd():
+    torch.manual_seed(0)
+    graph = tied_graph()
+    model = layerlab.build_model(graph)
+    x, y = data(4)
+    trace = layerlab.trace_step(graph, model, x, y)
+    head = layerlab.explain_node(trace, graph, "head")
+    emb = layerlab.explain_node(trace, graph, "emb")
+    assert head.matches and emb.matches  # each against what autograd recorded of its own
+    # the table's gradient: what the head's rule and the embedding's rule each give, summed
+    total = head.param_grads["head.weight"] + emb.param_grads["emb.token.weight"]
+    torch.testing.assert_close(total, trace.param_grads["emb.token.weight"])

@@ -232,6 +232,8 @@ def _param_grads(step: _Step, node: str, rule: Rule) -> dict[str, Tensor] | None
 def _recorded_param(trace: StepTrace, key: str) -> Tensor | None:
     """Autograd's gradient of the loss alone: the trainer's L1/L2 terms taken out."""
     grad = trace.param_grads.get(key)
+    if key in trace.tied or key in trace.tied.values():
+        return None  # tied: the recorded gradient sums every node that uses the weight
     state = trace.optimizer_state
     if grad is None or state is None or key not in state.penalised:
         return grad

@@ -32,6 +32,7 @@ from layerlab.core.optimizer_state import (
 )
 from layerlab.core.ports import input_keys
 from layerlab.core.trace_extras import ExtrasRecorder, wants_extras
+from layerlab.core.weights import shared_keys
 
 HIST_BINS = 32
 HIST_SAMPLE = 4_096
@@ -138,6 +139,9 @@ class StepTrace:
     summarised: dict[str, dict[str, Stats]] = field(default_factory=dict)
     # the optimizer before the step, for the kept parameters (a step traced with one)
     optimizer_state: OptimizerState | None = None
+    # a tied weight's other keys → the key it is recorded under (core/tying.py); its
+    # gradient is the sum of every node's use, which no one node's rule accounts for
+    tied: dict[str, str] = field(default_factory=dict)
     # what the chain rule needs beyond values and weights (core/trace_extras.py): node →
     # BatchNorm's batch statistics and sums, dropout masks; the targets as the loss saw
     # them (encoded); parameters that took no gradient (frozen), kept within the budget
@@ -300,6 +304,11 @@ class StepRecorder(torch.fx.Interpreter):
             params = dict(self.model.named_parameters())
             self.trace.weights = {k: params[k].detach().clone().cpu()
                                   for k in self._kept_params}
+        self.trace.tied = shared_keys(self.model.state_dict())
+        for alias, key in self.trace.tied.items():  # each node finds its weight by its key
+            for kept in (self.trace.weights, self.trace.frozen, self.trace.updates):
+                if key in kept:
+                    kept[alias] = kept[key]
         self.trace.kept = {
             "samples": min(self.keep, batch), "batch": batch,
             "params_kept": list(self.trace.param_grads),
