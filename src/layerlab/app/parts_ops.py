@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
 
 SHORTCUT = "Ctrl+Shift+B"
-STEP = {"TB": 110.0, "LR": NODE_WIDTH + 50.0}  # between parts, along the flow
+STEP = {"TB": 110, "LR": NODE_WIDTH + 50}  # between parts, along the flow (pixels)
 Carry = Callable[[nx.DiGraph, dict[str, str]], None]  # graph before, key renames
 
 
