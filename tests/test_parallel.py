@@ -149,6 +149,21 @@ def one_layer_project(tmp_path: Path) -> Path:
     return path
 
 
+def tied_gpt(tmp_path: Path) -> Path:
+    """The tiny GPT with its head tied to the token embedding, on 240 sums, one epoch of
+    SGD."""
+    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
+    for node in data["graph"]["nodes"]:
+        if node["id"] == "head":
+            node["params"]["tie_weight"] = "embed"
+    data["training"]["dataset"]["options"]["n_samples"] = 240
+    data["training"].update(epochs=1, optimizer={"name": "sgd", "lr": 0.1})  # Adam would
+    # magnify float rounding in the summed gradients of near-zero entries
+    path = tmp_path / "tied.layerlab.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed")
 def test_fsdp_and_pipeline_on_two_processes_equal_one_process(tmp_path):
     """fsdp: 11 samples per process; pipeline: 22 a batch, 2 stages, 4 micro-batches asked
@@ -165,15 +180,19 @@ def test_fsdp_and_pipeline_on_two_processes_equal_one_process(tmp_path):
             ["train", str(batch_norm_project(tmp_path)), "--parallel", "pipeline",
              "--out", str(tmp_path / "bn"), *common],
             ["train", str(one_layer_project(tmp_path)), "--parallel", "pipeline",
-             "--out", str(tmp_path / "one_layer"), *common]]
+             "--out", str(tmp_path / "one_layer"), *common],
+            ["train", str(tied_gpt(tmp_path)), "--parallel", "fsdp", "--batch-size", "16",
+             "--device", "cpu", "--out", str(tmp_path / "tied_fsdp")],
+            ["train", str(tied_gpt(tmp_path)), "--parallel", "pipeline", "--device", "cpu",
+             "--out", str(tmp_path / "tied_pipe")]]
     driver = tmp_path / "drive.py"
     driver.write_text(DRIVER)
     result = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(driver),
                              json.dumps(runs)], capture_output=True, text=True, check=False,
                             timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count('codes [0, 0, 1, 1]') == 2, result.stderr[-3000:]
-    assert result.stdout.count("finished after") == 2  # rank 0 alone reports
+    assert result.stdout.count('codes [0, 0, 1, 1, 0, 1]') == 2, result.stderr[-3000:]
+    assert result.stdout.count("finished after") == 3  # rank 0 alone reports
     # the pinned start, not the balance by parameters (fc1 | tanh1 …)
     assert result.stderr.count("pipeline stages: 1: fc1, tanh1 · 2: fc2 … fc3") == 1
     assert ("bn.layerlab.json: node bn (BatchNorm1d) would normalise each micro-batch on its "
@@ -182,8 +201,20 @@ def test_fsdp_and_pipeline_on_two_processes_equal_one_process(tmp_path):
     assert ("one.layerlab.json: the graph cannot be split into 2 pipeline stages: no "
             "boundary between its nodes carries a single tensor; train it without --parallel "
             "pipeline") in result.stderr
+    assert ("tied.layerlab.json: node head shares its weights with node embed, but they fall "
+            "in pipeline stages 1 and 2, which --parallel pipeline cannot keep in step; clear "
+            "head's tie_weight or use --parallel fsdp") in result.stderr
     assert not (tmp_path / "bn").exists() and not (tmp_path / "one_layer").exists()
+    assert not (tmp_path / "tied_pipe").exists()
     assert main(["train", project, "--batch-size", "22", "--out", str(one), *common]) == 0
+    # weight tying under fsdp: the table sharded once, the same run as one process's
+    assert main(["train", str(tied_gpt(tmp_path)), "--batch-size", "32", "--device", "cpu",
+                 "--out", str(tmp_path / "tied_one")]) == 0
+    tied, alone = (load_file(tmp_path / f"tied_{run}" / "weights.safetensors")
+                   for run in ("fsdp", "one"))
+    assert "head.weight" not in tied and list(tied) == list(alone)
+    for key, value in alone.items():
+        torch.testing.assert_close(tied[key], value, atol=1e-5, rtol=1e-4)
 
     reference = load_file(one / "weights.safetensors")
     ref_state = torch.load(one / "checkpoint.pt", weights_only=True)

@@ -173,7 +173,10 @@ class ParallelTrainer(Trainer):
         self.trainable = [p for p in self.train_module.parameters() if p.requires_grad]
         # a stage of frozen nodes only steps an empty tensor: torch refuses no parameters
         held = self.trainable or [nn.Parameter(torch.zeros(0, device=self.device))]
-        self.optimizer = make_optimizer(self.settings, held, self.device)
+        # sharded (DTensor) parameters have fused kernels for Adam and AdamW only: torch
+        # 2.13 refuses fused SGD on them ("no sharding strategy registered")
+        fused = self.strategy != "fsdp" or self.settings.optimizer in ("adam", "adamw")
+        self.optimizer = make_optimizer(self.settings, held, self.device if fused else None)
         self.scheduler = make_scheduler(self.settings, self.optimizer)
         if scheduler is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(scheduler.state_dict())
@@ -204,7 +207,8 @@ class ParallelTrainer(Trainer):
             saved = full["state"].get(index.get(name, -1))
             if saved:
                 state[param] = {k: _like(v, param) for k, v in saved.items()}
-        group = {k: v for k, v in full["param_groups"][0].items() if k != "params"}
+        group = {k: v for k, v in full["param_groups"][0].items()
+                 if k not in ("params", "fused", "foreach")}  # this optimizer's own kernels
         self.optimizer.state.update(state)
         self.optimizer.param_groups[0].update(group)
 
