@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch.fx
 from torch import nn
@@ -43,6 +44,13 @@ def _linear(ctx: Ctx) -> Ctor:
         return ctor(LoRALinear, ctx.shape[-1], p["out_features"], bias=p["bias"],
                     rank=p["lora_rank"], alpha=p["lora_alpha"])
     return ctor(nn.Linear, ctx.shape[-1], p["out_features"], bias=p["bias"])
+
+
+def _linear_caption(params: dict[str, Any], inputs: int) -> str:
+    """Its canvas lines: out_features and any LoRA adapter, then whose table it reuses."""
+    text = caption(("out_features",))(params, inputs)
+    tied = params.get("tie_weight")
+    return text + (f"\nW = {tied}'s table (tied)" if tied else "")
 
 
 def _flatten_shape(ctx: Ctx) -> Shape:
@@ -96,7 +104,7 @@ SPECS = [
                   suggest=16),
             BIAS, INIT, LORA_RANK, LORA_ALPHA, TIE,
         ), infer=_linear_shape, build=_linear, key_params=("out_features",),
-        caption=caption(("out_features",)), keywords=("lora", "adapter", "fine-tuning"),
+        caption=_linear_caption, keywords=("lora", "adapter", "fine-tuning", "tie", "tied"),
     ),
     LayerSpec(
         "Flatten", "dense", "Merges dimensions into one, e.g. feature maps into a vector.",
