@@ -218,3 +218,15 @@ def test_the_step_through_explains_both_uses_and_they_add_up_to_autograd():
     # the table's gradient: what the head's rule and the embedding's rule each give, summed
     total = head.param_grads["head.weight"] + emb.param_grads["emb.token.weight"]
     torch.testing.assert_close(total, trace.param_grads["emb.token.weight"])
+
+
+def test_renaming_the_embedding_keeps_the_tie(qtbot):
+    from layerlab.app.commands import Rename
+    from layerlab.app.document import Document
+
+    doc = Document(Project(graph=tied_graph()))
+    before = doc.project.to_json()
+    doc.undo_stack.push(Rename(doc, "emb", "wte"))
+    assert doc.graph.nodes["head"]["params"]["tie_weight"] == "wte" and doc.analysis.ok
+    doc.undo_stack.undo()
+    assert doc.project.to_json() == before

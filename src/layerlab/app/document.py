@@ -21,6 +21,8 @@ from layerlab.core.compiler import param_counts
 from layerlab.core.project import Project
 from layerlab.core.shapes import Analysis, analyze, valid_id_error
 from layerlab.core.summary import Summary, summarise
+from layerlab.core.tying import KEY as TIE_KEY
+from layerlab.core.tying import ties
 
 
 class Document(QObject):
@@ -152,6 +154,11 @@ class Document(QObject):
             edges = [(new if u == old else u, new if v == old else v)
                      for u, v in self.edge_order()]
             nx.relabel_nodes(self.graph, {old: new}, copy=False)
+            for node, target in ties(self.graph).items():  # a tied weight follows its table
+                if target == old:
+                    self.graph.nodes[node]["params"] = {**self.graph.nodes[node]["params"],
+                                                        TIE_KEY: new}
+                    self._notify(self.nodeChanged, node)
             self.restore_order(order, edges)
             self._notify(self.nodeRenamed, old, new)
 
