@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 from layerlab.app import lessons_dialog
 from layerlab.core.lessons import PRETRAIN_LABEL, Pretrain, lessons
 from layerlab.core.runs import list_runs, read_run
-
 from test_lessons_window import open_lessons
 
 VARIANTS = ["from scratch", "full fine-tuning", "body frozen", "LoRA"]
@@ -49,6 +48,7 @@ def test_the_window_pretrains_first_then_fine_tunes_from_its_weights(window, qtb
     table = window.training.runs_table.table
     assert {table.item(row, 0).text() for row in range(table.rowCount())} >= set(runs)
     assert "4 runs done" in window.compare.banner.text.text()
+    assert window.training.runs_table.hidden == {runs[PRETRAIN_LABEL].key}  # its own scale
     best = [run.key for run in window.training.plots.runs if run.best]
     assert best == [min((runs[label].key for label in VARIANTS),
                         key=lambda key: read_run(Path(key)).final_val_loss)]

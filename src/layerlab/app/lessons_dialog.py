@@ -171,7 +171,8 @@ def _start_runs(window: MainWindow, queue: CompareQueue, lesson: Lesson, epochs:
 def _pretrain_first(window: MainWindow, queue: CompareQueue, lesson: Lesson, epochs: int,
                     path: Path) -> bool:
     """Queue the pre-training run; once it has finished, its weights start the variants
-    (a pre-training stopped or failed starts nothing)."""
+    (a pre-training stopped or failed starts nothing). Its curves step aside then (unticked,
+    still listed): a language model's loss would squash the variants' on a shared axis."""
     try:
         first = pretrain_plan(lesson, path)
     except (SweepError, GraphError) as exc:
@@ -181,8 +182,11 @@ def _pretrain_first(window: MainWindow, queue: CompareQueue, lesson: Lesson, epo
     def then(key: str) -> None:
         queue.finished.disconnect(then)
         if key:  # after the queue's other listeners have had its end
-            QTimer.singleShot(0, lambda: _start_runs(window, queue, lesson, epochs,
-                                                     Path(key) / WEIGHTS))
+            QTimer.singleShot(0, lambda: fine_tune(Path(key) / WEIGHTS))
+
+    def fine_tune(weights: Path) -> None:
+        _hide_earlier_runs(window)
+        _start_runs(window, queue, lesson, epochs, weights)
 
     queue.finished.connect(then)
     if queue.start([first], lesson.title, lesson.look_for):
