@@ -46,7 +46,7 @@ def _bn(cls: type[nn.Module]):
     return lambda c: ctor(cls, c.shape[0], **c.params)
 
 
-class Standardize(nn.Module):
+class Standardize(nn.Module):  # pragma: no mutate block (exports copy its source)
     """Scales each feature (or channel) by fixed statistics of the training data, held as
     buffers so that they travel with the weights and every export: like Keras's
     Normalization layer after adapt()."""
