@@ -230,3 +230,15 @@ def test_renaming_the_embedding_keeps_the_tie(qtbot):
     assert doc.graph.nodes["head"]["params"]["tie_weight"] == "wte" and doc.analysis.ok
     doc.undo_stack.undo()
     assert doc.project.to_json() == before
+
+
+def test_an_untied_file_loads_its_table_not_its_old_head(tmp_path):
+    """Fine-tuning a tied model from an untied one: the embedding's table is the weight."""
+    torch.manual_seed(0)
+    untied = layerlab.build_model(tied_graph(tie_weight=""))
+    save_weights(untied, tmp_path / "untied.safetensors")
+    model = layerlab.build_model(tied_graph())
+    report = load_weights(model, tmp_path / "untied.safetensors")
+    assert report.lines() == ["loaded 3 tensor(s)", "skipped head.weight: tied to "
+                              "emb.token.weight in the model, whose value was loaded"]
+    assert torch.equal(model.head.weight, untied.emb.token.weight)

@@ -198,6 +198,10 @@ def match_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
             usable[key] = tensor
     tied: dict[str, set[str]] = {}  # a tied weight loads through any of its keys
     for alias, key in shared_keys(own).items():
+        # one tensor: its first key's value wins
+        if alias in usable and key in usable and not torch.equal(usable.pop(alias),
+                                                                 usable[key]):
+            skipped.append((alias, f"tied to {key} in the model, whose value was loaded"))
         group = tied.setdefault(key, {key}) | {alias}
         for member in group:
             tied[member] = group
