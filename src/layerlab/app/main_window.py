@@ -350,6 +350,7 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _thumbnails(self) -> None:
         latest = self.training.latest_boundary
+        self.training.watch_boundary(thumbnails=self.thumbs.isChecked())
         on = self.thumbs.isChecked() and latest is not None
         self.scene.show_thumbnails(latest.nodes if on else None)
 

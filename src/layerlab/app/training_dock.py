@@ -95,7 +95,10 @@ class TrainingDock(QWidget):
         self._file_problems = False  # the message area lists an opened file's problems
         self._position = ""  # "epoch 3/150 · step 120": where the run stands
         self._start_time = 0.0
+        self._thumbnails = False  # the canvas shows node thumbnails (the window says)
         self._build()
+        self.tabs.currentChanged.connect(lambda _index: self.watch_boundary())
+        self.watch_boundary()
         doc.reset.connect(self.clear_run_views)
         doc.trainingChanged.connect(self.fill)
         doc.trainingChanged.connect(self.controller.preview)
@@ -388,6 +391,14 @@ class TrainingDock(QWidget):
         """The progress line: the run's state (running, paused, stopped, finished, failed),
         then where it stands."""
         self.progress.setFormat(f"{state} · {self._position}" if self._position else state)
+
+    def watch_boundary(self, thumbnails: bool | None = None) -> None:
+        """Boundary probes during a run only while they are on screen: the boundary tab, or
+        the canvas's node thumbnails (`thumbnails`, as the window says)."""
+        if thumbnails is not None:
+            self._thumbnails = thumbnails
+        self.controller.worker.watch_boundary = (self._thumbnails
+                                                 or self.tabs.currentWidget() is self.boundary)
 
     def receive(self, records: list[object]) -> None:
         steps = []

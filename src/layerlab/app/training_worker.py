@@ -3,7 +3,10 @@
 Measured on this machine (shared/measurements.md): one QThread that owns every torch
 operation trains at ×0.93 of bare speed, and only one thread per process may run
 multi-threaded torch. The GUI thread only draws. Records travel to it as immutable messages,
-batched and sent at most every 50 ms; decision-boundary images at most every 250 ms.
+batched and sent at most every 100 ms (each batch costs the GUI thread Python time, during
+which training waits for the GIL); decision-boundary images at most every 250 ms, and during a
+run only while someone looks at them (`watch_boundary`): a probe costs the torch thread a
+few steps' time.
 
 The worker is a thin adapter: what it computes comes from core (layerlab.core.insight, the
 trainer), and every slot ends in a message, whatever goes wrong: `stopped` or `failed` for a
@@ -55,7 +58,7 @@ from layerlab.core.trainer import (
 from layerlab.core.weights import WeightsError, load_weights
 
 T = TypeVar("T")
-SEND_EVERY_S = 0.05
+SEND_EVERY_S = 0.1
 BOUNDARY_EVERY_S = 0.25
 KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, RunError, OSError)
 log = logging.getLogger("layerlab")
@@ -109,6 +112,8 @@ class TrainingWorker(QObject):
         self._buffer: list[object] = []
         self._last_send = 0.0
         self._last_boundary = 0.0
+        # set by the GUI thread: the boundary or the node thumbnails are on screen
+        self.watch_boundary = True
         self.newest_preview = 0  # the ticket of the last preview asked for (GUI thread)
 
     @Slot()
@@ -317,7 +322,8 @@ class TrainingWorker(QObject):
         else:
             self._buffer.append(record)
         now = time.perf_counter()
-        if isinstance(record, StepRecord) and now - self._last_boundary >= BOUNDARY_EVERY_S:
+        if isinstance(record, StepRecord) and self.watch_boundary and \
+                now - self._last_boundary >= BOUNDARY_EVERY_S:
             self._send_boundary()
         paused = self.trainer is not None and self.trainer.control.paused
         if paused or isinstance(record, StateRecord) or now - self._last_send >= SEND_EVERY_S:
