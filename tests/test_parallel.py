@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 import layerlab
 from layerlab.cli import main
-from layerlab.core.parallel import micro_batches, refusal
+from layerlab.core.parallel import ParallelTrainer, micro_batches, refusal
 from layerlab.core.settings import settings_from
 from layerlab.core.stages import cut_points, plan_stages, stage_modules
 from layerlab.core.trainer import TrainingError
@@ -68,6 +69,20 @@ def test_stages_are_cut_where_one_tensor_crosses_balanced_by_parameters(tmp_path
     assert torch.equal(y, model(x))
     keys = [k for stage in stages for k in stage.state_dict()]
     assert keys == list(model.state_dict())
+
+
+def test_the_pipeline_trainer_plans_the_saved_stages(tmp_path):
+    """The stage count saved with the canvas must be the number of processes; the pinned
+    start (fc2) is kept and the other cut balanced."""
+    project = layerlab.load_project(residual_spiral(tmp_path, pipeline_stages=3))
+    trainer = SimpleNamespace(project=project, world=2)  # what _plan reads of the trainer
+    with pytest.raises(TrainingError, match=r"^the project plans 3 pipeline stages "
+                       r"\(training.pipeline_stages\) but torchrun started 2 processes; start "
+                       r"it with --nproc_per_node=3$"):
+        ParallelTrainer._plan(trainer)
+    trainer.world = 3
+    assert ParallelTrainer._plan(trainer) == [["fc1", "tanh1"], ["fc2", "tanh2", "skip"],
+                                              ["fc3"]]
 
 
 def test_a_batch_splits_into_equal_micro_batches():
