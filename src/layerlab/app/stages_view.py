@@ -22,7 +22,7 @@ from layerlab.core.records import TrainingError
 from layerlab.core.stages import (
     BALANCES,
     START_KEY,
-    node_costs,
+    costed_plan,
     pinned_starts,
     pipeline_plan,
     stage_of,
@@ -119,9 +119,9 @@ class PipelineStages(QObject):
         stage: dict[str, int] = {}
         if shown:
             try:
-                plan = pipeline_plan(self.doc.graph, self.count, self.balance)
+                plan, costs = costed_plan(self.doc.graph, self.count, self.balance)
                 stage = stage_of(plan)
-                self.bar.note.setText(self._summary(plan))
+                self.bar.note.setText(self._summary(plan, costs))
             except GraphError:
                 self.bar.note.setText("Fix the graph's problems to see its stages.")
             except TrainingError as exc:
@@ -131,8 +131,7 @@ class PipelineStages(QObject):
             item.set_stage(None if k is None else QColor(COLOURS[k % len(COLOURS)]),
                            "" if k is None else f"stage {k + 1}")
 
-    def _summary(self, plan: list[list[str]]) -> str:
-        costs = node_costs(self.doc.graph, self.balance)
+    def _summary(self, plan: list[list[str]], costs: dict[str, int]) -> str:
         unit = "params" if self.balance == "parameters" else "FLOPs"
         return " · ".join(f"stage {i}: {sum(costs.get(n, 0) for n in names):,} {unit}"
                           for i, names in enumerate(plan, start=1))

@@ -206,17 +206,18 @@ def _meta_model(graph: nx.DiGraph, balance: str) -> tuple[fx.GraphModule, dict[s
     return model, node_parameters(model)
 
 
-def node_costs(graph: nx.DiGraph, balance: str = "parameters") -> dict[str, int]:
-    """Each layer node's cost as the balance counts it: parameters, or FLOPs per sample."""
-    return _meta_model(graph, balance)[1]
+def costed_plan(graph: nx.DiGraph, stages: int, balance: str = "parameters"
+                ) -> tuple[list[list[str]], dict[str, int]]:
+    """The plan and each layer node's cost as the balance counts it."""
+    model, costs = _meta_model(graph, balance)
+    return plan_stages(model, stages, costs, pinned_starts(graph)), costs
 
 
 def pipeline_plan(graph: nx.DiGraph, stages: int, balance: str = "parameters"
                   ) -> list[list[str]]:
     """The stages of a valid graph, balanced by `balance` ("parameters" or "flops"),
     honouring the pinned starts. GraphError while the graph has errors."""
-    model, costs = _meta_model(graph, balance)
-    return plan_stages(model, stages, costs, pinned_starts(graph))
+    return costed_plan(graph, stages, balance)[0]
 
 
 def stage_of(plan: list[list[str]]) -> dict[str, int]:
