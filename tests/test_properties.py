@@ -100,7 +100,7 @@ def assert_real_shapes(g, x):
     assert set(recorder.values) == set(g)
     for node, value in recorder.values.items():
         assert tuple(value.shape) == (len(x), *shapes[node]), (node, g.nodes[node])
-    torch.testing.assert_close(out, model(x))
+    torch.testing.assert_close(out, model(x), equal_nan=True)  # e.g. an all-padding window
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
