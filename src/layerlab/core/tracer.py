@@ -112,10 +112,8 @@ def _histogram(flat: torch.Tensor, lo: float, hi: float) -> tuple[int, ...]:
         counts[HIST_BINS // 2] = n
         return tuple(counts)
     sample = flat[:: max(1, n // HIST_SAMPLE)]
-    counts = torch.histc(sample, HIST_BINS, lo, hi)
-    if sample.numel() != n:
-        counts = counts * (n / sample.numel())
-    return tuple(int(c) for c in counts.round().tolist())
+    scale = n / sample.numel()  # scaled in Python: two tensor operations fewer
+    return tuple(round(c * scale) for c in torch.histc(sample, HIST_BINS, lo, hi).tolist())
 
 
 @dataclass
@@ -177,15 +175,36 @@ class StepTrace:
         return dict(self.backward)[node]
 
 
+_READERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad,
+            torch.optim.RMSprop)
+
+
+def only_reads_grads(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether optimizer.step() leaves the gradients as they are: torch's own SGD, Adam(W),
+    Adagrad and RMSprop do in their one-tensor-at-a-time form, which they take on the CPU
+    by default (their foreach and fused forms, `maximize` and `differentiable` may write
+    into them)."""
+    if optimizer is None:
+        return True
+    return type(optimizer) in _READERS and all(
+        not group.get(flag) for group in optimizer.param_groups
+        for flag in ("foreach", "fused", "maximize", "differentiable")) and all(
+        p.device.type == "cpu" for group in optimizer.param_groups for p in group["params"])
+
+
 class StepRecorder(torch.fx.Interpreter):
     """Records one step; the caller drives it: forward(), watch(loss), after_backward(),
-    before_update(), after_update(), then .trace."""
+    before_update(), after_update(), then .trace. `grads_stay`: nothing changes the
+    gradients in place until the trace is finished (no clipping, no accumulation into
+    them, an optimizer that only reads them): they are kept as they are, not copied."""
 
     def __init__(self, model: torch.fx.GraphModule, graph: nx.DiGraph,
                  keep: int = DEFAULT_KEEP, param_budget: int = DEFAULT_PARAM_BUDGET,
                  optimizer: torch.optim.Optimizer | None = None,
-                 regularisation: Regularisation = NO_REGULARISATION) -> None:
+                 regularisation: Regularisation = NO_REGULARISATION,
+                 grads_stay: bool = False) -> None:
         super().__init__(model)
+        self.grads_stay = grads_stay
         self.optimizer = optimizer
         self.regularisation = regularisation
         self.model = model
@@ -267,7 +286,9 @@ class StepRecorder(torch.fx.Interpreter):
                 continue
             budget -= param.numel()
             self._kept_params.append(key)
-            self.trace.param_grads[key] = param.grad.detach().clone().cpu()
+            grad = param.grad.detach()
+            self.trace.param_grads[key] = grad if self.grads_stay and grad.device.type == \
+                "cpu" else grad.clone().cpu()
 
     def before_update(self) -> None:
         """Keep the weights as they were; the update is then one subtraction away."""
@@ -354,7 +375,7 @@ def trace_step(graph: nx.DiGraph, model: torch.fx.GraphModule, inputs: torch.Ten
     if loss_fn is None:
         loss_fn = graph_loss(graph)
     recorder = StepRecorder(model, graph, keep=keep, param_budget=param_budget,
-                            optimizer=optimizer)
+                            optimizer=optimizer, grads_stay=only_reads_grads(optimizer))
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
     output = recorder.forward(inputs)
