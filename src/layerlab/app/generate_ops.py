@@ -6,6 +6,7 @@ parts (app/parts_ops.py)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,10 @@ class GenerateRequest:
     seed: int
 
 
+class _Stopped(Exception):
+    """The person pressed Stop: the tokens written so far stay."""
+
+
 class GenerateWorker(QObject):
     """Lives in the torch thread beside the training worker, whose trainer holds the
     weights."""
@@ -57,6 +62,7 @@ class GenerateWorker(QObject):
         super().__init__()
         self.training = training
         self.given: Trainer | None = None  # a trainer whose weights came from elsewhere
+        self.stopping = threading.Event()  # set by the GUI thread: stop after this token
         training.done.connect(self._loaded, Qt.ConnectionType.DirectConnection)
 
     def _loaded(self, kind: str, report: str) -> None:
@@ -72,20 +78,32 @@ class GenerateWorker(QObject):
 
     @Slot(object)
     def generate(self, request: GenerateRequest) -> None:
+        written: list[float] = []
+
+        def heard(token: int, p: float) -> None:
+            written.append(p)
+            self.token.emit(vocab[token], p)
+            if self.stopping.is_set():
+                raise _Stopped
+
         try:
             trainer = self._source(request.project)
             vocab = trainer.data.vocab
-            made = write(trainer.model, trainer.data, trainer.project.graph, request.prompt,
-                         request.n, seed=request.seed, temperature=request.temperature,
-                         on_token=lambda t, p: self.token.emit(vocab[t], p))
+            write(trainer.model, trainer.data, trainer.project.graph, request.prompt,
+                  request.n, seed=request.seed, temperature=request.temperature,
+                  on_token=heard)
+        except _Stopped:
+            pass
         except GenerateError as exc:
             self.refused.emit(str(exc))
             return
         except Exception as exc:  # the thread boundary: nothing escapes a slot
             self.refused.emit(describe(exc))
             return
-        mean = sum(made.probabilities) / len(made.probabilities)
-        self.finished.emit(f"Wrote {len(made.tokens)} tokens (mean probability {mean:.3f}) "
+        mean = sum(written) / len(written)
+        stopped = f"Stopped after {len(written)} of {request.n}" if len(written) < request.n \
+            else f"Wrote {len(written)}"
+        self.finished.emit(f"{stopped} tokens (mean probability {mean:.3f}) "
                            f"at temperature {request.temperature:g}, seed {request.seed}.")
 
     def _source(self, project: Project) -> Trainer:
@@ -143,6 +161,7 @@ class GenerateOps(QObject):
         window.tabifyDockWidget(window.training_dock, self.dock)
         self.dock.hide()  # shown by Run ▸ Generate…
         self.panel.requested.connect(self.ask)
+        self.panel.stopRequested.connect(self.worker.stopping.set)
         self.worker.token.connect(self.panel.add_token)
         self.worker.finished.connect(self.panel.finish)
         self.worker.refused.connect(self.panel.refuse)
@@ -178,6 +197,7 @@ class GenerateOps(QObject):
                               "Training panel, then generate.")
             return
         self.panel.begin(prompt)
+        self.worker.stopping.clear()
         self.generateRequested.emit(GenerateRequest(project, prompt, n, temperature, seed))
 
     def carry(self, before: nx.DiGraph, mapping: dict[str, str]) -> None:

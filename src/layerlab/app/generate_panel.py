@@ -9,7 +9,7 @@ from html import escape
 from typing import TypeVar
 
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QColor, QFontDatabase, QHelpEvent, QTextCursor
+from PySide6.QtGui import QColor, QFontDatabase, QHelpEvent, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -86,6 +86,7 @@ class GeneratePanel(QWidget):
     """Asks for a generation (`requested`) and shows what the torch thread sends back."""
 
     requested = Signal(str, int, float, int)  # prompt, tokens, temperature, seed
+    stopRequested = Signal()  # the person wants the generation under way to stop
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,6 +112,11 @@ class GeneratePanel(QWidget):
         self.button = self._named(QPushButton("Generate"), "generateButton", "Generate",
                                   "Continue the prompt with the current weights (Enter)")
         self.button.clicked.connect(self.ask)
+        self.stop = self._named(QPushButton("Stop"), "generateStop", "Stop generating",
+                                "Stop writing; the tokens written so far stay (Esc)")
+        self.stop.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self.stop.setEnabled(False)
+        self.stop.clicked.connect(self.stopRequested)
         self.message = self._named(QLabel(), "generateMessage", "Generation message", "")
         self.message.setWordWrap(True)
         self.text = self._named(TokenText(), "generateOutput", "Continuation",
@@ -141,6 +147,7 @@ class GeneratePanel(QWidget):
             knobs.addWidget(QLabel(label))
             knobs.addWidget(box)
         knobs.addWidget(self.button)
+        knobs.addWidget(self.stop)
         knobs.addStretch(1)
         form.addRow(knobs)
         below = QHBoxLayout()
@@ -157,8 +164,12 @@ class GeneratePanel(QWidget):
                                 self.temperature.value(), self.seed.value())
 
     # -- what the torch thread sends back ---------------------------------------------
+    def _writing(self, writing: bool) -> None:
+        self.button.setEnabled(not writing)
+        self.stop.setEnabled(writing)
+
     def begin(self, prompt: str) -> None:
-        self.button.setEnabled(False)
+        self._writing(True)
         self.message.setText("Generating…")
         self.text.begin(prompt)
         self.table.setRowCount(0)
@@ -177,11 +188,11 @@ class GeneratePanel(QWidget):
         self.table.scrollToBottom()
 
     def finish(self, summary: str) -> None:
-        self.button.setEnabled(True)
+        self._writing(False)
         self.message.setText(summary)
 
     def refuse(self, message: str) -> None:
-        self.button.setEnabled(True)
+        self._writing(False)
         self.message.setText(message)
         if not self.table.rowCount():  # nothing was written: no prompt left as if it were
             self.text.clear()

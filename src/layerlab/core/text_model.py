@@ -38,6 +38,9 @@ def generation_problem(data: Dataset) -> str | None:
 
 def prompt_tokens(prompt: str, vocab: tuple[str, ...]) -> list[int]:
     """The prompt's token ids; GenerateError names the characters the vocabulary lacks."""
+    if not prompt:
+        raise GenerateError("The prompt is empty: type at least one character for the model "
+                            f"to continue (from {''.join(vocab)!r}).")
     missing = list(dict.fromkeys(c for c in prompt if c not in vocab))
     if missing:
         names = ", ".join(repr(c) for c in missing)

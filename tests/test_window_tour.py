@@ -1,0 +1,57 @@
+"""Slips a new user makes with the large-model tools, driven through the real widgets: a
+generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
+refused in one sentence."""
+
+import json
+
+import pytest
+from PySide6.QtCore import Qt
+
+from layerlab.app.generate_ops import GenerateOps
+from layerlab.core.generate import generate
+from layerlab.core.text_data import encode
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture
+def gpt(window, tmp_path):
+    """The window on the tiny GPT with a small dataset and one short epoch (4 batches)."""
+    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
+    data["training"]["dataset"]["options"]["n_samples"] = 256
+    data["training"]["epochs"] = 1
+    path = tmp_path / "gpt.layerlab.json"
+    path.write_text(json.dumps(data))
+    window.open_path(path, confirmed=True)
+    return window
+
+
+def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot):
+    ops = gpt.findChild(GenerateOps)
+    panel = ops.panel
+    qtbot.keyClick(gpt, Qt.Key.Key_F5)
+    controller = gpt.training.controller
+    qtbot.waitUntil(lambda: controller.state == "idle" and controller.worker.trainer is not None
+                    and controller.worker.trainer.step > 0, timeout=30_000)
+    qtbot.keyClick(gpt, Qt.Key.Key_F9)
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)  # nothing typed yet
+    qtbot.waitUntil(panel.button.isEnabled, timeout=10_000)
+    assert panel.message.text() == ("The prompt is empty: type at least one character for "
+                                    "the model to continue (from '0123456789+=').")
+    qtbot.keyClicks(panel.prompt, "12+30=")
+    panel.tokens.setValue(2000)
+    assert not panel.stop.isEnabled()
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
+    assert panel.stop.isEnabled()
+    qtbot.waitUntil(lambda: panel.table.rowCount() >= 3, timeout=10_000)
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Escape)
+    qtbot.waitUntil(panel.button.isEnabled, timeout=10_000)
+    written = panel.written()
+    assert 3 <= len(written) < 2000 and not panel.stop.isEnabled()
+    mean = sum(p for _, p in written) / len(written)
+    assert panel.message.text() == (f"Stopped after {len(written)} of 2000 tokens (mean "
+                                    f"probability {mean:.3f}) at temperature 0, seed 0.")
+    trainer = controller.worker.trainer
+    core = generate(trainer.model, encode("12+30=", trainer.data.vocab), len(written),
+                    temperature=0, context=8)
+    assert [t for t, _ in written] == [trainer.data.vocab[t] for t in core.tokens]
