@@ -1,12 +1,13 @@
 """Slips a new user makes with the large-model tools, driven through the real widgets: a
 generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
-refused in one sentence."""
+refused in one sentence; the Attention dock follows the project when another is opened."""
 
 import json
 
 import pytest
 from PySide6.QtCore import Qt
 
+from layerlab.app.attention_ops import NO_ATTENTION, AttentionOps
 from layerlab.app.generate_ops import GenerateOps
 from layerlab.core.generate import generate
 from layerlab.core.text_data import encode
@@ -55,3 +56,19 @@ def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot
     core = generate(trainer.model, encode("12+30=", trainer.data.vocab), len(written),
                     temperature=0, context=8)
     assert [t for t, _ in written] == [trainer.data.vocab[t] for t in core.tokens]
+
+
+def test_attention_dock_follows_the_project_opened(gpt, qtbot):
+    panel = gpt.findChild(AttentionOps).panel
+    ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(gpt, Qt.Key.Key_A, ctrl_shift)
+    qtbot.waitUntil(lambda: panel.record is not None, timeout=10_000)
+    assert set(panel.record.maps) == {"block1", "block2"} and "+" in panel.text.text()
+    gpt.open_example("tiny-transformer")  # the dock stays open
+    qtbot.waitUntil(lambda: panel.record is not None and "encoder" in panel.record.maps,
+                    timeout=10_000)
+    assert panel.record.samples == 1797 and "+" not in panel.text.text()
+    assert panel.status.text() == ("Sample 0 of 1797, weights as initialised (not trained "
+                                   "yet).")
+    gpt.open_example("spiral")
+    assert panel.record is None and panel.status.text() == NO_ATTENTION

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
+import networkx as nx
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 SHORTCUT = "Ctrl+Shift+A"
 BUSY = ("Training is under way: stop it (Run ▸ Stop, Shift+F5) or let it finish, then "
         "look at the attention.")
+NO_ATTENTION = ("This model has no attention node to show (CausalSelfAttention, GPTBlock, "
+                "MultiheadAttention or TransformerEncoderLayer): add one, or open the "
+                "tiny-gpt example.")
+ANY_SAMPLE = 10_000_000  # the sample box's bound until the dataset's size is known
 W = TypeVar("W", bound=QWidget)
 
 
@@ -93,7 +98,7 @@ class AttentionPanel(QWidget):
                            "Which attention node's heads to show")
         self.sample = _named(QSpinBox(), "attentionSample", "Sample",
                              "Which sample of the dataset (numbered as in its preview)")
-        self.sample.setRange(0, 10_000_000)
+        self.sample.setRange(0, ANY_SAMPLE)
         self.sample.setKeyboardTracking(False)
         self.text = _named(QLabel(), "attentionText", "Sample text",
                            "The sample's tokens as text")
@@ -132,6 +137,17 @@ class AttentionPanel(QWidget):
         self.text.setText(f"text: <code>{record.text}</code>" if record.text else "")
         self._draw()
 
+    def forget(self) -> None:
+        """Another project: nothing of the old one's sample stays on screen."""
+        self.record = None
+        self.sample.blockSignals(True)
+        self.sample.setRange(0, ANY_SAMPLE)
+        self.sample.setValue(0)
+        self.sample.blockSignals(False)
+        self.text.clear()
+        self.status.clear()
+        self.heads.clear("")
+
     def refuse(self, message: str) -> None:
         self.record = None
         self.status.setText(message)
@@ -163,6 +179,7 @@ class AttentionOps(QObject):
         self.worker = AttentionWorker(controller.worker)
         self.worker.moveToThread(controller.thread)
         self.mapsRequested.connect(self.worker.maps)
+        self.asked: nx.DiGraph | None = None  # the graph whose maps were last asked for
         self.panel = AttentionPanel()
         self.dock = QDockWidget("Attention", window)
         self.dock.setObjectName("attentionDock")
@@ -182,29 +199,45 @@ class AttentionOps(QObject):
         window.view.context_actions.append(self.action)
         toggle = self.dock.toggleViewAction()
         toggle.setObjectName("actionAttentionDock")
+        toggle.toggled.connect(lambda opened: opened and self._nodes())
         window.menuBar().findChild(QMenu, "viewMenu").addAction(toggle)
         window.doc.analysisChanged.connect(self._nodes)
-        window.doc.reset.connect(self._nodes)
+        window.doc.reset.connect(self._forget)
         self._nodes()
 
     def attention_nodes(self) -> list[str]:
         return [n for n, d in self.window.doc.graph.nodes(data=True)
                 if d.get("type") in ATTENTION_TYPES]
 
+    def _forget(self) -> None:
+        self.asked = None
+        self.panel.forget()
+
     def _nodes(self) -> None:
+        """The graph changed (or another project came): while the dock is open, its maps
+        follow the model; a graph without attention says so."""
         nodes = self.attention_nodes()
         self.action.setEnabled(bool(nodes))
         self.panel.set_nodes(nodes)
+        if not self.dock.toggleViewAction().isChecked():
+            return
+        if not nodes:
+            self.asked = None
+            self.panel.refuse(NO_ATTENTION)
+        elif self.asked is None or not same_model(self.asked, self.window.doc.graph):
+            self.ask()
 
     def show_panel(self) -> None:
         """Open the dock on the selected attention node (else the first) and compute."""
         selected = [n for n in self.window.scene.selected_nodes()
                     if n in self.attention_nodes()]
         self.panel.set_nodes(self.attention_nodes(), selected[0] if selected else "")
-        self.dock.show()
+        self.asked = None  # asked afresh: the weights may have changed since
+        self.dock.show()  # a closed dock asks as it opens (_nodes)
         self.dock.raise_()
         self.panel.sample.setFocus()
-        self.ask()
+        if self.asked is None:
+            self.ask()
 
     def ask(self, index: int | None = None) -> None:
         """Send a request to the torch thread, unless a run holds it."""
@@ -219,6 +252,7 @@ class AttentionOps(QObject):
                               f"{'; '.join(m for _, m in exc.errors)}")
             return
         self.panel.status.setText("Computing…")
+        self.asked = project.graph
         self.mapsRequested.emit(project, self.panel.sample.value() if index is None
                                 else index)
 
