@@ -1,6 +1,7 @@
 """Slips a new user makes with the large-model tools, driven through the real widgets: a
 generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
-refused in one sentence; the Attention dock follows the project when another is opened."""
+refused in one sentence; the Attention dock follows the project when another is opened; a
+tie to a node without a table does not shrink the parameter count."""
 
 import json
 
@@ -8,7 +9,9 @@ import pytest
 from PySide6.QtCore import Qt
 
 from layerlab.app.attention_ops import NO_ATTENTION, AttentionOps
+from layerlab.app.file_ops import example_project
 from layerlab.app.generate_ops import GenerateOps
+from layerlab.core.compiler import param_counts
 from layerlab.core.generate import generate
 from layerlab.core.text_data import encode
 
@@ -72,3 +75,12 @@ def test_attention_dock_follows_the_project_opened(gpt, qtbot):
                                    "yet).")
     gpt.open_example("spiral")
     assert panel.record is None and panel.status.text() == NO_ATTENTION
+
+
+def test_a_tie_to_a_node_without_a_table_counts_the_weight_as_its_own():
+    graph = example_project("tiny-gpt").graph
+    untied = sum(param_counts(graph).values())
+    graph.nodes["head"]["params"]["tie_weight"] = "block1"  # a slip: not an embedding
+    assert sum(param_counts(graph).values()) == untied
+    graph.nodes["head"]["params"]["tie_weight"] = "embed"
+    assert sum(param_counts(graph).values()) == untied - 12 * 32  # head's [12, 32] weight

@@ -85,10 +85,11 @@ def tie_weights(graph: nx.DiGraph, modules: nn.Module) -> None:
 
 def shared_numel(graph: nx.DiGraph, contexts: dict[str, Any]) -> dict[str, int]:
     """The numbers each tied node's count leaves out: its weight is its embedding's table,
-    counted there."""
+    counted there (a tie to a node that has no table leaves the weight its own)."""
     return {node: contexts[node].params["out_features"] * contexts[node].shape[-1]
             for node, target in ties(graph).items()
-            if node in contexts and target in contexts}
+            if node in contexts and target in contexts
+            and graph.nodes[target].get("type") in TABLES}
 
 
 def frozen_with(graph: nx.DiGraph) -> dict[str, list[str]]:
