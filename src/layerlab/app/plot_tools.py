@@ -91,6 +91,17 @@ class Series:
         self._a[:, self.n] = step, epoch, value
         self.n += 1
 
+    def extend(self, rows: np.ndarray) -> None:
+        """Append (step, epoch, value) rows at once: one copy for a batch of live steps, where
+        an append per step cost the GUI thread, holding the GIL, ~5% of a digits run."""
+        end = self.n + len(rows)
+        if end > self._a.shape[1]:
+            grown = np.empty((3, max(end, 2 * self._a.shape[1])))
+            grown[:, : self.n] = self._a[:, : self.n]
+            self._a = grown
+        self._a[:, self.n:end] = rows.T
+        self.n = end
+
     def column(self, name: str) -> np.ndarray:
         return self._a[("step", "epoch", "value").index(name), : self.n]
 
@@ -132,6 +143,12 @@ class RunData:
             score = record.val_accuracy if record.val_accuracy is not None else record.val_r2
             self._epoch(record.step, record.epoch, record.train_loss, record.val_loss, score,
                         record.seconds)
+
+    def add_steps(self, records: list[StepRecord]) -> None:
+        """Live steps, appended at once (the window receives them in batches)."""
+        self.dirty = True
+        self.loss.extend(np.array([(r.step, r.epoch - 1 + r.batch / r.batches, r.loss)
+                                   for r in records], dtype=float).reshape(-1, 3))
 
     def load(self, rows: list[Mapping[str, object]]) -> None:
         """metrics.csv rows, columns looked up by header; a missing column draws nothing.

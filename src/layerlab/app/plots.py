@@ -365,8 +365,10 @@ class RunPlots(QWidget):
             if _first_step(records) == _last_step(self._held) + 1:
                 records = self._held + records
             self._held = []
+        run.add_steps([r for r in records if isinstance(r, StepRecord)])
         for record in records:
-            run.add(record)
+            if not isinstance(record, StepRecord):
+                run.add(record)
         self._dirty = True
 
     def add_between_runs(self, records: list[object]) -> None:
