@@ -1,7 +1,8 @@
 """Slips a new user makes with the large-model tools, driven through the real widgets: a
 generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
 refused in one sentence; the Attention dock follows the project when another is opened; a
-tie to a node without a table does not shrink the parameter count."""
+tie to a node without a table does not shrink the parameter count; a GPTBlock opened into its
+parts keeps its pinned pipeline stage start."""
 
 import json
 
@@ -9,10 +10,13 @@ import pytest
 from PySide6.QtCore import Qt
 
 from layerlab.app.attention_ops import NO_ATTENTION, AttentionOps
+from layerlab.app.document import Document
 from layerlab.app.file_ops import example_project
 from layerlab.app.generate_ops import GenerateOps
+from layerlab.app.parts_ops import OpenBlock
 from layerlab.core.compiler import param_counts
 from layerlab.core.generate import generate
+from layerlab.core.stages import START_KEY, describe, pinned_starts, pipeline_plan
 from layerlab.core.text_data import encode
 
 from conftest import EXAMPLES
@@ -84,3 +88,14 @@ def test_a_tie_to_a_node_without_a_table_counts_the_weight_as_its_own():
     assert sum(param_counts(graph).values()) == untied
     graph.nodes["head"]["params"]["tie_weight"] = "embed"
     assert sum(param_counts(graph).values()) == untied - 12 * 32  # head's [12, 32] weight
+
+
+def test_opening_a_block_keeps_its_pinned_stage_start(qapp):
+    doc = Document(example_project("tiny-gpt"))
+    doc.graph.nodes["block2"][START_KEY] = True
+    plan = describe(pipeline_plan(doc.graph, 2))
+    doc.undo_stack.push(OpenBlock(doc, "block2", lambda *_: None))
+    assert pinned_starts(doc.graph) == ["block2_ln1"]
+    assert describe(pipeline_plan(doc.graph, 2)) == plan.replace("block2 …", "block2_ln1 …")
+    doc.undo_stack.undo()
+    assert pinned_starts(doc.graph) == ["block2"]

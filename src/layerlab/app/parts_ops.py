@@ -19,6 +19,7 @@ from layerlab.app.canvas.items import NODE_WIDTH
 from layerlab.app.document import Document
 from layerlab.core.gpt_parts import open_block
 from layerlab.core.groups import group_of, members, new_group
+from layerlab.core.stages import START_KEY
 
 if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
@@ -59,6 +60,8 @@ class OpenBlock(QUndoCommand):
         g = doc.graph
         opened, self.mapping = open_block(g, node)
         self.parts = [n for n in opened if n not in g]
+        if g.nodes[node].get(START_KEY) is True:  # a pinned pipeline stage starts at the
+            opened.nodes[self.parts[0]][START_KEY] = True  # first part, as at the block
         moves = opened_layout(g, opened, node, self.parts, doc.project.direction)
         for part in self.parts:
             opened.nodes[part]["pos"] = moves[part]
