@@ -78,3 +78,23 @@ def test_boundary_probes_only_while_someone_looks(window, qtbot):
     assert window.training.controller.state == "running"
     window.training.controller.stop()
     qtbot.waitUntil(lambda: window.training.controller.state == "idle", timeout=20_000)
+
+
+def test_a_run_takes_the_curves_made_ahead(qtbot):
+    """Train makes the next run's curves at once (while the trainer is built); the run that
+    begins then draws into them instead of making its own as training starts."""
+    from layerlab.app.application import make_application
+
+    make_application()
+    plots = RunPlots()
+    qtbot.addWidget(plots)
+    plots.timer.stop()
+    before = plots.loss_plot.listDataItems()  # the hover's marker
+    plots.prepare_run()
+    made = plots.loss_plot.listDataItems()
+    assert len(made) == len(before) + 2  # raw and smoothed, empty
+    plots.add_run("/runs/1", "run 1", "#4c9be8")
+    plots.add([StepRecord(1, 1, 1, 2, 0.9, 0.0, 0.1), StepRecord(1, 2, 2, 2, 0.7, 0.0, 0.1)])
+    plots.redraw()
+    assert plots.loss_plot.listDataItems() == made
+    assert list(plots.runs[0].curves[0].getData()[1]) == [0.9, 0.7]

@@ -176,6 +176,7 @@ class RunPlots(QWidget):
         self._live: RunData | None = None  # where add(records) goes
         self._numbered = 0
         self._held: list[object] = []  # traced steps waiting for the run they begin
+        self._spare: list[pg.PlotDataItem] = []  # the next run's curves, made ahead
         self._dirty = False
         self._refit = False
         self.timer = QTimer(self)
@@ -298,10 +299,8 @@ class RunPlots(QWidget):
     def _make_run(self, key: str, label: str, colour: str) -> RunData:
         self._numbered += 1
         run = RunData(key, label, colour, self._numbered)
-        run.curves = [plot.plot(autoDownsampleFactor=DOWNSAMPLE)
-                      for plot in self._curve_plots()]
-        for curve in run.curves:  # a growing run repaints its plot, not the others' lines
-            curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.prepare_run()
+        run.curves, self._spare = self._spare, []
         # ...as long as Qt's pixmap cache holds every line (ten runs' fill its default 10 MB)
         QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), PIXMAP_CACHE_KB))
         self.legend.addItem(run.curves[1], label)
@@ -313,6 +312,17 @@ class RunPlots(QWidget):
         self.run_list.addItem(item)
         self._recolour(run, colour)
         return run
+
+    def prepare_run(self) -> None:
+        """Make the next run's (empty) curves now: building them holds the GIL for tens of
+        milliseconds, which the torch thread would otherwise wait through as its run begins
+        (the window calls this when Train is pressed, while the trainer is being built)."""
+        if self._spare:
+            return
+        self._spare = [plot.plot(autoDownsampleFactor=DOWNSAMPLE)
+                       for plot in self._curve_plots()]
+        for curve in self._spare:  # a growing run repaints its plot, not the others' lines
+            curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def _recolour(self, run: RunData, colour: str) -> None:
         run.colour = colour

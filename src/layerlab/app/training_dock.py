@@ -374,6 +374,7 @@ class TrainingDock(QWidget):
         return True
 
     def _run_started(self) -> None:
+        self.plots.prepare_run()  # while the torch thread builds the trainer
         self.show_message("")
         self._start_time = time.perf_counter()
         self._position = ""  # the last run's place is not this one's
