@@ -2,7 +2,8 @@
 generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
 refused in one sentence; the Attention dock follows the project when another is opened; a
 tie to a node without a table does not shrink the parameter count; a GPTBlock opened into its
-parts keeps its pinned pipeline stage start."""
+parts keeps its pinned pipeline stage start; too many pipeline stages are refused in a
+sentence."""
 
 import json
 
@@ -99,3 +100,18 @@ def test_opening_a_block_keeps_its_pinned_stage_start(qapp):
     assert describe(pipeline_plan(doc.graph, 2)) == plan.replace("block2 …", "block2_ln1 …")
     doc.undo_stack.undo()
     assert pinned_starts(doc.graph) == ["block2"]
+
+
+def test_too_many_stages_are_refused_in_a_sentence_and_undone(gpt, qtbot):
+    bar = gpt.stages.bar
+    qtbot.keyClick(gpt, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier
+                   | Qt.KeyboardModifier.ShiftModifier)
+    balanced = bar.note.text()
+    bar.count.lineEdit().selectAll()
+    qtbot.keyClicks(bar.count, "8")
+    qtbot.keyClick(bar.count, Qt.Key.Key_Return)
+    assert bar.note.text() == (
+        "The graph cannot be split into 8 pipeline stages: only 5 node boundaries carry a "
+        "single tensor (after: embed, block1, block2, norm, head); run 6 processes or fewer.")
+    qtbot.keyClick(gpt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert bar.count.value() == 2 and bar.note.text() == balanced

@@ -67,6 +67,11 @@ class StagesBar(QToolBar):
             self.addWidget(widget)
 
 
+def sentence(message: str) -> str:
+    """Core's reason ("the graph cannot be split …") as the window shows it: a sentence."""
+    return f"{message[:1].upper()}{message[1:]}{'' if message.endswith('.') else '.'}"
+
+
 class PipelineStages(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -125,7 +130,7 @@ class PipelineStages(QObject):
             except GraphError:
                 self.bar.note.setText("Fix the graph's problems to see its stages.")
             except TrainingError as exc:
-                self.bar.note.setText(str(exc))
+                self.bar.note.setText(sentence(str(exc)))
         for node, item in self.scene.nodes.items():
             k = stage.get(node)
             item.set_stage(None if k is None else QColor(COLOURS[k % len(COLOURS)]),
@@ -155,7 +160,7 @@ class PipelineStages(QObject):
             pipeline_plan(trial, count, self.balance)
         except (GraphError, TrainingError) as exc:
             message = exc.errors[0][1] if isinstance(exc, GraphError) else str(exc)
-            status.showMessage(f"{message[0].upper()}{message[1:]}.", 8000)
+            status.showMessage(sentence(message), 8000)
             return
         text = f"{'Start a pipeline stage at' if new else 'Unpin the stage start of'} {node}"
         self.doc.undo_stack.beginMacro(text)
