@@ -1,9 +1,9 @@
 """Slips a new user makes with the large-model tools, driven through the real widgets: a
-generation too long to wait for is stopped (Esc) and keeps what it wrote; an empty prompt is
-refused in one sentence; the Attention dock follows the project when another is opened; a
-tie to a node without a table does not shrink the parameter count; a GPTBlock opened into its
-parts keeps its pinned pipeline stage start; too many pipeline stages are refused in a
-sentence."""
+generation too long to wait for is stopped (Esc) and keeps what it wrote, and stops and goes
+when another project is opened; an empty prompt is refused in one sentence; the Attention
+dock follows the project when another is opened; a tie to a node without a table does not
+shrink the parameter count; a GPTBlock opened into its parts keeps its pinned pipeline stage
+start; too many pipeline stages are refused in a sentence."""
 
 import json
 
@@ -64,6 +64,13 @@ def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot
     core = generate(trainer.model, encode("12+30=", trainer.data.vocab), len(written),
                     temperature=0, context=8)
     assert [t for t, _ in written] == [trainer.data.vocab[t] for t in core.tokens]
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)  # again, then another project mid-way
+    qtbot.waitUntil(lambda: panel.table.rowCount() >= 3, timeout=10_000)
+    gpt.open_example("spiral")
+    qtbot.waitUntil(panel.button.isEnabled, timeout=10_000)  # it stopped
+    qtbot.wait(50)  # anything still queued from the torch thread has arrived
+    assert panel.table.rowCount() == 0 and panel.text.toPlainText() == ""
+    assert panel.message.text() == ""
 
 
 def test_attention_dock_follows_the_project_opened(gpt, qtbot):

@@ -166,6 +166,7 @@ class GenerateOps(QObject):
         self.worker.finished.connect(self.panel.finish)
         self.worker.refused.connect(self.panel.refuse)
         self.worker.carried.connect(self._carried)
+        window.doc.reset.connect(self._forget)
         self.action = window.action(
             "actionGenerate", "&Generate…", self.show_panel, SHORTCUT,
             "Type a prompt and see the trained model continue it, token by token")
@@ -175,6 +176,11 @@ class GenerateOps(QObject):
         toggle = self.dock.toggleViewAction()
         toggle.setObjectName("actionGenerateDock")
         view.addAction(toggle)
+
+    def _forget(self) -> None:
+        """Another project: a generation under way stops, and its text goes."""
+        self.worker.stopping.set()
+        self.panel.forget()
 
     def _carried(self, report: str) -> None:
         self.window.statusBar().showMessage(report, 8000)

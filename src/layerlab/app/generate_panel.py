@@ -128,6 +128,7 @@ class GeneratePanel(QWidget):
         self.table.setHorizontalHeaderLabels(["token", "probability"])
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.dropping = False  # a forgotten generation's tokens are still on their way
         self._lay_out()
 
     @staticmethod
@@ -168,13 +169,24 @@ class GeneratePanel(QWidget):
         self.button.setEnabled(not writing)
         self.stop.setEnabled(writing)
 
+    def forget(self) -> None:
+        """Another project: the old continuation goes, and what is still on its way from
+        a generation under way (stopped by the caller) is dropped."""
+        self.dropping = self.stop.isEnabled()
+        self.message.clear()
+        self.text.clear()
+        self.table.setRowCount(0)
+
     def begin(self, prompt: str) -> None:
+        self.dropping = False
         self._writing(True)
         self.message.setText("Generating…")
         self.text.begin(prompt)
         self.table.setRowCount(0)
 
     def add_token(self, text: str, p: float) -> None:
+        if self.dropping:
+            return
         self.text.add(text, p)
         row = self.table.rowCount()
         self.table.insertRow(row)
@@ -189,10 +201,15 @@ class GeneratePanel(QWidget):
 
     def finish(self, summary: str) -> None:
         self._writing(False)
-        self.message.setText(summary)
+        if not self.dropping:
+            self.message.setText(summary)
+        self.dropping = False
 
     def refuse(self, message: str) -> None:
         self._writing(False)
+        if self.dropping:
+            self.dropping = False
+            return
         self.message.setText(message)
         if not self.table.rowCount():  # nothing was written: no prompt left as if it were
             self.text.clear()
