@@ -1,16 +1,17 @@
 """Slips a new user makes with the large-model tools, driven through the real widgets: a
 generation too long to wait for is stopped (Esc) and keeps what it wrote, and stops and goes
 when another project is opened; an empty prompt is refused in one sentence; the Attention
-dock follows the project when another is opened; a tie to a node without a table does not
-shrink the parameter count; a GPTBlock opened into its parts keeps its pinned pipeline stage
-start; too many pipeline stages are refused in a sentence."""
+dock follows the project when another is opened, and says when an edit leaves its maps out
+of date, and that the weights it shows were carried over; a tie to a node without a table does
+not shrink the parameter count; a GPTBlock opened into its parts keeps its pinned pipeline
+stage start; too many pipeline stages are refused in a sentence."""
 
 import json
 
 import pytest
 from PySide6.QtCore import Qt
 
-from layerlab.app.attention_ops import NO_ATTENTION, AttentionOps
+from layerlab.app.attention_ops import CHANGED, NO_ATTENTION, AttentionOps
 from layerlab.app.document import Document
 from layerlab.app.file_ops import example_project
 from layerlab.app.generate_ops import GenerateOps
@@ -76,9 +77,23 @@ def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot
 def test_attention_dock_follows_the_project_opened(gpt, qtbot):
     panel = gpt.findChild(AttentionOps).panel
     ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    controller = gpt.training.controller
+    qtbot.keyClick(gpt, Qt.Key.Key_F5)
+    qtbot.waitUntil(lambda: controller.state == "idle" and controller.worker.trainer is not None
+                    and controller.worker.trainer.step > 0, timeout=30_000)
     qtbot.keyClick(gpt, Qt.Key.Key_A, ctrl_shift)
     qtbot.waitUntil(lambda: panel.record is not None, timeout=10_000)
     assert set(panel.record.maps) == {"block1", "block2"} and "+" in panel.text.text()
+    gpt.scene.select_only(["block1"])
+    qtbot.keyClick(gpt, Qt.Key.Key_B, ctrl_shift)  # an edit while the dock is open
+    qtbot.waitUntil(lambda: gpt.statusBar().currentMessage() == "The trained weights were "
+                    "carried over.", timeout=10_000)  # not replaced by a fresh trainer's
+    assert panel.record is None and panel.status.text() == CHANGED
+    qtbot.keyClick(gpt, Qt.Key.Key_A, ctrl_shift)
+    qtbot.waitUntil(lambda: panel.record is not None, timeout=10_000)
+    assert set(panel.record.maps) == {"block1_attn", "block2"}
+    assert panel.status.text() == ("Sample 0 of 256, weights loaded from a file or carried "
+                                   "over from the graph as it was.")
     gpt.open_example("tiny-transformer")  # the dock stays open
     qtbot.waitUntil(lambda: panel.record is not None and "encoder" in panel.record.maps,
                     timeout=10_000)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from layerlab.app.attention_view import HeadsView
+from layerlab.app.generate_ops import GenerateOps, GenerateWorker
 from layerlab.app.training_worker import TrainingWorker, describe
 from layerlab.core.attention_maps import ATTENTION_TYPES, AttentionRecord, sample_attention
 from layerlab.core.errors import GraphError
@@ -40,6 +41,8 @@ BUSY = ("Training is under way: stop it (Run ▸ Stop, Shift+F5) or let it finis
 NO_ATTENTION = ("This model has no attention node to show (CausalSelfAttention, GPTBlock, "
                 "MultiheadAttention or TransformerEncoderLayer): add one, or open the "
                 "tiny-gpt example.")
+CHANGED = ("The graph has changed since these maps were computed: press Ctrl+Shift+A "
+           "(Run ▸ Show Attention…) to compute them again.")
 ANY_SAMPLE = 10_000_000  # the sample box's bound until the dataset's size is known
 W = TypeVar("W", bound=QWidget)
 
@@ -57,9 +60,10 @@ class AttentionWorker(QObject):
     ready = Signal(object, str)  # an AttentionRecord, and which weights made it
     refused = Signal(str)
 
-    def __init__(self, training: TrainingWorker) -> None:
+    def __init__(self, training: TrainingWorker, writer: GenerateWorker) -> None:
         super().__init__()
         self.training = training
+        self.writer = writer  # knows a trainer whose weights came from a file or a redraw
 
     def _trainer(self, project: Project) -> Trainer:
         """The trainer with the current weights when it is of this model and data, else a
@@ -78,9 +82,14 @@ class AttentionWorker(QObject):
         except Exception as exc:  # the thread boundary: nothing escapes a slot
             self.refused.emit(describe(exc))
             return
-        weights = f"weights after {trainer.step} training steps" if trainer.step else \
-            "weights as initialised (not trained yet)"
-        self.ready.emit(record, weights)
+        self.ready.emit(record, self._weights(trainer))
+
+    def _weights(self, trainer: Trainer) -> str:
+        if trainer.step:
+            return f"weights after {trainer.step} training steps"
+        if trainer is self.writer.given:
+            return "weights loaded from a file or carried over from the graph as it was"
+        return "weights as initialised (not trained yet)"
 
 
 class AttentionPanel(QWidget):
@@ -176,7 +185,7 @@ class AttentionOps(QObject):
         super().__init__(window)
         self.window = window
         controller = window.training.controller
-        self.worker = AttentionWorker(controller.worker)
+        self.worker = AttentionWorker(controller.worker, window.findChild(GenerateOps).worker)
         self.worker.moveToThread(controller.thread)
         self.mapsRequested.connect(self.worker.maps)
         self.asked: nx.DiGraph | None = None  # the graph whose maps were last asked for
@@ -214,18 +223,20 @@ class AttentionOps(QObject):
         self.panel.forget()
 
     def _nodes(self) -> None:
-        """The graph changed (or another project came): while the dock is open, its maps
-        follow the model; a graph without attention says so."""
+        """The graph changed (or another project came): while the dock is open, another
+        project's maps are computed; an edited model's are said to be out of date; a graph
+        without attention says so."""
         nodes = self.attention_nodes()
         self.action.setEnabled(bool(nodes))
         self.panel.set_nodes(nodes)
         if not self.dock.toggleViewAction().isChecked():
             return
         if not nodes:
-            self.asked = None
             self.panel.refuse(NO_ATTENTION)
-        elif self.asked is None or not same_model(self.asked, self.window.doc.graph):
+        elif self.asked is None:  # another project, or the dock has just opened
             self.ask()
+        elif not same_model(self.asked, self.window.doc.graph):  # not asked here: the
+            self.panel.refuse(CHANGED)  # maps' fresh trainer would replace trained weights
 
     def show_panel(self) -> None:
         """Open the dock on the selected attention node (else the first) and compute."""
