@@ -4,7 +4,8 @@ when another project is opened; an empty prompt is refused in one sentence; the 
 dock follows the project when another is opened, and says when an edit leaves its maps out
 of date, and that the weights it shows were carried over; a tie to a node without a table does
 not shrink the parameter count; a GPTBlock opened into its parts keeps its pinned pipeline
-stage start; too many pipeline stages are refused in a sentence."""
+stage start; too many pipeline stages are refused in a sentence, and the stages come back
+with the toolbar when the window restores its layout."""
 
 import json
 
@@ -72,6 +73,7 @@ def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot
     qtbot.wait(50)  # anything still queued from the torch thread has arrived
     assert panel.table.rowCount() == 0 and panel.text.toPlainText() == ""
     assert panel.message.text() == ""
+    ops.dock.close()  # the next test's window starts without it (the layout is kept)
 
 
 def test_attention_dock_follows_the_project_opened(gpt, qtbot):
@@ -102,6 +104,7 @@ def test_attention_dock_follows_the_project_opened(gpt, qtbot):
                                    "yet).")
     gpt.open_example("spiral")
     assert panel.record is None and panel.status.text() == NO_ATTENTION
+    gpt.findChild(AttentionOps).dock.close()  # the next test's window starts without it
 
 
 def test_a_tie_to_a_node_without_a_table_counts_the_weight_as_its_own():
@@ -124,10 +127,10 @@ def test_opening_a_block_keeps_its_pinned_stage_start(qapp):
     assert pinned_starts(doc.graph) == ["block2"]
 
 
-def test_too_many_stages_are_refused_in_a_sentence_and_undone(gpt, qtbot):
+def test_too_many_stages_are_refused_in_a_sentence_and_come_back_with_the_layout(gpt, qtbot):
     bar = gpt.stages.bar
-    qtbot.keyClick(gpt, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier
-                   | Qt.KeyboardModifier.ShiftModifier)
+    ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(gpt, Qt.Key.Key_P, ctrl_shift)
     balanced = bar.note.text()
     bar.count.lineEdit().selectAll()
     qtbot.keyClicks(bar.count, "8")
@@ -137,3 +140,11 @@ def test_too_many_stages_are_refused_in_a_sentence_and_undone(gpt, qtbot):
         "single tensor (after: embed, block1, block2, norm, head); run 6 processes or fewer.")
     qtbot.keyClick(gpt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert bar.count.value() == 2 and bar.note.text() == balanced
+    layout = gpt.saveState()  # as the window keeps it when it closes
+    qtbot.keyClick(gpt, Qt.Key.Key_P, ctrl_shift)  # off
+    assert gpt.scene.nodes["block1"].fill is None
+    gpt.restoreState(layout)  # the next start: the toolbar and the stages come back
+    assert gpt.stages.toggle.isChecked() and bar.isVisible()
+    assert gpt.scene.nodes["block1"].stage_label == "stage 1"
+    assert gpt.scene.nodes["head"].stage_label == "stage 2"
+    qtbot.keyClick(gpt, Qt.Key.Key_P, ctrl_shift)  # off: the next test's window starts bare

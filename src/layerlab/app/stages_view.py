@@ -94,6 +94,14 @@ class PipelineStages(QObject):
             lambda i: self._set("pipeline_balance", self.bar.balance.itemData(i)))
         self.doc.analysisChanged.connect(self.refresh)
         self.doc.trainingChanged.connect(self.refresh)
+        self.bar.visibilityChanged.connect(self._shown)
+
+    def _shown(self, visible: bool) -> None:
+        """The toolbar shown by the window's last layout (restored at start): the stages
+        come with it, as View ▸ Pipeline Stages shows them."""
+        if visible and not self.toggle.isChecked():
+            self.toggle.setChecked(True)
+            self.refresh()
 
     @property
     def count(self) -> int:
