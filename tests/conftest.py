@@ -35,11 +35,14 @@ def pytest_configure(config):
 def window(qtbot):
     """The real main window on the default example, shown; closed cleanly afterwards with
     no thread left running. Dialogs that would block ask nothing unless a test asks."""
+    from PySide6.QtCore import QSettings
+
     from layerlab.app.application import make_application
     from layerlab.app.main_window import MainWindow, recovery_path
 
     make_application()
-    recovery_path().unlink(missing_ok=True)
+    QSettings().clear()  # no dock or layout left behind by the test before (pytest-xdist
+    recovery_path().unlink(missing_ok=True)  # orders a worker's tests its own way)
     win = MainWindow(offer_recovery=False)
     qtbot.addWidget(win)
     win.show()

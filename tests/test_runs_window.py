@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QMessageBox
 from safetensors.torch import load_file
 
 from layerlab.app.file_ops import FilesMixin
 from layerlab.app.main_window import MainWindow
 from layerlab.core.runs import list_runs, read_run, runs_folder
+from test_editor import drag
 
 from conftest import EXAMPLES
 
@@ -175,7 +176,8 @@ def test_the_progress_line_and_run_json_say_paused_then_stopped(window, qtbot, t
         window.actions["actionStep"].trigger()  # one batch, then paused
     key = started.args[0]
     qtbot.waitUntil(lambda: read_run(key).status == "paused", timeout=TIMEOUT)
-    assert dock.progress.format() == "paused · epoch 1/2 · step 1"
+    qtbot.waitUntil(lambda: dock.progress.format() == "paused · epoch 1/2 · step 1",
+                    timeout=TIMEOUT)  # the step's record may arrive just after the file
     table = dock.runs_table
     assert table.table.item(table.row_of(key), 1).text() == "paused"
     window.actions["actionStop"].trigger()
@@ -183,6 +185,10 @@ def test_the_progress_line_and_run_json_say_paused_then_stopped(window, qtbot, t
     assert dock.progress.format() == "stopped · epoch 1/2 · step 1"
     assert read_run(key).status == "stopped"
     qtbot.waitUntil(lambda: table.table.item(table.row_of(key), 1).text() == "stopped")
+    window.view.resetTransform()  # moving a node changes the drawing, not the model
+    start = window.scene.nodes["fc1"].scenePos() + QPointF(60, 10)
+    drag(qtbot, window, start, start + QPointF(0, 120))
+    assert window.doc.undo_stack.undoText() == "Move"
     train(window, qtbot)  # Train after Stop continues the run, in its folder
     assert [run.key for run in list_runs(window.doc.project.path)] == [key]
     assert dock.progress.format() == "finished · epoch 2/2 · step 6"  # 160 rows, 64 a batch

@@ -45,6 +45,7 @@ from layerlab.core.project import Project
 from layerlab.core.runs import RUN_JSON, RunError, RunWriter, new_run_folder
 from layerlab.core.settings import settings_from
 from layerlab.core.standardize import StatisticsRecord, adapt, statistics
+from layerlab.core.text_model import same_model
 from layerlab.core.tracer import StepTrace
 from layerlab.core.trainer import (
     Control,
@@ -233,11 +234,17 @@ class TrainingWorker(QObject):
             self.records.emit([record])
 
     def _ensure_trainer(self, project: Project) -> Trainer:
-        if self.trainer is None or self.trainer.project.to_dict() != project.to_dict():
-            self.reset()  # a trainer that fails to build leaves none behind
-            self.trainer = Trainer(project, settings_from(project.training))
-            self.health = HealthWatch(self.trainer)
-            self.trainer.add_listener(self._collect)
+        """The trainer for `project`: the last one (its trained weights) while only where
+        nodes are drawn, or the project's name, changed since it was built; else a new one."""
+        old = self.trainer
+        if old is not None and old.project.training == project.training \
+                and same_model(old.project.graph, project.graph):
+            old.project = project
+            return old
+        self.reset()  # a trainer that fails to build leaves none behind
+        self.trainer = Trainer(project, settings_from(project.training))
+        self.health = HealthWatch(self.trainer)
+        self.trainer.add_listener(self._collect)
         return self.trainer
 
     @Slot(object, int)
