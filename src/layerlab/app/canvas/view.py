@@ -114,7 +114,8 @@ class GraphView(QGraphicsView):
         rect, (w, h) = self.graph_rect(), self._port_size(1.0)
         if not rect.isValid() or rect.isEmpty():
             return 1.0
-        return min(MAX_FIT_SCALE, w / rect.width(), h / rect.height())
+        # a hair under the exact fit: at the exact one, rounding can call for a scrollbar
+        return min(MAX_FIT_SCALE, w / rect.width(), h / rect.height()) * 0.999
 
     def fit(self) -> None:
         """The whole graph, centred, without scrollbars (Ctrl+0)."""
