@@ -148,3 +148,12 @@ def test_too_many_stages_are_refused_in_a_sentence_and_come_back_with_the_layout
     assert gpt.scene.nodes["block1"].stage_label == "stage 1"
     assert gpt.scene.nodes["head"].stage_label == "stage 2"
     qtbot.keyClick(gpt, Qt.Key.Key_P, ctrl_shift)  # off: the next test's window starts bare
+
+
+def test_deleting_a_selection_of_two_nodes_raises_nothing(window, qtbot):
+    """Monkey seed 2026: Open Block into Parts' state was asked about a selected node that
+    was already gone from the graph (KeyError in a slot, while Delete removed the two)."""
+    window.scene.select_only(["fc3", "loss"])
+    qtbot.keyClick(window.view.viewport(), Qt.Key.Key_Delete)
+    assert "fc3" not in window.doc.graph and "loss" not in window.doc.graph
+    assert not window.actions["actionOpenBlock"].isEnabled()

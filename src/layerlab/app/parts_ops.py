@@ -112,8 +112,9 @@ def openable(doc: Document, nodes: list[str]) -> str | None:
     if len(nodes) != 1 or doc.structure_locked:
         return None
     node = nodes[0]
-    data = doc.graph.nodes[node]
-    if data.get("type") != "GPTBlock" or node not in doc.analysis.shapes:
+    if node not in doc.graph:  # its item is still selected while it is being removed
+        return None
+    if doc.graph.nodes[node].get("type") != "GPTBlock" or node not in doc.analysis.shapes:
         return None
     return node
 
