@@ -115,12 +115,18 @@ class SetAttribute(QUndoCommand):
         super().__init__(text)
         self.doc, self.node, self.key = doc, node, key
         self.old, self.new = copy.deepcopy(old), copy.deepcopy(new)
+        self.order = list(doc.graph.nodes[node])  # undo puts a removed key back in its place
 
     def redo(self) -> None:
         self.doc.set_attr(self.node, self.key, self.new)
 
     def undo(self) -> None:
         self.doc.set_attr(self.node, self.key, self.old)
+        data = self.doc.graph.nodes[self.node]
+        ordered = {k: data[k] for k in self.order if k in data}
+        ordered.update((k, v) for k, v in data.items() if k not in ordered)
+        data.clear()
+        data.update(ordered)
 
 
 def set_param(doc: Document, node: str, name: str, value: Any) -> SetAttribute | None:
