@@ -58,6 +58,18 @@ def window(qtbot):
 
 
 @pytest.fixture
+def gpt(window, tmp_path):
+    """The window on the tiny GPT with a small dataset and one short epoch (4 batches)."""
+    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
+    data["training"]["dataset"]["options"]["n_samples"] = 256
+    data["training"]["epochs"] = 1
+    path = tmp_path / "gpt.layerlab.json"
+    path.write_text(json.dumps(data))
+    window.open_path(path, confirmed=True)
+    return window
+
+
+@pytest.fixture
 def small_spiral(tmp_path):
     """The spiral example on 200 samples (5 batches an epoch), saved in tmp_path."""
     data = json.loads((EXAMPLES / "spiral.layerlab.json").read_text())

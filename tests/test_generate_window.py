@@ -4,7 +4,6 @@ gives it; Open Block into Parts (node menu, Ctrl+Shift+B) opens a trained GPTBlo
 group that computes the same, and undo gives the file back byte for byte; the status bar
 tells how many parameters train once LoRA freezes the base weights."""
 
-import json
 import time
 
 import pytest
@@ -18,21 +17,7 @@ from layerlab.app.generate_ops import TRAIN_FIRST, GenerateOps
 from layerlab.core.generate import generate
 from layerlab.core.text_data import encode
 
-from conftest import EXAMPLES
-
 CTRL_SHIFT = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
-
-
-@pytest.fixture
-def gpt(window, tmp_path):
-    """The window on the tiny GPT, trained for one short epoch (4 batches)."""
-    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
-    data["training"]["dataset"]["options"]["n_samples"] = 256
-    data["training"]["epochs"] = 1
-    path = tmp_path / "gpt.layerlab.json"
-    path.write_text(json.dumps(data))
-    window.open_path(path, confirmed=True)
-    return window
 
 
 def train(window, qtbot):

@@ -7,9 +7,7 @@ not shrink the parameter count; a GPTBlock opened into its parts keeps its pinne
 stage start; too many pipeline stages are refused in a sentence, and the stages come back
 with the toolbar when the window restores its layout."""
 
-import json
 
-import pytest
 from PySide6.QtCore import Qt
 
 from layerlab.app.attention_ops import CHANGED, NO_ATTENTION, AttentionOps
@@ -21,20 +19,6 @@ from layerlab.core.compiler import param_counts
 from layerlab.core.generate import generate
 from layerlab.core.stages import START_KEY, describe, pinned_starts, pipeline_plan
 from layerlab.core.text_data import encode
-
-from conftest import EXAMPLES
-
-
-@pytest.fixture
-def gpt(window, tmp_path):
-    """The window on the tiny GPT with a small dataset and one short epoch (4 batches)."""
-    data = json.loads((EXAMPLES / "tiny-gpt.layerlab.json").read_text())
-    data["training"]["dataset"]["options"]["n_samples"] = 256
-    data["training"]["epochs"] = 1
-    path = tmp_path / "gpt.layerlab.json"
-    path.write_text(json.dumps(data))
-    window.open_path(path, confirmed=True)
-    return window
 
 
 def test_stop_keeps_the_tokens_written_and_an_empty_prompt_is_refused(gpt, qtbot):

@@ -8,7 +8,7 @@ worker and uses its trainer (core/attention_maps.py does the work); the GUI only
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import networkx as nx
 from PySide6.QtCore import QObject, Qt, Signal, Slot
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from layerlab.app.attention_view import HeadsView
 from layerlab.app.generate_ops import GenerateOps, GenerateWorker
+from layerlab.app.naming import named
 from layerlab.app.training_worker import TrainingWorker, describe
 from layerlab.core.attention_maps import ATTENTION_TYPES, AttentionRecord, sample_attention
 from layerlab.core.errors import GraphError
@@ -44,14 +45,6 @@ NO_ATTENTION = ("This model has no attention node to show (CausalSelfAttention, 
 CHANGED = ("The graph has changed since these maps were computed: press Ctrl+Shift+A "
            "(Run ▸ Show Attention…) to compute them again.")
 ANY_SAMPLE = 10_000_000  # the sample box's bound until the dataset's size is known
-W = TypeVar("W", bound=QWidget)
-
-
-def _named(widget: W, name: str, accessible: str, tip: str) -> W:
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    widget.setToolTip(tip)
-    return widget
 
 
 class AttentionWorker(QObject):
@@ -103,16 +96,16 @@ class AttentionPanel(QWidget):
         self.setAccessibleName("Attention maps")
         self.record: AttentionRecord | None = None
         self.weights = ""
-        self.node = _named(QComboBox(), "attentionNode", "Attention node",
+        self.node = named(QComboBox(), "attentionNode", "Attention node",
                            "Which attention node's heads to show")
-        self.sample = _named(QSpinBox(), "attentionSample", "Sample",
+        self.sample = named(QSpinBox(), "attentionSample", "Sample",
                              "Which sample of the dataset (numbered as in its preview)")
         self.sample.setRange(0, ANY_SAMPLE)
         self.sample.setKeyboardTracking(False)
-        self.text = _named(QLabel(), "attentionText", "Sample text",
+        self.text = named(QLabel(), "attentionText", "Sample text",
                            "The sample's tokens as text")
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status = _named(QLabel(), "attentionStatus", "Attention status",
+        self.status = named(QLabel(), "attentionStatus", "Attention status",
                              "Which weights the maps come from, or what went wrong")
         self.status.setWordWrap(True)
         self.heads = HeadsView("attentionHeads")

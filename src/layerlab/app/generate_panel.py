@@ -6,7 +6,6 @@ the number), and a table lists them. Only draws: generation runs in the torch th
 from __future__ import annotations
 
 from html import escape
-from typing import TypeVar
 
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QHelpEvent, QKeySequence, QTextCursor
@@ -28,7 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-W = TypeVar("W", bound=QWidget)
+from layerlab.app.naming import named
+
 MAX_TOKENS = 2000
 SHOWN = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # characters one cannot see, drawn
 
@@ -92,37 +92,37 @@ class GeneratePanel(QWidget):
         super().__init__()
         self.setObjectName("generatePanel")
         self.setAccessibleName("Generate")
-        self.prompt = self._named(QLineEdit(), "generatePrompt", "Prompt",
+        self.prompt = named(QLineEdit(), "generatePrompt", "Prompt",
                                   "The text the model continues, in its dataset's "
                                   "characters (Enter generates)")
         self.prompt.setPlaceholderText("e.g. 38+47=")
         self.prompt.returnPressed.connect(self.ask)
-        self.tokens = self._named(QSpinBox(), "generateTokens", "Tokens",
+        self.tokens = named(QSpinBox(), "generateTokens", "Tokens",
                                   "How many tokens to write after the prompt")
         self.tokens.setRange(1, MAX_TOKENS)
         self.tokens.setValue(10)
-        self.temperature = self._named(QDoubleSpinBox(), "generateTemperature", "Temperature",
+        self.temperature = named(QDoubleSpinBox(), "generateTemperature", "Temperature",
                                        "0: the most likely token each time; above 0: drawn "
                                        "from softmax(scores / temperature)")
         self.temperature.setRange(0.0, 10.0)
         self.temperature.setSingleStep(0.1)
-        self.seed = self._named(QSpinBox(), "generateSeed", "Seed",
+        self.seed = named(QSpinBox(), "generateSeed", "Seed",
                                 "Seed of the draws: the same seed writes the same text")
         self.seed.setRange(0, 2**31 - 1)
-        self.button = self._named(QPushButton("Generate"), "generateButton", "Generate",
+        self.button = named(QPushButton("Generate"), "generateButton", "Generate",
                                   "Continue the prompt with the current weights (Enter)")
         self.button.clicked.connect(self.ask)
-        self.stop = self._named(QPushButton("Stop"), "generateStop", "Stop generating",
+        self.stop = named(QPushButton("Stop"), "generateStop", "Stop generating",
                                 "Stop writing; the tokens written so far stay (Esc)")
         self.stop.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         self.stop.setEnabled(False)
         self.stop.clicked.connect(self.stopRequested)
-        self.message = self._named(QLabel(), "generateMessage", "Generation message", "")
+        self.message = named(QLabel(), "generateMessage", "Generation message", "")
         self.message.setWordWrap(True)
-        self.text = self._named(TokenText(), "generateOutput", "Continuation",
+        self.text = named(TokenText(), "generateOutput", "Continuation",
                                 "The prompt (grey) and each token written, coloured by its "
                                 "probability: green likely, red unlikely")
-        self.table = self._named(QTableWidget(0, 2), "generateTable", "Tokens and "
+        self.table = named(QTableWidget(0, 2), "generateTable", "Tokens and "
                                  "probabilities", "Each token written and the probability "
                                  "the model gave it")
         self.table.setHorizontalHeaderLabels(["token", "probability"])
@@ -130,14 +130,6 @@ class GeneratePanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.dropping = False  # a forgotten generation's tokens are still on their way
         self._lay_out()
-
-    @staticmethod
-    def _named(widget: W, name: str, accessible: str, tip: str) -> W:
-        widget.setObjectName(name)
-        widget.setAccessibleName(accessible)
-        if tip:
-            widget.setToolTip(tip)
-        return widget
 
     def _lay_out(self) -> None:
         form = QFormLayout()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from layerlab.app.naming import named
 from layerlab.core.fit import dataset_fit
 from layerlab.core.import_source import parse_kwargs, parse_shape
 from layerlab.core.importer import ImportRefused, ImportResult, import_model
@@ -36,16 +37,8 @@ from layerlab.core.weights import save_weights
 if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
 
-W = TypeVar("W", bound=QWidget)
 
 log = logging.getLogger("layerlab")
-
-
-def _named(widget: W, name: str, accessible: str, tip: str) -> W:
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    widget.setToolTip(tip)
-    return widget
 
 
 class ImportDialog(QDialog):
@@ -57,23 +50,23 @@ class ImportDialog(QDialog):
         self.setWindowTitle("Import Model")
         self.setAccessibleName("Import model")
         self.result_: ImportResult | None = None
-        self.source = _named(QLineEdit(), "importSource", "Model source",
+        self.source = named(QLineEdit(), "importSource", "Model source",
                              "model.py:Net (a class or factory in a file), "
                              "torchvision.models:resnet18 (an importable factory), or an "
                              ".onnx file")
         self.source.setPlaceholderText("model.py:Net, torchvision.models:resnet18, model.onnx")
-        browse = _named(QToolButton(), "importBrowse", "Choose a model file",
+        browse = named(QToolButton(), "importBrowse", "Choose a model file",
                         "Choose a Python or ONNX file")
         browse.setText("…")
         browse.clicked.connect(self._browse)
-        self.shape = _named(QLineEdit(), "importShape", "Input shape",
+        self.shape = named(QLineEdit(), "importShape", "Input shape",
                             "One sample's shape, batch excluded; empty: 3,224,224, or the "
                             "ONNX file's own")
         self.shape.setPlaceholderText("3,224,224")
-        self.args = _named(QLineEdit(), "importArgs", "Arguments",
+        self.args = named(QLineEdit(), "importArgs", "Arguments",
                            "Keyword arguments for the class or factory, as JSON")
         self.args.setPlaceholderText('{"num_classes": 10}')
-        self.error = _named(QLabel(), "importError", "Import problem", "")
+        self.error = named(QLabel(), "importError", "Import problem", "")
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c0392b;")
         self._layout(browse)

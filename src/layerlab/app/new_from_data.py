@@ -5,7 +5,7 @@ the starter project `layerlab new` would write (core/starter.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from layerlab.app.naming import named
 from layerlab.core.datasets import Dataset, DatasetError
 from layerlab.core.project import Project
 from layerlab.core.starter import VALIDATION, DataSummary, starter, summarise
@@ -35,7 +36,6 @@ from layerlab.core.tables import TableError, read_table
 if TYPE_CHECKING:
     from layerlab.app.main_window import MainWindow
 
-W = TypeVar("W", bound=QWidget)
 PREVIEW_ROWS = 20
 GRID = 6  # images per side of the preview grid
 TASKS = ("auto", "classification", "regression")
@@ -57,35 +57,35 @@ class NewFromDataDialog(QDialog):
         self.resize(720, 560)
 
     def _build(self) -> None:
-        self.path = _named(QLineEdit(), "newDataPath", "Data path",
+        self.path = named(QLineEdit(), "newDataPath", "Data path",
                            "A table (CSV, TSV, …) or a folder with one sub-folder of images "
                            "per class")
         self.path.editingFinished.connect(self.reload)
         self.path.installEventFilter(self)
-        file_button = _named(QToolButton(), "newDataFile", "Choose a table", "Choose a table")
+        file_button = named(QToolButton(), "newDataFile", "Choose a table", "Choose a table")
         file_button.setText("Table…")
         file_button.clicked.connect(self.choose_file)
-        folder_button = _named(QToolButton(), "newDataFolder", "Choose an image folder",
+        folder_button = named(QToolButton(), "newDataFolder", "Choose an image folder",
                                "Choose a folder of class sub-folders of images")
         folder_button.setText("Image folder…")
         folder_button.clicked.connect(self.choose_folder)
-        self.target = _named(QComboBox(), "newDataTarget", "Target column",
+        self.target = named(QComboBox(), "newDataTarget", "Target column",
                              "The column the network learns to predict")
         self.target.currentTextChanged.connect(self._option_changed)
-        self.task = _named(QComboBox(), "newDataTask", "Task",
+        self.task = named(QComboBox(), "newDataTask", "Task",
                            "auto: classes when the target is text or at most 20 distinct "
                            "whole numbers; otherwise regression")
         self.task.addItems(TASKS)
         self.task.currentTextChanged.connect(self._option_changed)
-        self.table = _named(QTableWidget(), "newDataPreview", "Table preview",
+        self.table = named(QTableWidget(), "newDataPreview", "Table preview",
                             f"The first {PREVIEW_ROWS} rows")
-        self.images = _named(QLabel(), "newDataImages", "Image preview",
+        self.images = named(QLabel(), "newDataImages", "Image preview",
                              "The first images, one class after another")
         self.images.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview = QStackedWidget()
         self.preview.addWidget(self.table)
         self.preview.addWidget(self.images)
-        self.verdict = _named(QLabel(), "newDataSummary", "What the data is", "")
+        self.verdict = named(QLabel(), "newDataSummary", "What the data is", "")
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.PlainText)
         self.buttons = self._buttons()
@@ -109,7 +109,7 @@ class NewFromDataDialog(QDialog):
                                    | QDialogButtonBox.StandardButton.Cancel)
         ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
         ok.setText("Create Project")
-        _named(ok, "newDataCreate", "Create project", "Make the starter project for this data")
+        named(ok, "newDataCreate", "Create project", "Make the starter project for this data")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         return buttons
@@ -246,14 +246,6 @@ def describe(summary: DataSummary) -> str:
         return (f"Classification into {len(summary.classes)} classes from inputs of shape "
                 f"{shape}. Class balance: {balance}.")
     return (f"Regression of {summary.targets} value(s) from inputs of shape {shape}.")
-
-
-def _named(widget: W, name: str, accessible: str, tip: str) -> W:
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
 
 
 def run_dialog(window: MainWindow) -> None:
