@@ -38,6 +38,7 @@ def render(out: Path) -> list[Path]:
                       tempfile.mkdtemp(prefix="layerlab-shots-"))
     out.mkdir(parents=True, exist_ok=True)
     window = MainWindow(offer_recovery=False)
+    window.confirm_discard = lambda: True  # the spiral's run is not kept: no question asked
     window.resize(*SIZE)
     window.show()
     written = []
