@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -31,3 +32,23 @@ def sample_input(shape: tuple[int, ...], dtype: str = "float32", batch: int = 3,
     if dtype == "int64":
         return torch.randint(0, vocab, (batch, *shape))
     return torch.randn(batch, *shape)
+
+
+def assert_merged_onnx_equals(project: Any, model: torch.nn.Module, x: torch.Tensor,
+                              path: Path) -> None:
+    """`model` (with LoRA adapters) exported to ONNX at `path` holds no adapter, and
+    onnxruntime gives what the unmerged model gives on `x`."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from layerlab.core.export import export
+
+    with torch.no_grad():
+        want = model(x).numpy()
+    report = export(project, model, "onnx", path)
+    assert "LoRA adapters merged" in report.detail
+    assert not [i.name for i in onnx.load(path).graph.initializer if "lora" in i.name]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -5,7 +5,6 @@ adapters (every base weight bit-identical); the merged ONNX export equals the un
 model in onnxruntime; trainable counts before and after; the chain rule through the
 adapters against autograd."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,7 +17,7 @@ from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.trainer import Trainer
 
-from helpers import chain_graph
+from helpers import assert_merged_onnx_equals, chain_graph
 
 D, FF, R, ALPHA = 16, 32, 2, 6.0  # α/r = 3: a merge or rule that forgets the scale is caught
 LORA = {"lora_rank": R, "lora_alpha": ALPHA}
@@ -138,23 +137,11 @@ def test_merging_folds_every_adapter_exactly(pretrained):
 
 def test_the_merged_onnx_export_equals_the_unmerged_model(tmp_path):
     pytest.importorskip("onnxruntime")
-    import onnx
-    import onnxruntime
-
     torch.manual_seed(0)
     g = gpt_graph(lora=True, attention=False)
     model = random_adapters(layerlab.build_model(g)).eval()
-    x = torch.randint(0, 12, (6, 9))
-    with torch.no_grad():
-        want = model(x).numpy()
-    report = export(Project(graph=g), model, "onnx", tmp_path / "g.onnx")
-    assert "LoRA adapters merged" in report.detail
-    assert not [i.name for i in onnx.load(tmp_path / "g.onnx").graph.initializer
-                if "lora" in i.name]
-    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"input": x.numpy()})
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_merged_onnx_equals(Project(graph=g), model, torch.randint(0, 12, (6, 9)),
+                              tmp_path / "g.onnx")
     assert isinstance(model.n1.fc, LoRALinear)  # the model itself keeps its adapters
 
 
