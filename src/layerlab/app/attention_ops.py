@@ -14,7 +14,6 @@ import networkx as nx
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
-    QDockWidget,
     QHBoxLayout,
     QLabel,
     QMenu,
@@ -183,11 +182,8 @@ class AttentionOps(QObject):
         self.mapsRequested.connect(self.worker.maps)
         self.asked: nx.DiGraph | None = None  # the graph whose maps were last asked for
         self.panel = AttentionPanel()
-        self.dock = QDockWidget("Attention", window)
-        self.dock.setObjectName("attentionDock")
-        self.dock.setAccessibleName("Attention")
-        self.dock.setWidget(self.panel)
-        window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
+        self.dock = window.add_dock("attentionDock", "Attention", self.panel,
+                                    Qt.DockWidgetArea.BottomDockWidgetArea)
         window.tabifyDockWidget(window.training_dock, self.dock)
         self.dock.hide()  # shown by Show Attention…
         self.panel.requested.connect(self.ask)

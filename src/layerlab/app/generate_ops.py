@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 from PySide6.QtCore import QObject, Qt, Signal, Slot
-from PySide6.QtWidgets import QDockWidget, QMenu
+from PySide6.QtWidgets import QMenu
 
 from layerlab.app.generate_panel import GeneratePanel
 from layerlab.app.training_worker import TrainingWorker, describe
@@ -153,11 +153,8 @@ class GenerateOps(QObject):
         self.generateRequested.connect(self.worker.generate)
         self.carryRequested.connect(self.worker.carry)
         self.panel = GeneratePanel()
-        self.dock = QDockWidget("Generate", window)
-        self.dock.setObjectName("generateDock")
-        self.dock.setAccessibleName("Generate")
-        self.dock.setWidget(self.panel)
-        window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
+        self.dock = window.add_dock("generateDock", "Generate", self.panel,
+                                    Qt.DockWidgetArea.BottomDockWidgetArea)
         window.tabifyDockWidget(window.training_dock, self.dock)
         self.dock.hide()  # shown by Run ▸ Generate…
         self.panel.requested.connect(self.ask)

@@ -71,17 +71,17 @@ class MainWindow(FilesMixin, QMainWindow):
         self.setCentralWidget(self.view)
         self.palette_widget = Palette()
         self.inspector = Inspector(self.doc)
-        self.palette_dock = self._dock("paletteDock", "Layers", self.palette_widget,
+        self.palette_dock = self.add_dock("paletteDock", "Layers", self.palette_widget,
                                        Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.inspector_dock = self._dock("inspectorDock", "Inspector", self.inspector,
+        self.inspector_dock = self.add_dock("inspectorDock", "Inspector", self.inspector,
                                          Qt.DockWidgetArea.RightDockWidgetArea)
         self.training = TrainingDock(self.doc)
         self.inspector.statistics = self.training.statistics
-        self.training_dock = self._dock("trainingDock", "Training", self.training,
+        self.training_dock = self.add_dock("trainingDock", "Training", self.training,
                                         Qt.DockWidgetArea.BottomDockWidgetArea)
         self.stepper = Stepper(self.scene)
         self.stepper_panel = StepperDock(self.stepper)
-        self.stepper_dock = self._dock("stepperDock", "Step-through", self.stepper_panel,
+        self.stepper_dock = self.add_dock("stepperDock", "Step-through", self.stepper_panel,
                                        Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.training_dock, self.stepper_dock)
         self.stepper_dock.hide()  # shown when step-through starts
@@ -114,8 +114,9 @@ class MainWindow(FilesMixin, QMainWindow):
             QTimer.singleShot(0, self.offer_recovery)
 
     # -- construction -----------------------------------------------------------------
-    def _dock(self, name: str, title: str, widget: QWidget,
-              area: Qt.DockWidgetArea) -> QDockWidget:
+    def add_dock(self, name: str, title: str, widget: QWidget,
+                 area: Qt.DockWidgetArea) -> QDockWidget:
+        """A dock with its object and accessible names, added to the window."""
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setAccessibleName(title)
