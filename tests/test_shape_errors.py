@@ -172,3 +172,21 @@ def test_a_message_names_its_node_once():
         "fc1: out_features must be at least 1, not 0"
     assert format_error("n1", "n10 has no input") == "n1: n10 has no input"
     assert format_error(None, "the graph has no Input node") == "the graph has no Input node"
+
+
+def test_batchnorm1d_names_the_layouts_it_takes():
+    g = chain_graph([2, 3, 4], ("BatchNorm1d", {}))
+    assert errors_of(g) == [("n0", "n0 expects a [C] or [C, L] input but receives [2, 3, 4] "
+                                   "from x")]
+
+
+def test_an_edge_into_a_merge_without_a_port_says_which_ports_there_are():
+    g = nx.DiGraph()
+    g.add_node("x", type="Input", params={"shape": [4]})
+    for name in ("a", "b"):
+        g.add_node(name, type="Linear", params={"out_features": 3})
+        g.add_edge("x", name, port=0)
+    g.add_node("sum", type="Add", params={})
+    g.add_edge("a", "sum")  # no port: which operand is it?
+    g.add_edge("b", "sum", port=1)
+    assert errors_of(g) == [("sum", "the edge from a into sum needs a port (0 to 1)")]

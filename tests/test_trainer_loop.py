@@ -297,8 +297,9 @@ def test_a_checkpoint_holds_the_position_and_restores_it(tmp_path):
 
 def test_a_file_that_is_not_a_checkpoint_cannot_be_resumed(tmp_path):
     path = tmp_path / "c.pt"
-    torch.save({"model": {}}, path)
-    with pytest.raises(TrainingError, match=r"c\.pt"):
+    torch.save({"model": {}}, path)  # a dict, but not only tensors: not a weights file
+    with pytest.raises(TrainingError, match=r"c\.pt is not a run's checkpoint: it holds "
+                                            r"something else, not the optimizer state"):
         make().load_checkpoint(path)
 
 
