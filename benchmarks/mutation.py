@@ -69,6 +69,9 @@ EQUIVALENT: dict[str, str] = {
     "layerlab.core.settings.x_settings_from__mutmut_96":
         "precision None for 'float32' when the key is missing: the trainer only asks whether "
         "it is 'bfloat16', so both train in float32",
+    "layerlab.core.export.x_export_onnx__mutmut_14":
+        "external_data None for False: torch only tests its truth (and writes external data "
+        "past 2 GB either way)",
 }
 # Mutants that differ only on a CUDA device, which these machines lack (no test here can run
 # the code they change differently): left out like equivalent ones, and listed apart.
