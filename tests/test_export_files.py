@@ -62,6 +62,7 @@ def test_python_is_the_generated_source_in_evaluation_mode(tmp_path):
     model = build_model(project.graph).train()
     report = export(project, model, "python", tmp_path / "m.py")
     assert not model.training
+    assert (report.path, report.format) == (tmp_path / "m.py", "python")
     assert report.detail == "standalone PyTorch module (torch, numpy, safetensors)"
     assert (tmp_path / "m.py").read_text() == python_source(project, model,
                                                             checked(project.graph))
