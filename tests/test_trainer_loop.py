@@ -238,6 +238,28 @@ def test_a_loss_that_overflows_with_finite_outputs_asks_for_a_lower_rate():
                                "rate (now 0.1)")
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3, 6])
+def test_the_culprit_is_found_with_the_dropout_masks_of_the_failing_step(seed):
+    """Four inputs of 1e38 through Dropout(0.5) into a sum: the Linear overflows when the
+    step kept two or more of them (×2 each), else only the squared loss does. The replay
+    that looks for the culprit must draw the masks the failing step drew (twin: the same
+    draw from the run's random state)."""
+    t = make(n=1, batch_size=1, loss="MSELoss", seed=seed,
+             layers=[("Dropout", {"p": 0.5}), ("Linear", {"out_features": 1, "bias": False})],
+             dataset=Dataset("reg", torch.full((1, 4), 1e38), torch.zeros(1, 1), "regression"))
+    with torch.no_grad():
+        t.model.n1.weight.fill_(1.0)
+    torch.set_rng_state(t.rng_state)
+    kept = int((torch.nn.functional.dropout(torch.ones(1, 4), 0.5, training=True) != 0).sum())
+    with pytest.raises(TrainingError) as info:
+        t.run()
+    where = "training stopped at epoch 1, step 1: the loss became inf"
+    assert str(info.value) == (
+        f"{where}; the first non-finite output is n1's (Linear); lower the learning rate "
+        "(now 0.1) or add normalisation" if kept >= 2 else
+        f"{where} although every node's output is finite; lower the learning rate (now 0.1)")
+
+
 def test_accumulation_updates_every_k_batches_and_after_the_last():
     t = make(n=10, batch_size=2, epochs=1, accumulate=2)
     updates = []
