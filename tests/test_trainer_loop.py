@@ -325,6 +325,40 @@ def test_a_file_that_is_not_a_checkpoint_cannot_be_resumed(tmp_path):
         make().load_checkpoint(path)
 
 
+def test_a_checkpoint_whose_state_does_not_fit_says_torchs_reason_in_words(tmp_path):
+    path = tmp_path / "c.pt"
+    make().save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    state["shuffle"] = torch.zeros(3, dtype=torch.uint8)  # not a generator's state
+    torch.save(state, path)
+    with pytest.raises(TrainingError) as info:
+        make().load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} does not fit this run (another optimizer or "
+                                      "schedule?): Expected a CPUGeneratorImplState of size ")
+    assert "RuntimeError" not in str(info.value)  # torch's sentence, not its exception
+
+
+def test_a_plain_step_calls_the_optimizers_own_step_past_torchs_wrapper(monkeypatch):
+    """optimizer.step() wraps the step in a profiler annotation and the hooks (25 µs a step);
+    with neither in use the trainer calls the step underneath, and with a hook the wrapper."""
+    t = make(n=4, batch_size=4, epochs=3)
+    cls = type(t.optimizer)
+    raw, calls = cls.step.__wrapped__, []
+
+    def wrapper(self, *args, **kwargs):
+        calls.append(t.step)
+        return raw(self, *args, **kwargs)
+
+    wrapper.__wrapped__ = raw
+    monkeypatch.setattr(cls, "step", wrapper)
+    before = [p.detach().clone() for p in t.model.parameters()]
+    t.train_one_batch()
+    assert calls == [] and not all(map(torch.equal, before, t.model.parameters()))
+    t.optimizer.register_step_pre_hook(lambda *args: None)
+    t.train_one_batch()
+    assert calls == [1]
+
+
 def test_tracing_the_next_batch_returns_its_trace_and_forgets_the_listener():
     t = make(n=8, batch_size=4)
     listeners = len(t.listeners)
