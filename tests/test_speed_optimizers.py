@@ -110,3 +110,11 @@ def test_a_schedule_learns_that_the_optimizer_stepped(recwarn):
     trainer.run()
     assert trainer.current_lr == 0.05 * 0.5 ** 4
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
+def test_a_device_without_fast_kernels_gets_torchs_own_implementation():
+    s = settings_from(project("adagrad", {}).training)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert "adagrad" not in FAST_KERNELS["mps"]
+    for device in ("mps", "meta"):  # no fused Adagrad there; no table at all for meta
+        assert implementation(make_optimizer(s, params, torch.device(device))) == "loop"

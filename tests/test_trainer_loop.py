@@ -338,6 +338,17 @@ def test_a_checkpoint_whose_state_does_not_fit_says_torchs_reason_in_words(tmp_p
     assert "RuntimeError" not in str(info.value)  # torch's sentence, not its exception
 
 
+def test_a_checkpoint_without_optimizer_groups_is_another_optimizers(tmp_path):
+    path = tmp_path / "c.pt"
+    make().save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    state["optimizer"] = {"state": {}}
+    torch.save(state, path)
+    with pytest.raises(TrainingError, match=r"c\.pt was written with another optimizer than "
+                                            r"this run's \(sgd\)$"):
+        make().load_checkpoint(path)
+
+
 def test_a_plain_step_calls_the_optimizers_own_step_past_torchs_wrapper(monkeypatch):
     """optimizer.step() wraps the step in a profiler annotation and the hooks (25 µs a step);
     with neither in use the trainer calls the step underneath, and with a hook the wrapper."""
