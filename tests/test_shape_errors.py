@@ -190,3 +190,16 @@ def test_an_edge_into_a_merge_without_a_port_says_which_ports_there_are():
     g.add_edge("a", "sum")  # no port: which operand is it?
     g.add_edge("b", "sum", port=1)
     assert errors_of(g) == [("sum", "the edge from a into sum needs a port (0 to 1)")]
+
+
+def test_an_edge_into_a_source_node_is_refused_in_english():
+    g = nx.DiGraph()
+    g.add_node("x", type="Input", params={"shape": [4]})
+    g.add_node("fc", type="Linear", params={"out_features": 4})
+    g.add_node("w", type="Parameter", params={"shape": [4]})
+    g.add_edge("x", "fc", port=0)
+    g.add_edge("fc", "x", port=0)
+    g.add_edge("fc", "w", port=0)
+    errors = errors_of(g)
+    assert ("x", "an Input takes no inputs but x receives 1 (from fc)") in errors
+    assert ("w", "a Parameter takes no inputs but w receives 1 (from fc)") in errors
