@@ -235,17 +235,22 @@ def load_meta(module: str) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
 
 
+def function_hash(name: str, module: str) -> str | None:
+    """mutmut's hash of the function the mutant `name` changes (a changed function renumbers
+    its mutants, so a verdict kept by name holds only while the hash does)."""
+    meta = MUTANTS / CORE / f"{module}.meta"
+    hashes = json.loads(meta.read_text())["hash_by_function_name"] if meta.exists() else {}
+    return hashes.get(name.rpartition(".")[2].rpartition("__mutmut_")[0])
+
+
 def candidates(module: str, cache: dict[str, bool]) -> tuple[list[str], int]:
     """The module's mutants less the string-literal ones, and how many were left out."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    meta = MUTANTS / CORE / f"{module}.meta"
-    hashes = json.loads(meta.read_text())["hash_by_function_name"] if meta.exists() else {}
     names, strings = [], 0
     for name in sorted(load_meta(module)):
-        function = name.rpartition(".")[2].rpartition("__mutmut_")[0]
         # a changed function renumbers its mutants; v2: f-strings are not string mutants
-        key = f"{name}@{hashes.get(function)}@v2"
+        key = f"{name}@{function_hash(name, module)}@v2"
         if key not in cache:
             cache[key] = string_only(get_diff_for_mutant(name, path=CORE / module))
         if cache[key]:
@@ -285,12 +290,6 @@ def _diff(name: str) -> str:
     return get_diff_for_mutant(name, path=CORE / module)
 
 
-def _function_hash(name: str, module: str) -> str | None:
-    meta = MUTANTS / CORE / f"{module}.meta"
-    hashes = json.loads(meta.read_text())["hash_by_function_name"] if meta.exists() else {}
-    return hashes.get(name.rpartition(".")[2].rpartition("__mutmut_")[0])
-
-
 def _pytest(tests: list[str], mutant: str) -> int:
     """pytest's exit code on the working tree's `tests`, importing the mutated layerlab
     (mutmut's trampolines pick `mutant`; "" runs the original)."""
@@ -307,6 +306,9 @@ def _pytest(tests: list[str], mutant: str) -> int:
 
 def recheck(chosen: dict[str, tuple[list[str], int, int]], tests: list[str]) -> None:
     """Run every sampled mutant mutmut left alive against `tests`; keep the verdicts."""
+    missing = [t for t in tests if not (ROOT / t).is_file()]
+    if missing:
+        sys.exit(f"no such test file: {', '.join(missing)} (paths are from {ROOT})")
     if _pytest(tests, "") != 0:
         sys.exit(f"the re-check tests fail without any mutant: {' '.join(tests)}")
     path = MUTANTS / "recheck.json"
@@ -317,7 +319,7 @@ def recheck(chosen: dict[str, tuple[list[str], int, int]], tests: list[str]) -> 
             if codes.get(name) is None or codes[name] in KILLED:
                 continue
             code = _pytest(tests, name)
-            done[f"{name}@{_function_hash(name, module)}"] = code in KILLED
+            done[f"{name}@{function_hash(name, module)}"] = code in KILLED
             print(f"re-check {name}: {'killed' if code in KILLED else 'survived'} "
                   f"(exit {code})", flush=True)
             path.write_text(json.dumps(done, indent=1))
@@ -326,7 +328,7 @@ def recheck(chosen: dict[str, tuple[list[str], int, int]], tests: list[str]) -> 
 def rechecked(name: str, module: str) -> bool:
     path = MUTANTS / "recheck.json"
     done = json.loads(path.read_text()) if path.exists() else {}
-    return bool(done.get(f"{name}@{_function_hash(name, module)}"))
+    return bool(done.get(f"{name}@{function_hash(name, module)}"))
 
 
 def report(chosen: dict[str, tuple[list[str], int, int]], survivors: bool) -> None:
