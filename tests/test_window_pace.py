@@ -3,16 +3,23 @@ thread paints): the curves' redraw pace counts the paints that follow a redraw, 
 decision-boundary probe runs during a run only while the boundary or the node thumbnails
 are on screen."""
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyqtgraph as pg
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSpinBox
 
 from layerlab.app import plots as module
 from layerlab.app.plots import RunPlots
+from layerlab.app.runs_table import RunsTable
 from layerlab.core.insight import BoundaryRecord
 from layerlab.core.records import StepRecord
+from layerlab.core.runs import RunInfo
 
 
 def test_slow_paints_slow_the_redraws(qtbot, monkeypatch):
@@ -98,3 +105,106 @@ def test_a_run_takes_the_curves_made_ahead(qtbot):
     plots.redraw()
     assert plots.loss_plot.listDataItems() == made
     assert list(plots.runs[0].curves[0].getData()[1]) == [0.9, 0.7]
+
+
+def _run(name: str, status: str = "finished", loss: str = "0.5") -> RunInfo:
+    return RunInfo(Path("/runs") / name, f"run {name}", status, f"2026-11-29 0{name}:00",
+                   12.0, {"lr": name}, {}, [{"epoch": "1", "val_loss": loss,
+                                              "val_accuracy": "0.75"}])
+
+
+def _cells(table: RunsTable) -> list[list[str]]:
+    grid = table.table
+    return [[grid.item(row, column).text() for column in range(grid.columnCount())]
+            for row in range(grid.rowCount())]
+
+
+def test_a_run_beginning_or_ending_fills_only_its_own_row(qtbot):
+    """The runs are listed again as each run begins and ends, while the training thread
+    waits for the GUI thread: rows that show the same run as before keep their cells, and
+    the table shows exactly what a table filled from scratch shows (sorted by a header too)."""
+    table = RunsTable()
+    qtbot.addWidget(table)
+    colours = {str(Path("/runs") / n): c for n, c in zip("1234", ("#111", "#222", "#333",
+                                                                    "#444"), strict=True)}
+    table.refresh([_run("1"), _run("2"), _run("3", "running")], colours)
+    first, second = table.table.item(0, 0), table.table.item(1, 3)
+    table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
+    assert table.table.item(0, 0) is first and table.table.item(1, 3) is second
+    table.set_live(str(Path("/runs") / "3"), "paused")  # the state, before run.json says so
+    table.live = ("", "")  # the run is over: its row shows run.json's status again
+    table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
+    assert _cells(table)[2][1] == "finished"
+    table.mark_best(str(Path("/runs") / "2"))
+    table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
+    assert [table.table.item(row, 4).font().bold() for row in range(3)] == [False, True, False]
+    for later in ([_run("1"), _run("2"), _run("3", "finished", "0.25"), _run("4", "running")],
+                  [_run("1"), _run("2", "stopped"), _run("4", "finished")],
+                  [_run("1"), _run("4", "finished")]):
+        table.refresh(later, colours)
+        twin = RunsTable()
+        qtbot.addWidget(twin)
+        twin.refresh(later, colours)
+        assert _cells(table) == _cells(twin)
+        assert [table.key_at(row) for row in range(len(later))] == [r.key for r in later]
+    table.table.sortItems(1, Qt.SortOrder.DescendingOrder)  # by status: running first
+    table.refresh([_run("1"), _run("4", "running")], colours)
+    assert _cells(table)[0][:2] == ["run 4", "running"]
+    assert [table.key_at(row) for row in range(2)] == [str(Path("/runs") / n) for n in "41"]
+
+
+def test_listing_the_runs_again_leaves_their_curves_alone(qtbot):
+    """Listing the runs again (as each run begins and ends) restyles a run's curves only
+    when its label or colour changed: a new pen repaints every line of every run."""
+    from layerlab.app.application import make_application
+
+    make_application()
+    plots = RunPlots()
+    qtbot.addWidget(plots)
+    plots.timer.stop()
+    rows = [{"epoch": "1", "step": "10", "train_loss": "0.9", "val_loss": "0.8",
+             "val_accuracy": "0.5", "seconds": "1.0"}]
+    for key in ("/runs/1", "/runs/2"):
+        plots.load_run(key, key[-1], "#4c9be8", rows)
+    pens = [curve.opts["pen"] for run in plots.runs for curve in run.curves]
+    for key in ("/runs/1", "/runs/2"):
+        plots.load_run(key, key[-1], "#4c9be8", rows)
+    assert [curve.opts["pen"] for run in plots.runs for curve in run.curves] == pens
+    assert all(a is b for a, b in zip([c.opts["pen"] for r in plots.runs for c in r.curves],
+                                      pens, strict=True))
+    plots.load_run("/runs/2", "renamed", "#e8744c", rows)
+    assert plots.legend.getLabel(plots.runs[1].curves[1]).text == "renamed"
+    assert plots.runs[1].curves[1].opts["pen"].color().name() == "#e8744c"
+    assert plots.runs[0].curves[1].opts["pen"] is pens[1]
+
+
+POOL_THREADS = """
+import os, sys
+from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtWidgets import QApplication
+if sys.argv[1] == "layerlab":
+    from layerlab.app.application import make_application
+    make_application()
+else:
+    QApplication([])
+image = QImage(1600, 1000, QImage.Format.Format_ARGB32_Premultiplied)
+painter = QPainter(image)
+painter.fillRect(image.rect(), QColor(76, 155, 232, 70))  # 1,000 rows blended: to helpers
+painter.end()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(sum(name.startswith("Thread (pooled)") for name in names))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads listed by /proc")
+def test_the_window_paints_without_qts_helper_threads():
+    """Qt's helper threads for large fills preempt the training thread on a 2-core machine
+    while the GUI thread waits for them holding the interpreter lock; the application
+    paints on its own thread (bare Qt, the control, starts helpers for the same paint)."""
+    env = {k: v for k, v in os.environ.items() if k != "QT_NO_GUI_THREADPOOL"}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    counts = {how: int(subprocess.run([sys.executable, "-c", POOL_THREADS, how], env=env,
+                                      capture_output=True, text=True, check=True)
+                       .stdout.split()[-1]) for how in ("bare", "layerlab")}
+    assert counts["bare"] > 0
+    assert counts["layerlab"] == 0

@@ -256,10 +256,11 @@ class RunPlots(QWidget):
         run = self._runs.get(key) or self._make_run(key, label, colour)
         if not run.loss.n:
             run.load(rows)
-        self.rename_run(key, label)
+            self._dirty = True
+        if label != run.label:  # restyling repaints the run's lines: only when they change
+            self.rename_run(key, label)
         if colour != run.colour:
             self._recolour(run, colour)
-        self._dirty = True
 
     def rename_run(self, key: str, label: str) -> None:
         run = self._runs[key]
@@ -323,6 +324,7 @@ class RunPlots(QWidget):
                        for plot in self._curve_plots()]
         for curve in self._spare:  # a growing run repaints its plot, not the others' lines
             curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            curve.scatter.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def _recolour(self, run: RunData, colour: str) -> None:
         run.colour = colour

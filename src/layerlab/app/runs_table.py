@@ -82,6 +82,9 @@ def runs_csv(runs: list[RunInfo]) -> str:
     return buffer.getvalue()
 
 
+GREY = "#7a7a7a"  # a run without a colour of its own
+
+
 def swatch(colour: str) -> QIcon:
     pixmap = QPixmap(12, 12)
     pixmap.fill(QColor(colour))
@@ -106,6 +109,7 @@ class RunsTable(QWidget):
         self.hidden: set[str] = set()
         self.live: tuple[str, str] = ("", "")  # the live run's key and state
         self.best = ""
+        self._looks: dict[str, tuple[object, ...]] = {}  # what each row was filled with
         self._filling = False
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setObjectName("runsGrid")
@@ -179,15 +183,28 @@ class RunsTable(QWidget):
     # -- contents ---------------------------------------------------------------------
     def refresh(self, runs: list[RunInfo], colours: dict[str, str]) -> None:
         """Show these runs (oldest first, unless a header sorts them), in their colours;
-        hidden runs stay hidden, the selection stays on the same runs."""
+        hidden runs stay hidden, the selection stays on the same runs. Only rows whose
+        contents changed are filled again (a run beginning adds one row; one ending changes
+        one): the GUI thread holds the interpreter lock meanwhile, and the training thread
+        waits for it, so this must not grow with the number of runs."""
         selected = set(self.selected())
         self.runs = {str(run.folder): run for run in runs}
         self.hidden &= set(self.runs)
+        looks = {key: self._look(run, colours.get(key, GREY)) for key, run in self.runs.items()}
         self._filling = True
         self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(runs))
-        for row, run in enumerate(runs):
-            self._fill_row(row, run, colours.get(str(run.folder), "#7a7a7a"))
+        rows = {self.key_at(row): row for row in range(self.table.rowCount())}
+        if set(self._looks) - set(looks) or set(rows) != set(self._looks):
+            self.table.setRowCount(0)  # a run went (or the rows are not what was filled)
+            rows, self._looks = {}, {}
+        for key, run in self.runs.items():
+            if self._looks.get(key) == looks[key]:
+                continue
+            if key not in rows:
+                rows[key] = self.table.rowCount()
+                self.table.insertRow(rows[key])
+            self._fill_row(rows[key], run, colours.get(key, GREY))
+        self._looks = looks
         self.table.setSortingEnabled(True)
         self.table.clearSelection()
         for row in range(self.table.rowCount()):
@@ -195,6 +212,13 @@ class RunsTable(QWidget):
                 self.table.selectRow(row)
         self._filling = False
         self._update_actions()
+
+    def _look(self, run: RunInfo, colour: str) -> tuple[object, ...]:
+        """Everything a run's row shows: the row is filled again when this changes."""
+        key = str(run.folder)
+        return (run.label, run.started, self._status(run), varied_text(run),
+                run.best_val_loss, run.final_val_loss, run.best_val_accuracy,
+                run.final_val_accuracy, run.seconds, colour, key in self.hidden)
 
     def _fill_row(self, row: int, run: RunInfo, colour: str) -> None:
         key = str(run.folder)
@@ -236,6 +260,8 @@ class RunsTable(QWidget):
     def set_live(self, key: str, state: str) -> None:
         """The live run's state as the controller knows it (its run.json follows)."""
         self.live = (key, state)
+        if key in self._looks:
+            self._looks[key] = ()  # filled again by the next refresh
         row = self.row_of(key)
         if row is not None:
             self._filling = True
