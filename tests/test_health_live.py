@@ -103,7 +103,7 @@ def test_a_verdict_shows_on_its_node_and_in_the_status_bar_until_the_graph_is_ed
     assert "vanishing" in nodes["n0"].verdict.split(", ")
     assert f"training: {newest.message}" in nodes["n0"].toolTip().splitlines()
     # vanishing is judged against the layer nearest the loss, never on it (its large updates
-    # under SGD 0.1 may be flagged as the run goes on: records arrive in 100 ms batches)
+    # under SGD 0.1 may be flagged as the run goes on: records arrive in 200 ms batches)
     assert "vanishing" not in nodes[LAST].verdict.split(", ")
     assert not any(line.startswith("training:") and "vanishing" in line
                    for line in nodes[LAST].toolTip().splitlines())

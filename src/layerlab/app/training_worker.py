@@ -3,7 +3,7 @@
 Measured on this machine (shared/measurements.md): one QThread that owns every torch
 operation trains at ×0.93 of bare speed, and only one thread per process may run
 multi-threaded torch. The GUI thread only draws. Records travel to it as immutable messages,
-batched and sent at most every 100 ms (each batch costs the GUI thread Python time, during
+batched and sent at most every 200 ms (each batch costs the GUI thread Python time, during
 which training waits for the GIL); decision-boundary images at most every 250 ms, and during a
 run only while someone looks at them (`watch_boundary`): a probe costs the torch thread a
 few steps' time.
@@ -59,7 +59,7 @@ from layerlab.core.trainer import (
 from layerlab.core.weights import WeightsError, load_weights
 
 T = TypeVar("T")
-SEND_EVERY_S = 0.1
+SEND_EVERY_S = 0.2  # the curves redraw at most 5 times a second: the progress bar keeps pace
 BOUNDARY_EVERY_S = 0.25
 KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, RunError, OSError)
 log = logging.getLogger("layerlab")
