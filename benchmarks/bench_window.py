@@ -4,18 +4,18 @@ intervals while it trains the MNIST MLP, one epoch on 60,000 MNIST-format images
 spiral, digits and the MNIST MLP (bar ≥ 0.9): the epochs' training seconds (metrics.csv's
 `seconds`: without evaluation), summed.
 
-Two ratios per case, each the median over --repeat repetitions:
-- against a process of its own (as `layerlab train` runs), the order alternating from one
-  repetition to the next. On these shared 2-core machines one process's speed differs from
-  the next one's by up to ±30% whatever it runs (measured: two bare headless processes in a
-  row, 1.2 s and 1.8 s for the same digits run), so this ratio needs many repetitions;
-- in the window's own process, Train against the same Trainer on a plain thread while the
-  window sits idle, alternating: what the window itself costs the training, free of the
-  process-to-process spread.
+Rounds of three runs of one to two seconds each, one right after the other in rotating
+order: headless in a process of its own (kept between rounds, training as `layerlab train`
+does), the window's Train, and the same Trainer on a plain thread of the window's process
+while the window sits idle. On these shared 2-core machines the speed changes by up to 2×
+from one second to the next, even on a pinned core, so only runs close in time compare: each
+round gives two ratios (headless / window, thread / window), and the figures are their
+medians over --repeat rounds (a first round warms all three up and is not counted). The
+window keeps every run it trained, as a person comparing runs does.
 
 Train is pressed once the window has settled (painted, its dataset preview shown), as a
 person presses it. Run it under `nice -n -10` on a quiet machine.
-Usage: bench_window.py [--cases spiral,digits,mnist] [--repeat N]
+Usage: bench_window.py [--cases spiral,digits,mnist] [--repeat N] [--epochs N]
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ from bench_train import write_mnist
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# Runs of a few seconds: a sub-second run's ratio swings 0.3–1.7 with the machine's load.
-CASES = {"spiral": ("spiral", "spiral", 200), "digits": ("digits MLP", "digits-mlp", 40),
+# Runs of one to two seconds, many of them: this machine's speed changes by up to 2× from one
+# second to the next (even pinned to one core), so only runs close in time compare; a run
+# much shorter than a person's would weigh the window's work as a run begins and ends.
+CASES = {"spiral": ("spiral", "spiral", 150), "digits": ("digits MLP", "digits-mlp", 50),
          "mnist": ("MNIST MLP", "mnist-mlp", 1)}  # name: (label, example, epochs)
 
 
@@ -67,18 +69,38 @@ def project_file(folder: Path, example: str, epochs: int) -> Path:
     return path
 
 
-HEADLESS = (
-    "import sys, layerlab; from layerlab.core.trainer import Trainer; "
-    "t = Trainer(layerlab.load_project(sys.argv[1])); t.run(); "
-    "print(sum(r.seconds for r in t.history))")
+SERVE = (
+    "import sys, layerlab\n"
+    "from layerlab.core.trainer import Trainer\n"
+    "for line in sys.stdin:\n"
+    "    trainer = Trainer(layerlab.load_project(line.strip()))\n"
+    "    trainer.run()\n"
+    "    print(sum(r.seconds for r in trainer.history), flush=True)\n")
 
 
-def headless_seconds(path: Path) -> float:
-    """In a process of its own, as `layerlab train` runs: torch in this process's main
-    thread would leave an OpenMP pool that competes with the window's training thread."""
-    out = subprocess.run([sys.executable, "-c", HEADLESS, str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+class Headless:
+    """A process of its own that trains as `layerlab train` does (torch in its main thread:
+    torch in this process's main thread would leave an OpenMP pool that competes with the
+    window's training thread), kept between runs so that each run is measured next to the
+    window's in time: a fresh Trainer each time, its epochs' training seconds."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def seconds(self, path: Path) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{path}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the headless process ended ({self.process.wait()})")
+        return float(line)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def settle(window: MainWindow, after_s: float = 0.5) -> None:
@@ -113,9 +135,10 @@ def close_window(window: MainWindow) -> None:
     QApplication.processEvents()
 
 
-def window_seconds(window: MainWindow) -> tuple[float, list[float]]:
-    """Train once with the window's Train (a fresh run); its training seconds and the
-    GUI timer's intervals meanwhile."""
+def window_seconds(window: MainWindow, ticks: bool = False) -> tuple[float, list[float]]:
+    """Train once with the window's Train (a fresh run); its training seconds and, with
+    `ticks`, a 10 ms GUI timer's intervals meanwhile (not while throughput is measured: the
+    timer's own calls into Python take turns at the interpreter lock from the training)."""
     window.training.controller.worker.reset()
     epochs: list[EpochRecord] = []
     worker = window.training.controller.worker
@@ -143,7 +166,8 @@ def window_seconds(window: MainWindow) -> tuple[float, list[float]]:
 
     window.training.controller.stateChanged.connect(ended)
     last[0] = time.perf_counter()
-    timer.start()
+    if ticks:
+        timer.start()
     window.actions["actionTrain"].trigger()
     loop.exec()
     timer.stop()
@@ -202,48 +226,61 @@ def million_points() -> None:
     plots.close()
 
 
-def throughput(name: str, repeat: int) -> list[float]:
-    """Headless and window seconds, `repeat` times in alternating order; the ratios."""
-    label, example, epochs = CASES[name]
+def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
+    """Rounds of three short runs each, one after the other and in rotating order: headless
+    (a process of its own), the window's Train, and the same Trainer on a plain thread of the
+    window's process. A first round warms all three up and is not counted. The ratios per
+    round (headless / window, thread / window); their medians."""
+    label, example, default_epochs = CASES[name]
+    epochs = epochs or default_epochs
     ratios, own = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = project_file(Path(tmp), example, epochs)
-        for k in range(repeat):
-            window_first = k % 2 == 1
-            headless = 0.0 if window_first else headless_seconds(path)
-            window = open_window(path)
-            if window_first:
-                in_window, intervals = window_seconds(window)
-                threaded = thread_seconds(path)
-            else:
-                threaded = thread_seconds(path)
-                in_window, intervals = window_seconds(window)
-            close_window(window)
-            headless = headless_seconds(path) if window_first else headless
-            ratios.append(headless / in_window)
-            own.append(threaded / in_window)
-            print(f"{label}, {epochs} epoch(s) of training: headless {headless:.2f} s, in the "
-                  f"window {in_window:.2f} s (ratio {ratios[-1]:.2f}); on a thread of the "
-                  f"window's process {threaded:.2f} s (ratio {own[-1]:.2f})", flush=True)
+        headless = Headless()
+        window = open_window(path)
+        for k in range(repeat + 1):
+            measure = [("headless", lambda: headless.seconds(path)),
+                       ("window", lambda: window_seconds(window)[0]),
+                       ("thread", lambda: thread_seconds(path))]
+            measure = measure[k % 3:] + measure[:k % 3]
+            seconds = {what: run() for what, run in measure}
+            if k == 0:
+                continue  # warming up
+            ratios.append(seconds["headless"] / seconds["window"])
+            own.append(seconds["thread"] / seconds["window"])
+            print(f"{label}, {epochs} epoch(s), round {k}: headless {seconds['headless']:.2f} "
+                  f"s, window {seconds['window']:.2f} s, thread {seconds['thread']:.2f} s: "
+                  f"ratios {ratios[-1]:.2f}, {own[-1]:.2f}", flush=True)
+        close_window(window)
+        headless.close()
     print(f"{label}: throughput ratio against a process of its own: median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}); "
           f"in the same process: median {statistics.median(own):.2f} (range "
-          f"{min(own):.2f}–{max(own):.2f}); over {repeat}; bar ≥ 0.9", flush=True)
-    if name == "mnist":
-        ms = sorted(1000 * i for i in intervals[1:])  # the first tick includes the start
-        print(f"GUI timer (10 ms) while training the MNIST MLP: median "
-              f"{statistics.median(ms):.1f} ms, worst {ms[-1]:.1f} ms over {len(ms)} ticks "
-              "(bar: median ≤ 12, worst ≤ 50)")
+          f"{min(own):.2f}–{max(own):.2f}); over {repeat} rounds; bar ≥ 0.9", flush=True)
     return ratios
+
+
+def responsiveness() -> None:
+    """The GUI timer's intervals while the window trains one epoch of the MNIST MLP."""
+    with tempfile.TemporaryDirectory() as tmp:
+        window = open_window(project_file(Path(tmp), "mnist-mlp", 1))
+        _, intervals = window_seconds(window, ticks=True)
+        close_window(window)
+    ms = sorted(1000 * i for i in intervals[1:])  # the first tick includes the start
+    print(f"GUI timer (10 ms) while training the MNIST MLP: median "
+          f"{statistics.median(ms):.1f} ms, worst {ms[-1]:.1f} ms over {len(ms)} ticks "
+          "(bar: median ≤ 12, worst ≤ 50)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="spiral,digits,mnist")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=10, help="rounds counted per case")
+    parser.add_argument("--epochs", type=int, help="epochs per run (default: per case)")
     args = parser.parse_args()
     cases = args.cases.split(",")
     if "mnist" in cases:
         million_points()
+        responsiveness()
     for case in cases:
-        throughput(case, args.repeat)
+        throughput(case, args.repeat, args.epochs)
