@@ -208,3 +208,30 @@ def test_the_window_paints_without_qts_helper_threads():
                        .stdout.split()[-1]) for how in ("bare", "layerlab")}
     assert counts["bare"] > 0
     assert counts["layerlab"] == 0
+
+
+def test_a_new_run_leaves_the_view_and_the_other_runs_alone(qtbot):
+    """A run that begins inside the view's range neither resets the views (which repaints
+    every run's lines, ~50 ms the training thread waited through at every run's start with
+    a few runs shown) nor changes any run's visibility: its swatch is not a tick."""
+    from layerlab.app.application import make_application
+
+    make_application()
+    plots = RunPlots()
+    qtbot.addWidget(plots)
+    plots.timer.stop()
+    steps = [StepRecord(1, i, i, 40, 2.0 - i / 40, 0.0, 0.1) for i in range(1, 41)]
+    plots.add_run("/runs/1", "run 1", "#4c9be8")
+    plots.add(steps)
+    plots.redraw()
+    ranges = [plot.viewRange() for plot in plots._plots()]
+    shown: list[tuple[str, bool]] = []
+    plots.visibilityChanged.connect(lambda key, on: shown.append((key, on)))
+    with qtbot.assertNotEmitted(plots.loss_plot.getViewBox().sigRangeChanged, wait=0):
+        plots.add_run("/runs/2", "run 2", "#e8744c")
+        plots.add(steps[:10])
+        plots.redraw()
+    assert [plot.viewRange() for plot in plots._plots()] == ranges
+    assert shown == []
+    plots.set_run_visible("/runs/1", False)  # a real change: the views fit what is shown
+    assert shown == [("/runs/1", False)]

@@ -268,12 +268,15 @@ class RunPlots(QWidget):
         self._restyle(run)
 
     def set_run_visible(self, key: str, on: bool) -> None:
+        """Show or hide a run's curves. The views fit the shown runs again, which repaints
+        every line: only when the run's visibility changes (not, say, as its swatch does)."""
         run = self._runs[key]
-        changed, run.visible = run.visible != on, on
+        if run.visible == on:
+            return
+        run.visible = on
         self._restyle(run)
         self._refit = self._dirty = True
-        if changed:
-            self.visibilityChanged.emit(key, on)
+        self.visibilityChanged.emit(key, on)
 
     def remove_run(self, key: str) -> None:
         run = self._runs.pop(key)
