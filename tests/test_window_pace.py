@@ -12,7 +12,7 @@ from pathlib import Path
 import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QSpinBox
+from PySide6.QtWidgets import QSpinBox, QTableWidgetItem
 
 from layerlab.app import plots as module
 from layerlab.app.plots import RunPlots
@@ -113,10 +113,23 @@ def _run(name: str, status: str = "finished", loss: str = "0.5") -> RunInfo:
                                               "val_accuracy": "0.75"}])
 
 
-def _cells(table: RunsTable) -> list[list[str]]:
+def _cells(table: RunsTable) -> list[list[tuple[object, ...]]]:
+    """Every cell as a person sees it: text, tick, tooltip, bold, swatch colour."""
     grid = table.table
-    return [[grid.item(row, column).text() for column in range(grid.columnCount())]
+
+    def cell(item: QTableWidgetItem) -> tuple[object, ...]:
+        icon = item.icon()
+        colour = icon.pixmap(12, 12).toImage().pixelColor(6, 6).name() if not icon.isNull() \
+            else ""
+        return (item.text(), item.checkState() if item.column() == 0 else None,
+                item.toolTip(), item.font().bold(), colour)
+
+    return [[cell(grid.item(row, column)) for column in range(grid.columnCount())]
             for row in range(grid.rowCount())]
+
+
+def _key(name: str) -> str:
+    return str(Path("/runs") / name)
 
 
 def test_a_run_beginning_or_ending_fills_only_its_own_row(qtbot):
@@ -125,32 +138,42 @@ def test_a_run_beginning_or_ending_fills_only_its_own_row(qtbot):
     the table shows exactly what a table filled from scratch shows (sorted by a header too)."""
     table = RunsTable()
     qtbot.addWidget(table)
-    colours = {str(Path("/runs") / n): c for n, c in zip("1234", ("#111", "#222", "#333",
-                                                                    "#444"), strict=True)}
+    colours = {_key(n): c for n, c in zip("01234", ("#000000", "#111111", "#222222", "#333333",
+                                                     "#444444"), strict=True)}
     table.refresh([_run("1"), _run("2"), _run("3", "running")], colours)
     first, second = table.table.item(0, 0), table.table.item(1, 3)
     table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
     assert table.table.item(0, 0) is first and table.table.item(1, 3) is second
-    table.set_live(str(Path("/runs") / "3"), "paused")  # the state, before run.json says so
+    table.set_live(_key("3"), "paused")  # the state, before run.json says so
     table.live = ("", "")  # the run is over: its row shows run.json's status again
     table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
-    assert _cells(table)[2][1] == "finished"
-    table.mark_best(str(Path("/runs") / "2"))
+    assert _cells(table)[2][1][0] == "finished"
+    table.table.item(0, 0).setText("typed")  # a rename the folder refused: run.json keeps
     table.refresh([_run("1"), _run("2"), _run("3", "finished", "0.25")], colours)
-    assert [table.table.item(row, 4).font().bold() for row in range(3)] == [False, True, False]
-    for later in ([_run("1"), _run("2"), _run("3", "finished", "0.25"), _run("4", "running")],
-                  [_run("1"), _run("2", "stopped"), _run("4", "finished")],
-                  [_run("1"), _run("4", "finished")]):
+    assert _cells(table)[0][0][0] == "run 1"
+    table.table.item(1, 0).setCheckState(Qt.CheckState.Unchecked)  # run 2 hidden
+    table.mark_best(_key("1"))
+    colours[_key("3")] = "#e8744c"
+    twin = RunsTable()
+    qtbot.addWidget(twin)
+    twin.hidden, twin.best = {_key("2")}, _key("1")
+    for later in ([_run("1", "stopped"), _run("2"), _run("3", "finished", "0.25"),
+                   _run("4", "running")],
+                  [_run("0"), _run("1", "stopped"), _run("2"), _run("3", "finished", "0.25"),
+                   _run("4", "running")],  # a run copied in that began earlier: first
+                  [_run("0"), _run("1"), _run("2", "stopped"), _run("4", "finished")],
+                  [_run("0"), _run("4", "finished")]):
         table.refresh(later, colours)
-        twin = RunsTable()
-        qtbot.addWidget(twin)
         twin.refresh(later, colours)
         assert _cells(table) == _cells(twin)
         assert [table.key_at(row) for row in range(len(later))] == [r.key for r in later]
+    assert _cells(table)[1][0][4] == "#444444" and _cells(table)[0][4][3] is False
+    table.table.selectAll()
     table.table.sortItems(1, Qt.SortOrder.DescendingOrder)  # by status: running first
-    table.refresh([_run("1"), _run("4", "running")], colours)
-    assert _cells(table)[0][:2] == ["run 4", "running"]
-    assert [table.key_at(row) for row in range(2)] == [str(Path("/runs") / n) for n in "41"]
+    table.refresh([_run("0"), _run("4", "running")], colours)
+    assert _cells(table)[0][0][0] == "run 4" and _cells(table)[0][1][0] == "running"
+    assert [table.key_at(row) for row in range(2)] == [_key("4"), _key("0")]
+    assert sorted(table.selected()) == [_key("0"), _key("4")]  # every selected run stays
 
 
 def test_listing_the_runs_again_leaves_their_curves_alone(qtbot):
@@ -169,7 +192,6 @@ def test_listing_the_runs_again_leaves_their_curves_alone(qtbot):
     pens = [curve.opts["pen"] for run in plots.runs for curve in run.curves]
     for key in ("/runs/1", "/runs/2"):
         plots.load_run(key, key[-1], "#4c9be8", rows)
-    assert [curve.opts["pen"] for run in plots.runs for curve in run.curves] == pens
     assert all(a is b for a, b in zip([c.opts["pen"] for r in plots.runs for c in r.curves],
                                       pens, strict=True))
     plots.load_run("/runs/2", "renamed", "#e8744c", rows)
@@ -206,7 +228,8 @@ def test_the_window_paints_without_qts_helper_threads():
     counts = {how: int(subprocess.run([sys.executable, "-c", POOL_THREADS, how], env=env,
                                       capture_output=True, text=True, check=True)
                        .stdout.split()[-1]) for how in ("bare", "layerlab")}
-    assert counts["bare"] > 0
+    if counts["bare"] == 0:  # one core, or a Qt that keeps such fills on its own thread
+        pytest.skip("bare Qt starts no helper threads here")
     assert counts["layerlab"] == 0
 
 

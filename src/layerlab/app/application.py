@@ -35,7 +35,8 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     # Qt's raster engine hands every fill of 96 rows or more to a pool of helper threads and
     # waits for them, holding Python's interpreter lock; on a 2-core machine those helpers
     # preempt the training thread (30-40 times a run) and made its steps ~10% slower for
-    # fills that take well under a millisecond on one core. Paint on the GUI thread alone.
+    # fills that take well under a millisecond on one core. Paint on the GUI thread alone
+    # (Qt's smooth image scaling and conversions, previews and PNG export, go serial too).
     os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)

@@ -251,8 +251,8 @@ class RunPlots(QWidget):
     def load_run(self, key: str, label: str, colour: str,
                  rows: list[Mapping[str, object]]) -> None:
         """A run from its metrics.csv rows (dicts by header). A run already shown takes the
-        label, colour and rows in its place; one drawn from live steps keeps those (they
-        are finer than the file's epochs)."""
+        label and colour, and keeps the curves it has (live steps are finer than the file's
+        epochs)."""
         run = self._runs.get(key) or self._make_run(key, label, colour)
         if not run.loss.n:
             run.load(rows)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -186,7 +186,7 @@ class RunsTable(QWidget):
         hidden runs stay hidden, the selection stays on the same runs. Only rows whose
         contents changed are filled again (a run beginning adds one row; one ending changes
         one): the GUI thread holds the interpreter lock meanwhile, and the training thread
-        waits for it, so this must not grow with the number of runs."""
+        waits for it as a run begins."""
         selected = set(self.selected())
         self.runs = {str(run.folder): run for run in runs}
         self.hidden &= set(self.runs)
@@ -194,8 +194,8 @@ class RunsTable(QWidget):
         self._filling = True
         self.table.setSortingEnabled(False)
         rows = {self.key_at(row): row for row in range(self.table.rowCount())}
-        if set(self._looks) - set(looks) or set(rows) != set(self._looks):
-            self.table.setRowCount(0)  # a run went (or the rows are not what was filled)
+        if self._refill_all(list(looks), rows):
+            self.table.setRowCount(0)
             rows, self._looks = {}, {}
         for key, run in self.runs.items():
             if self._looks.get(key) == looks[key]:
@@ -207,11 +207,20 @@ class RunsTable(QWidget):
         self._looks = looks
         self.table.setSortingEnabled(True)
         self.table.clearSelection()
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
         for row in range(self.table.rowCount()):
-            if self.key_at(row) in selected:
-                self.table.selectRow(row)
+            if self.key_at(row) in selected:  # each row added to the selection, not instead
+                self.table.selectionModel().select(self.table.model().index(row, 0), flags)
         self._filling = False
         self._update_actions()
+
+    def _refill_all(self, keys: list[str], rows: dict[str, int]) -> bool:
+        """Whether the rows must be filled anew: a run went, the rows are not what was
+        filled, or a new run would not come last (oldest first, when no header sorts)."""
+        if set(self._looks) - set(keys) or set(rows) != set(self._looks):
+            return True
+        new = [key for key in keys if key not in rows]
+        return bool(new) and keys[-len(new):] != new
 
     def _look(self, run: RunInfo, colour: str) -> tuple[object, ...]:
         """Everything a run's row shows: the row is filled again when this changes."""
@@ -323,6 +332,8 @@ class RunsTable(QWidget):
             self.hidden.symmetric_difference_update({key})
             self.visibilityChanged.emit(key, shown)
         label = item.text().strip()
+        if item.text() != run.label and key in self._looks:
+            self._looks[key] = ()  # the next refresh shows the label the run has (if refused)
         if label != run.label:
             if label:
                 self.renamed.emit(key, label)
