@@ -227,7 +227,7 @@ def million_points() -> None:
 
 
 def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
-    """Rounds of three short runs each, one after the other and in rotating order: headless
+    """Rounds of three runs each, one right after the other and in rotating order: headless
     (a process of its own), the window's Train, and the same Trainer on a plain thread of the
     window's process. A first round warms all three up and is not counted. The ratios per
     round (headless / window, thread / window); their medians."""
@@ -238,21 +238,24 @@ def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
         path = project_file(Path(tmp), example, epochs)
         headless = Headless()
         window = open_window(path)
-        for k in range(repeat + 1):
-            measure = [("headless", lambda: headless.seconds(path)),
-                       ("window", lambda: window_seconds(window)[0]),
-                       ("thread", lambda: thread_seconds(path))]
-            measure = measure[k % 3:] + measure[:k % 3]
-            seconds = {what: run() for what, run in measure}
-            if k == 0:
-                continue  # warming up
-            ratios.append(seconds["headless"] / seconds["window"])
-            own.append(seconds["thread"] / seconds["window"])
-            print(f"{label}, {epochs} epoch(s), round {k}: headless {seconds['headless']:.2f} "
-                  f"s, window {seconds['window']:.2f} s, thread {seconds['thread']:.2f} s: "
-                  f"ratios {ratios[-1]:.2f}, {own[-1]:.2f}", flush=True)
-        close_window(window)
-        headless.close()
+        try:
+            for k in range(repeat + 1):
+                measure = [("headless", lambda: headless.seconds(path)),
+                           ("window", lambda: window_seconds(window)[0]),
+                           ("thread", lambda: thread_seconds(path))]
+                measure = measure[k % 3:] + measure[:k % 3]
+                seconds = {what: run() for what, run in measure}
+                if k == 0:
+                    continue  # warming up
+                ratios.append(seconds["headless"] / seconds["window"])
+                own.append(seconds["thread"] / seconds["window"])
+                print(f"{label}, {epochs} epoch(s), round {k}: headless "
+                      f"{seconds['headless']:.2f} s, window {seconds['window']:.2f} s, thread "
+                      f"{seconds['thread']:.2f} s: ratios {ratios[-1]:.2f}, {own[-1]:.2f}",
+                      flush=True)
+        finally:
+            close_window(window)
+            headless.close()
     print(f"{label}: throughput ratio against a process of its own: median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}); "
           f"in the same process: median {statistics.median(own):.2f} (range "
@@ -278,6 +281,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=10, help="rounds counted per case")
     parser.add_argument("--epochs", type=int, help="epochs per run (default: per case)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     cases = args.cases.split(",")
     if "mnist" in cases:
         million_points()
