@@ -90,6 +90,13 @@ def test_runs_are_folders_listed_again_when_the_project_opens(window, qtbot, tmp
     assert table.table.item(0, 0).checkState() == Qt.CheckState.Unchecked
     table.actions["runsToggle"].trigger()
     assert [run.visible for run in plots.runs] == [True, True]
+    plots.run_list.setCurrentRow(1)  # untick the second run beside the plots: Space
+    qtbot.keyClick(plots.run_list, Qt.Key.Key_Space)
+    assert [run.visible for run in plots.runs] == [True, False]
+    assert table.table.item(1, 0).checkState() == Qt.CheckState.Unchecked
+    assert table.hidden == {second}
+    qtbot.keyClick(plots.run_list, Qt.Key.Key_Space)
+    assert table.table.item(1, 0).checkState() == Qt.CheckState.Checked and not table.hidden
     header = table.table.horizontalHeader()  # by best validation loss: up, then down
     best = [run.label for run in sorted(list_runs(path), key=lambda run: run.best_val_loss)]
     for order in (best, best[::-1]):

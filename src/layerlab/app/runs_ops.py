@@ -38,6 +38,7 @@ class RunsOps(QObject):
         self.plots = window.training.plots
         table = self.table
         table.visibilityChanged.connect(self._visibility)
+        self.plots.visibilityChanged.connect(table.set_shown)  # ticked beside the plots
         table.renamed.connect(self.rename)
         table.deleteRequested.connect(self.delete)
         table.restoreRequested.connect(self.restore)

@@ -279,6 +279,14 @@ class RunsTable(QWidget):
             self._filling = False
         self._update_actions()
 
+    def set_shown(self, key: str, on: bool) -> None:
+        """Tick or untick a run's row as its curves were shown or hidden beside the plots
+        (their list or legend): the table then tells the plots, which have it already."""
+        row = self.row_of(key)
+        if row is not None:
+            self.table.item(row, 0).setCheckState(Qt.CheckState.Checked if on
+                                                  else Qt.CheckState.Unchecked)
+
     def mark_best(self, key: str | None) -> None:
         """Set the best run's row in bold (None: no row)."""
         self.best = key or ""
