@@ -5,13 +5,15 @@ spiral, digits and the MNIST MLP (bar ≥ 0.9): the epochs' training seconds (me
 `seconds`: without evaluation), summed.
 
 Rounds of three runs of one to two seconds each, one right after the other in rotating
-order: headless in a process of its own (kept between rounds, training as `layerlab train`
-does), the window's Train, and the same Trainer on a plain thread of the window's process
-while the window sits idle. On these shared 2-core machines the speed changes by up to 2×
-from one second to the next, even on a pinned core, so only runs close in time compare: each
-round gives two ratios (headless / window, thread / window), and the figures are their
-medians over --repeat rounds (a first round warms all three up and is not counted). The
-window keeps every run it trained, as a person comparing runs does.
+order: headless in a process of its own (three kept processes taking turns, training as
+`layerlab train` does), the window's Train, and the same Trainer on a plain thread of the
+window's process while the window sits idle. On these shared 2-core machines the speed
+changes by up to 2× from one second to the next, even on a pinned core, and one process keeps
+its speed relative to another for a minute or more (10-20%), so only runs close in time
+compare, and the headless side takes turns among processes. Each round gives two ratios
+(headless / window, thread / window); the figures are their medians over --repeat rounds (a
+first round warms all three up and is not counted). The window keeps every run it trained,
+as a person comparing runs does.
 
 Train is pressed once the window has settled (painted, its dataset preview shown), as a
 person presses it. Run it under `nice -n -10` on a quiet machine.
@@ -69,6 +71,7 @@ def project_file(folder: Path, example: str, epochs: int) -> Path:
     return path
 
 
+HEADLESS_PROCESSES = 3  # taking turns (see above)
 SERVE = (
     "import sys, layerlab\n"
     "from layerlab.core.trainer import Trainer\n"
@@ -236,11 +239,14 @@ def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
     ratios, own = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = project_file(Path(tmp), example, epochs)
-        headless = Headless()
+        servers = [Headless() for _ in range(HEADLESS_PROCESSES)]
         window = open_window(path)
         try:
+            for server in servers[1:]:
+                server.seconds(path)  # warming up (round 0 warms the first)
             for k in range(repeat + 1):
-                measure = [("headless", lambda: headless.seconds(path)),
+                headless = servers[k % len(servers)]
+                measure = [("headless", lambda h=headless: h.seconds(path)),
                            ("window", lambda: window_seconds(window)[0]),
                            ("thread", lambda: thread_seconds(path))]
                 measure = measure[k % 3:] + measure[:k % 3]
@@ -255,7 +261,8 @@ def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
                       flush=True)
         finally:
             close_window(window)
-            headless.close()
+            for server in servers:
+                server.close()
     print(f"{label}: throughput ratio against a process of its own: median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}); "
           f"in the same process: median {statistics.median(own):.2f} (range "
