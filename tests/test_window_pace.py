@@ -18,7 +18,7 @@ from layerlab.app import plots as module
 from layerlab.app.plots import RunPlots
 from layerlab.app.runs_table import RunsTable
 from layerlab.core.insight import BoundaryRecord
-from layerlab.core.records import StepRecord
+from layerlab.core.records import EpochRecord, StepRecord
 from layerlab.core.runs import RunInfo
 
 
@@ -258,3 +258,41 @@ def test_a_new_run_leaves_the_view_and_the_other_runs_alone(qtbot):
     assert shown == []
     plots.set_run_visible("/runs/1", False)  # a real change: the views fit what is shown
     assert shown == [("/runs/1", False)]
+
+
+def test_a_growing_run_repaints_its_own_lines_and_markers_only(qtbot, monkeypatch):
+    """While a run grows, the other runs' lines and epoch markers are painted from their
+    cached pixmaps (pyqtgraph paints in Python, under the interpreter lock the training
+    thread waits for): only the live run's items paint again."""
+    from layerlab.app.application import make_application
+
+    painted: list[object] = []
+    counting = [False]
+    for cls in (pg.PlotCurveItem, pg.ScatterPlotItem):  # before any is made or painted
+        original = cls.paint
+        monkeypatch.setattr(cls, "paint", lambda item, *a, _o=original: (
+            counting[0] and painted.append(item), _o(item, *a))[1])
+    make_application()
+    plots = RunPlots()
+    qtbot.addWidget(plots)
+    plots.timer.stop()
+    plots.resize(1200, 400)
+    plots.show()
+    qtbot.waitExposed(plots)
+
+    def grow(key: str, first: int, last: int) -> None:
+        plots.add_run(key, key, "#4c9be8" if key == "done" else "#e8744c")
+        plots.add([StepRecord(1, i, i, 40, 2.0 - i / 40, 0.0, 0.1) for i in range(first, last)]
+                  + [EpochRecord(e, 10 * e, 1.0, 1.2 - e / 10, 0.5 + e / 20, 1.0)
+                     for e in range(1 + first // 10, 1 + last // 10)])
+        plots.redraw()
+        plots.view.grab()
+
+    grow("done", 1, 41)
+    grow("live", 1, 11)
+    counting[0] = True
+    grow("live", 11, 21)
+    done, live = plots.runs
+    others = {id(c.curve) for c in done.curves} | {id(c.scatter) for c in done.curves}
+    assert not others & {id(item) for item in painted}
+    assert {id(live.curves[1].curve), id(live.curves[2].scatter)} <= {id(i) for i in painted}
