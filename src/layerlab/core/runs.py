@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,23 +273,29 @@ class RunInfo:
                 values.append(value)
         return values
 
+    @cached_property
+    def _val_losses(self) -> list[float]:  # read once: the runs table asks for each twice
+        return self._column("val_loss")
+
+    @cached_property
+    def _val_accuracies(self) -> list[float]:
+        return self._column("val_accuracy")
+
     @property
     def best_val_loss(self) -> float | None:
-        return min(self._column("val_loss"), default=None)
+        return min(self._val_losses, default=None)
 
     @property
     def final_val_loss(self) -> float | None:
-        values = self._column("val_loss")
-        return values[-1] if values else None
+        return self._val_losses[-1] if self._val_losses else None
 
     @property
     def best_val_accuracy(self) -> float | None:
-        return max(self._column("val_accuracy"), default=None)
+        return max(self._val_accuracies, default=None)
 
     @property
     def final_val_accuracy(self) -> float | None:
-        values = self._column("val_accuracy")
-        return values[-1] if values else None
+        return self._val_accuracies[-1] if self._val_accuracies else None
 
 
 def read_run(folder: str | os.PathLike[str]) -> RunInfo:
