@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from layerlab.cli import main
 from layerlab.core.runs import (
     RunError,
+    RunInfo,
     delete_run,
     list_runs,
     new_run_folder,
@@ -123,3 +125,13 @@ def test_a_rename_while_running_stays_and_a_new_run_in_the_folder_has_its_own_la
                      str(out)]) == 0
         assert read_run(out).label == f"lr={lr} epochs=1"
     capsys.readouterr()
+
+
+def test_best_and_final_figures_skip_what_is_not_a_number():
+    """The table's figures from metrics.csv rows: best is the lowest loss and the highest
+    accuracy, final the last finite one (a row without a validation set is skipped)."""
+    rows = [{"val_loss": "0.9", "val_accuracy": "0.6"}, {"val_loss": "0.4", "val_accuracy": "0.8"},
+            {"val_loss": "0.5", "val_accuracy": "0.7"}, {"val_loss": "", "val_accuracy": "nan"}]
+    run = RunInfo(Path("/runs/1"), "run 1", "finished", "", 1.0, metrics=rows)
+    assert (run.best_val_loss, run.final_val_loss) == (0.4, 0.5)
+    assert (run.best_val_accuracy, run.final_val_accuracy) == (0.8, 0.7)
