@@ -22,19 +22,26 @@ from layerlab.core.records import EpochRecord, StepRecord
 from layerlab.core.runs import RunInfo
 
 
-def test_slow_paints_slow_the_redraws(qtbot, monkeypatch):
-    """Qt paints after redraw() has returned: a 40 ms paint is counted in the next pace
-    (at least 40 / DUTY ms until the redraw after it); instant paints keep the quick pace.
-    Drawing and painting are stand-ins here: only their time counts."""
+def _plots(qtbot, shown: tuple[int, int] | None = None) -> RunPlots:
+    """The curves widget, its redraw timer stopped (tests redraw); shown at `shown` size."""
     from layerlab.app.application import make_application
 
     make_application()
     plots = RunPlots()
     qtbot.addWidget(plots)
     plots.timer.stop()
-    plots.resize(900, 300)
-    plots.show()
-    qtbot.waitExposed(plots)
+    if shown is not None:
+        plots.resize(*shown)
+        plots.show()
+        qtbot.waitExposed(plots)
+    return plots
+
+
+def test_slow_paints_slow_the_redraws(qtbot, monkeypatch):
+    """Qt paints after redraw() has returned: a 40 ms paint is counted in the next pace
+    (at least 40 / DUTY ms until the redraw after it); instant paints keep the quick pace.
+    Drawing and painting are stand-ins here: only their time counts."""
+    plots = _plots(qtbot, (900, 300))
     monkeypatch.setattr(plots, "_draw_all", lambda: None)
     plots.add([StepRecord(1, 1, 1, 4, 0.9, 0.0, 0.1)])
     plots.redraw()  # counts the real paints that showed the widget
@@ -90,12 +97,7 @@ def test_boundary_probes_only_while_someone_looks(window, qtbot):
 def test_a_run_takes_the_curves_made_ahead(qtbot):
     """Train makes the next run's curves at once (while the trainer is built); the run that
     begins then draws into them instead of making its own as training starts."""
-    from layerlab.app.application import make_application
-
-    make_application()
-    plots = RunPlots()
-    qtbot.addWidget(plots)
-    plots.timer.stop()
+    plots = _plots(qtbot)
     before = plots.loss_plot.listDataItems()  # the hover's marker
     plots.prepare_run()
     made = plots.loss_plot.listDataItems()
@@ -179,12 +181,7 @@ def test_a_run_beginning_or_ending_fills_only_its_own_row(qtbot):
 def test_listing_the_runs_again_leaves_their_curves_alone(qtbot):
     """Listing the runs again (as each run begins and ends) restyles a run's curves only
     when its label or colour changed: a new pen repaints every line of every run."""
-    from layerlab.app.application import make_application
-
-    make_application()
-    plots = RunPlots()
-    qtbot.addWidget(plots)
-    plots.timer.stop()
+    plots = _plots(qtbot)
     rows = [{"epoch": "1", "step": "10", "train_loss": "0.9", "val_loss": "0.8",
              "val_accuracy": "0.5", "seconds": "1.0"}]
     for key in ("/runs/1", "/runs/2"):
@@ -237,12 +234,7 @@ def test_a_new_run_leaves_the_view_and_the_other_runs_alone(qtbot):
     """A run that begins inside the view's range neither resets the views (which repaints
     every run's lines, ~50 ms the training thread waited through at every run's start with
     a few runs shown) nor changes any run's visibility: its swatch is not a tick."""
-    from layerlab.app.application import make_application
-
-    make_application()
-    plots = RunPlots()
-    qtbot.addWidget(plots)
-    plots.timer.stop()
+    plots = _plots(qtbot)
     steps = [StepRecord(1, i, i, 40, 2.0 - i / 40, 0.0, 0.1) for i in range(1, 41)]
     plots.add_run("/runs/1", "run 1", "#4c9be8")
     plots.add(steps)
@@ -264,21 +256,13 @@ def test_a_growing_run_repaints_its_own_lines_and_markers_only(qtbot, monkeypatc
     """While a run grows, the other runs' lines and epoch markers are painted from their
     cached pixmaps (pyqtgraph paints in Python, under the interpreter lock the training
     thread waits for): only the live run's items paint again."""
-    from layerlab.app.application import make_application
-
     painted: list[object] = []
     counting = [False]
     for cls in (pg.PlotCurveItem, pg.ScatterPlotItem):  # before any is made or painted
         original = cls.paint
         monkeypatch.setattr(cls, "paint", lambda item, *a, _o=original: (
             counting[0] and painted.append(item), _o(item, *a))[1])
-    make_application()
-    plots = RunPlots()
-    qtbot.addWidget(plots)
-    plots.timer.stop()
-    plots.resize(1200, 400)
-    plots.show()
-    qtbot.waitExposed(plots)
+    plots = _plots(qtbot, (1200, 400))
 
     def grow(key: str, first: int, last: int) -> None:
         plots.add_run(key, key, "#4c9be8" if key == "done" else "#e8744c")
