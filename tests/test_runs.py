@@ -135,3 +135,72 @@ def test_best_and_final_figures_skip_what_is_not_a_number():
     run = RunInfo(Path("/runs/1"), "run 1", "finished", "", 1.0, metrics=rows)
     assert (run.best_val_loss, run.final_val_loss) == (0.4, 0.5)
     assert (run.best_val_accuracy, run.final_val_accuracy) == (0.8, 0.7)
+
+
+def _run_folder(parent: Path, name: str, status: str = "finished", pid: int | None = None,
+                val_loss: str = "0.5") -> Path:
+    folder = parent / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({
+        "label": name, "status": status, "started": f"2026-01-01T00:00:0{name[-1]}+00:00",
+        "seconds": 1.0, "varied": {}, "message": "", "pid": pid or os.getpid(),
+        "host": socket.gethostname()}))
+    (folder / "metrics.csv").write_text(f"epoch,step,train_loss,val_loss\n1,10,0.7,{val_loss}\n")
+    return folder
+
+
+def _settle(folder: Path, seconds_ago: float = 60.0) -> None:
+    """Files last changed a while ago (as a finished run's are when the next one begins)."""
+    then = datetime.now().timestamp() - seconds_ago
+    for file in folder.iterdir():
+        os.utime(file, (then, then))
+
+
+def test_listing_again_reads_only_the_runs_whose_files_changed(tmp_path):
+    """The window lists the runs at each run's start and end: settled, unchanged runs are
+    not read again, and every change made as a run's files are written shows."""
+    project = tmp_path / "net.layerlab.json"
+    parent = runs_folder(project)
+    for name in ("run1", "run2", "run3"):
+        _settle(_run_folder(parent, name))
+    first = list_runs(project)
+    again = list_runs(project)
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True, True, True]
+    rename_run(parent / "run1", "baseline")  # run.json replaced: read anew at once
+    _run_folder(parent, "run2", val_loss="0.25")  # metrics grew (a continued run)
+    (parent / "run3" / "metrics.csv").unlink()
+    _run_folder(parent, "run4")  # a new run, its files written just now
+    runs = {run.folder.name: run for run in list_runs(project)}
+    assert runs["run1"].label == "baseline"
+    assert runs["run2"].best_val_loss == 0.25
+    assert runs["run3"].metrics == [] and runs["run4"].label == "run4"
+    delete_run(parent / "run4")
+    assert [run.folder.name for run in list_runs(project)] == ["run1", "run2", "run3"]
+
+
+def test_a_run_changed_within_one_tick_of_the_file_clock_is_read_again(tmp_path):
+    """Two writes of a file within one tick of the file clock can leave the same time and
+    size: a run whose files changed only just now is read at every listing until they
+    settle."""
+    project = tmp_path / "net.layerlab.json"
+    folder = _run_folder(runs_folder(project), "run1", val_loss="0.5")
+    metrics = folder / "metrics.csv"
+    stamp = metrics.stat().st_mtime_ns
+    assert list_runs(project)[0].best_val_loss == 0.5
+    metrics.write_text(metrics.read_text().replace("0.5", "0.4"))  # same size, same place
+    os.utime(metrics, ns=(stamp, stamp))  # ...and the same tick
+    assert list_runs(project)[0].best_val_loss == 0.4
+
+
+def test_a_listed_running_run_whose_process_ends_lists_as_stopped(tmp_path):
+    """A running run's files say nothing when its process is killed: each listing asks
+    whether the writer still runs, however settled its files."""
+    project = tmp_path / "net.layerlab.json"
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _settle(_run_folder(runs_folder(project), "run1", "running", pid=writer.pid))
+        assert list_runs(project)[0].status == "running"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert list_runs(project)[0].status == "stopped"
