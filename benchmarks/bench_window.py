@@ -5,19 +5,22 @@ spiral, digits and the MNIST MLP (bar ≥ 0.9): the epochs' training seconds (me
 `seconds`: without evaluation), summed.
 
 Rounds of three runs of one to two seconds each, one right after the other in rotating
-order: headless in a process of its own (three kept processes taking turns, training as
-`layerlab train` does), the window's Train, and the same Trainer on a plain thread of the
-window's process while the window sits idle. On these shared 2-core machines the speed
-changes by up to 2× from one second to the next, even on a pinned core, and one process keeps
-its speed relative to another for a minute or more (10-20%), so only runs close in time
-compare, and the headless side takes turns among processes. Each round gives two ratios
-(headless / window, thread / window); the figures are their medians over --repeat rounds (a
-first round warms all three up and is not counted). The window keeps every run it trained,
-as a person comparing runs does.
+order: headless in a process of its own (training as `layerlab train` does), the window's
+Train, and the same Trainer on a plain thread of the window's process while the window sits
+idle. On these shared 2-core machines the speed changes by up to 2× from one second to the
+next, even on a pinned core, so only runs close in time compare; and one process keeps its
+speed relative to an identical one by 5-10% for minutes, so both sides take turns among
+three kept processes each (three headless, three windows): over nine rounds every window
+process meets every headless one. Each round gives two ratios (headless / window, thread /
+window); the figures are their medians over --repeat rounds (a first round warms every
+process up and is not counted). Each window keeps every run it trained, as a person
+comparing runs does.
 
-Train is pressed once the window has settled (painted, its dataset preview shown), as a
-person presses it. Run it under `nice -n -10` on a quiet machine.
+Train is pressed once the window has settled (painted, its dataset preview shown, and half a
+second of idle event loop before each run), as a person presses it. Run it under
+`nice -n -5` on a quiet machine.
 Usage: bench_window.py [--cases spiral,digits,mnist] [--repeat N] [--epochs N]
+(`--serve-window PATH`: one window process of the rounds, driven through stdin)
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def project_file(folder: Path, example: str, epochs: int) -> Path:
     return path
 
 
-HEADLESS_PROCESSES = 3  # taking turns (see above)
+PROCESSES = 3  # per side, taking turns (see above)
 SERVE = (
     "import sys, layerlab\n"
     "from layerlab.core.trainer import Trainer\n"
@@ -81,23 +84,23 @@ SERVE = (
     "    print(sum(r.seconds for r in trainer.history), flush=True)\n")
 
 
-class Headless:
-    """A process of its own that trains as `layerlab train` does (torch in its main thread:
-    torch in this process's main thread would leave an OpenMP pool that competes with the
-    window's training thread), kept between runs so that each run is measured next to the
-    window's in time: a fresh Trainer each time, its epochs' training seconds."""
+class Kept:
+    """A process kept between runs, so that each run is measured next to the other side's
+    in time: a line in (what to run), a run's training seconds out. Headless, it trains as
+    `layerlab train` does (a fresh Trainer each time, torch in its main thread); a window
+    process trains with its window's Train or on a plain thread (--serve-window)."""
 
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
 
-    def seconds(self, path: Path) -> float:
+    def seconds(self, command: str) -> float:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{path}\n")
+        self.process.stdin.write(f"{command}\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the headless process ended ({self.process.wait()})")
+            raise RuntimeError(f"a kept process ended ({self.process.wait()})")
         return float(line)
 
     def close(self) -> None:
@@ -229,39 +232,64 @@ def million_points() -> None:
     plots.close()
 
 
+def idle(seconds: float) -> None:
+    """Let the window's event loop run with nothing to do, as between a person's clicks."""
+    loop = QEventLoop()
+    QTimer.singleShot(int(1000 * seconds), loop.quit)
+    loop.exec()
+
+
+def serve_window(path: Path) -> None:
+    """One window process of the rounds: for each line of stdin, `window` (its Train) or
+    `thread` (a plain thread beside it) trains `path` once, and its training seconds go to
+    stdout (the window trains its own file; the thread, as headless, without a run folder)."""
+    window = open_window(path)
+    for line in sys.stdin:
+        idle(0.5)
+        print(window_seconds(window)[0] if line.strip() == "window" else thread_seconds(path),
+              flush=True)
+    close_window(window)
+
+
 def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
     """Rounds of three runs each, one right after the other and in rotating order: headless
-    (a process of its own), the window's Train, and the same Trainer on a plain thread of the
-    window's process. A first round warms all three up and is not counted. The ratios per
-    round (headless / window, thread / window); their medians."""
+    (a process of its own), a window's Train, and the same Trainer on a plain thread of that
+    window's process. Both sides take turns among their kept processes, so that over nine
+    rounds each headless process meets each window process and each comes first, second and
+    third. The ratios per round (headless / window, thread / window); their medians."""
     label, example, default_epochs = CASES[name]
     epochs = epochs or default_epochs
     ratios, own = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = project_file(Path(tmp), example, epochs)
-        servers = [Headless() for _ in range(HEADLESS_PROCESSES)]
-        window = open_window(path)
+        servers = [Kept("-c", SERVE) for _ in range(PROCESSES)]
+        windows = []
+        for k in range(PROCESSES):  # each window its own project file, and so its own runs
+            (Path(tmp) / f"window-{k}").mkdir()
+            its_file = project_file(Path(tmp) / f"window-{k}", example, epochs)
+            windows.append(Kept(__file__, "--serve-window", str(its_file)))
         try:
-            for server in servers[1:]:
-                server.seconds(path)  # warming up (round 0 warms the first)
-            for k in range(repeat + 1):
-                headless = servers[k % len(servers)]
-                measure = [("headless", lambda h=headless: h.seconds(path)),
-                           ("window", lambda: window_seconds(window)[0]),
-                           ("thread", lambda: thread_seconds(path))]
-                measure = measure[k % 3:] + measure[:k % 3]
-                seconds = {what: run() for what, run in measure}
-                if k == 0:
-                    continue  # warming up
+            for server in servers:  # warming up
+                server.seconds(str(path))
+            for window in windows:
+                window.seconds("window")
+                window.seconds("thread")
+            for k in range(repeat):
+                headless = servers[k % PROCESSES]
+                window = windows[(k + k // PROCESSES) % PROCESSES]
+                measure = [("headless", lambda h=headless: h.seconds(str(path))),
+                           ("window", lambda w=window: w.seconds("window")),
+                           ("thread", lambda w=window: w.seconds("thread"))]
+                first = k // PROCESSES % len(measure)
+                seconds = {what: run() for what, run in measure[first:] + measure[:first]}
                 ratios.append(seconds["headless"] / seconds["window"])
                 own.append(seconds["thread"] / seconds["window"])
-                print(f"{label}, {epochs} epoch(s), round {k}: headless "
+                print(f"{label}, {epochs} epoch(s), round {k + 1}: headless "
                       f"{seconds['headless']:.2f} s, window {seconds['window']:.2f} s, thread "
                       f"{seconds['thread']:.2f} s: ratios {ratios[-1]:.2f}, {own[-1]:.2f}",
                       flush=True)
         finally:
-            close_window(window)
-            for server in servers:
+            for server in servers + windows:
                 server.close()
     print(f"{label}: throughput ratio against a process of its own: median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}); "
@@ -285,9 +313,14 @@ def responsiveness() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="spiral,digits,mnist")
-    parser.add_argument("--repeat", type=int, default=10, help="rounds counted per case")
+    parser.add_argument("--repeat", type=int, default=9,
+                        help="rounds per case (9: each headless process meets each window)")
     parser.add_argument("--epochs", type=int, help="epochs per run (default: per case)")
+    parser.add_argument("--serve-window", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_window:
+        serve_window(args.serve_window)
+        sys.exit()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     cases = args.cases.split(",")
