@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import layerlab
-from layerlab.core.datasets import DATASETS, DatasetError, fit_to_input, load_dataset, with_data
+from layerlab.core.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetError,
+    fit_to_input,
+    load_dataset,
+    with_data,
+)
 from layerlab.core.insight import preview_training
 from layerlab.core.objective import make_objective
 from layerlab.core.text_data import ADDITION_VOCAB, decode, exact_answers
@@ -117,8 +124,14 @@ def test_positions_first_scores_are_refused_with_the_transpose_that_fixes_them()
     with pytest.raises(DatasetError, match=r"head gives \[8, 12\] \(positions first\).*"
                                            r"add a Transpose \(dim0=1, dim1=2\)"):
         make_objective("CrossEntropyLoss", torch.nn.CrossEntropyLoss(), "head", (8, 12), data)
-    with pytest.raises(DatasetError, match=r"a target at each of \[8\] positions"):
+    with pytest.raises(DatasetError, match=r"a target at each of \[8\] positions, but head "
+                                           r"gives \[12\]; CrossEntropyLoss needs "
+                                           r"\[classes, 8\]$"):
         make_objective("CrossEntropyLoss", torch.nn.CrossEntropyLoss(), "head", (12,), data)
+    grid = Dataset("grid", torch.zeros(6, 2, 4, 5), torch.zeros(6, 4, 5, dtype=torch.int64),
+                   "classification", classes=("a", "b", "c"))  # a class at each pixel
+    with pytest.raises(DatasetError, match=r"needs \[classes, 4, 5\]$"):
+        make_objective("CrossEntropyLoss", torch.nn.CrossEntropyLoss(), "head", (3, 20), grid)
 
 
 class Oracle(torch.nn.Module):
