@@ -198,3 +198,22 @@ def test_a_traced_step_joins_the_run_it_begins_or_continues(window, qtbot):
     enter(window, qtbot)  # the next step continues the finished run's curve
     qtbot.waitUntil(lambda: plots.runs[0].loss.n == len(x) + 1, timeout=5_000)
     assert len(plots.runs) == 1 and plots.run_list.count() == 1
+
+
+def test_a_matrix_that_started_at_zero_is_not_judged_by_the_size_of_its_updates(window,
+                                                                                qtbot):
+    """LoRA's B, or a layer initialised to zero, moves by about its own size at each early
+    step: the step-through judges update sizes only of the weights that were not zero as
+    the run began, as the health checks of a run and `layerlab trace` do."""
+    from layerlab.app.commands import set_param
+    from layerlab.core.diagnostics import diagnose
+
+    window.doc.undo_stack.push(set_param(window.doc, "fc2", "init", "zeros"))
+    enter(window, qtbot)  # the first traced step: fc2 is zero before it, so not judged
+    window.actions["actionStepThrough"].trigger()  # leave
+    qtbot.waitUntil(lambda: not window.stepper.active)
+    stepper = enter(window, qtbot)  # the second step, from the first one's weights
+    assert stepper.trace.param_stats["fc2.weight"]["weight"].norm > 0
+    assert ("fc2", "update-large") in {(v.node, v.kind) for v in diagnose(stepper.trace)}
+    assert stepper.trace.judged == {"fc1.weight", "fc3.weight"}
+    assert "update-large" not in {v.kind for v in stepper.verdicts}

@@ -79,7 +79,7 @@ class Stepper(QObject):
         # the model's output, ŷ wherever its values are named (as in the chain rule)
         self.output = next((trace.inputs[e.node][0] for e in self.events
                             if e.phase == "loss" and trace.inputs.get(e.node)), "")
-        self.verdicts = diagnose(trace)
+        self.verdicts = diagnose(trace, trace.judged)
         self.active = True
         self.modeChanged.emit(True)
         self.go(-1)

@@ -253,6 +253,8 @@ class TrainingWorker(QObject):
         trace = self._attempt(lambda: self._ensure_trainer(project).trace_next_batch(keep))
         if trace is None:
             return
+        assert self.health is not None  # made with the trainer
+        trace.judged = self.health.monitor.judged  # as the run began, as its health records
         self._flush()
         self.traced.emit(trace)
 

@@ -150,6 +150,9 @@ class StepTrace:
     # (core/attention_maps.py); the dataset's characters, to label their positions
     attention: dict[str, torch.Tensor] = field(default_factory=dict)
     vocab: tuple[str, ...] = ()
+    # the weights whose update size is judged (diagnostics.judged_weights as the run
+    # began: not those that started at zero, as LoRA's B), when the tracer knows them
+    judged: frozenset[str] | None = None
     _param_stats: dict[str, dict[str, Stats]] | None = None
 
     @property
