@@ -56,17 +56,18 @@ def test_generate_streams_tokens_with_cores_probabilities(gpt, qtbot):
     panel.tokens.setValue(6)
     panel.temperature.setValue(0.8)
     panel.seed.setValue(3)
-    # a slow model (30 ms a token): each token must reach the panel while the torch
+    # a slow model (60 ms a token): each token must reach the panel while the torch
     # thread is still writing the next, not all of them once it is done
-    slow = trainer.model.register_forward_pre_hook(lambda *_: time.sleep(0.03))
+    slow = trainer.model.register_forward_pre_hook(lambda *_: time.sleep(0.06))
     done_in_torch = []
     ops.worker.finished.connect(lambda _: done_in_torch.append(True))  # in the torch thread
     seen = []
-    panel.table.model().rowsInserted.connect(lambda *_: seen.append(bool(done_in_torch)))
+    panel.table.model().rowsInserted.connect(
+        lambda *_: seen.append((bool(done_in_torch), panel.table.rowCount())))
     press_generate(ops, qtbot)
     slow.remove()
     # streamed: each token but the last was on screen before generation had ended
-    assert len(seen) == 6 and seen[:5] == [False] * 5
+    assert [rows for done, rows in seen if not done][:5] == [1, 2, 3, 4, 5]
     vocab = trainer.data.vocab
     core = generate(trainer.model, encode("12+30=", vocab), 6, seed=3, temperature=0.8,
                     context=8)
@@ -194,3 +195,36 @@ def refuses_a_block_inside_a_group(gpt, qtbot):
         f"block2 is inside group {name}, and a layer is in one group at most: ungroup it "
         "first (Edit ▸ Ungroup), then open it.")
     assert gpt.doc.undo_stack.count() == steps and "block2" in gpt.doc.graph
+
+
+@pytest.mark.qt_log_ignore("does not support raise", extend=True)  # offscreen: the tooltip
+def test_tokens_that_come_faster_than_they_show_are_laid_out_together(qtbot):
+    """A small model writes hundreds of tokens a second: they are shown in a few batches
+    (one layout of the text each: one by one, 2,000 tokens took the GUI thread 25 s), in
+    their order, each with its colour and tooltip; finishing shows what is still pending."""
+    from layerlab.app.generate_panel import GeneratePanel, probability_colour
+
+    panel = GeneratePanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    batches = []
+    panel.table.model().rowsInserted.connect(lambda _, first, last: batches.append(
+        last - first + 1))
+    tokens = [(str(i % 10) if i % 7 else " ", (i % 100) / 100) for i in range(600)]
+    panel.begin("12+")
+    for text, p in tokens[:300]:  # queued signals, handled one after the other
+        panel.add_token(text, p)
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 300)
+    assert batches == [1, 299]  # the first at once, the rest together after SHOW_EVERY_S
+    for text, p in tokens[300:]:
+        panel.add_token(text, p)
+    panel.finish("Wrote 600 tokens.")  # shows what was pending, at once
+    assert panel.table.rowCount() == 600 and len(batches) <= 4
+    assert panel.written() == [(t.replace(" ", "␣"), p) for t, p in tokens]
+    assert panel.text.toPlainText() == "12+" + "".join(t for t, _ in tokens)
+    cursor = panel.text.textCursor()
+    cursor.setPosition(len("12+") + 421)  # just after token 420 (0.20): its format
+    look = cursor.charFormat()
+    assert look.anchorHref() == "token:420"
+    assert look.background().color() == probability_colour(0.2)
+    assert tip_of_character(panel.text, len("12+") + 420) == "'␣': probability 0.200"
