@@ -228,3 +228,28 @@ def test_tokens_that_come_faster_than_they_show_are_laid_out_together(qtbot):
     assert look.anchorHref() == "token:420"
     assert look.background().color() == probability_colour(0.2)
     assert tip_of_character(panel.text, len("12+") + 420) == "'␣': probability 0.200"
+
+
+def test_a_show_slower_than_the_pause_still_leaves_the_pause_free(qtbot, monkeypatch):
+    """A long continuation takes longer than SHOW_EVERY_S to lay out (4,000 characters:
+    35 ms here): the tokens that come meanwhile still wait the whole pause and show
+    together, rather than each at once, one layout per token, with the GUI thread never free."""
+    from layerlab.app.generate_panel import SHOW_EVERY_S, GeneratePanel
+
+    panel = GeneratePanel()
+    qtbot.addWidget(panel)
+    lay_out = panel.text.add
+
+    def slow(tokens):
+        lay_out(tokens)
+        time.sleep(1.5 * SHOW_EVERY_S)  # as a long text's layout takes
+
+    monkeypatch.setattr(panel.text, "add", slow)
+    batches = []
+    panel.table.model().rowsInserted.connect(lambda _, first, last: batches.append(
+        last - first + 1))
+    panel.begin("12+")
+    for digit in "0123456789":  # queued signals, handled one after the other
+        panel.add_token(digit, 0.5)
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 10)
+    assert batches == [1, 9]

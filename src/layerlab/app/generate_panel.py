@@ -204,8 +204,9 @@ class GeneratePanel(QWidget):
         self.table.setRowCount(0)
 
     def add_token(self, text: str, p: float) -> None:
-        """Shown at once, unless the last tokens were shown less than SHOW_EVERY_S ago:
-        then with the others that come meanwhile."""
+        """Shown at once, unless the last tokens finished showing less than SHOW_EVERY_S
+        ago: then with the others that come meanwhile (the pause counts from the end of a
+        show, so the GUI thread is free for it however long a long text takes to lay out)."""
         if self.dropping:
             return
         self._pending.append((text, p))
@@ -220,7 +221,6 @@ class GeneratePanel(QWidget):
     def _show_pending(self) -> None:
         self._show_timer.stop()
         batch, self._pending = self._pending, []
-        self._shown_at = time.perf_counter()
         if not batch:
             return
         self.text.add(batch)
@@ -235,6 +235,7 @@ class GeneratePanel(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, p)
                 self.table.setItem(row, column, item)
         self.table.scrollToBottom()
+        self._shown_at = time.perf_counter()
 
     def _drop_pending(self) -> None:
         self._show_timer.stop()
