@@ -12,8 +12,8 @@ next, even on a pinned core, so only runs close in time compare; and one process
 speed relative to an identical one by 5-10% for minutes, so both sides take turns among
 three kept processes each (three headless, three windows): over nine rounds every window
 process meets every headless one. Each round gives two ratios (headless / window, thread /
-window); the figures are their medians over --repeat rounds (a first round warms every
-process up and is not counted). Each window keeps every run it trained, as a person
+window); the figures are their medians over --repeat rounds (every process trains once
+before them to warm up, not counted). Each window keeps every run it trained, as a person
 comparing runs does.
 
 Train is pressed once the window has settled (painted, its dataset preview shown, and half a
