@@ -232,3 +232,36 @@ def test_a_graph_with_errors_does_not_compile():
     with pytest.raises(layerlab.GraphError) as info:
         layerlab.build_model(g)
     assert info.value.errors[0][0] == "n0"
+
+
+def test_a_layer_too_large_for_memory_is_refused_naming_it(monkeypatch):
+    """A field typed with a few digits too many (a GPT's max_len of a billion, a Linear of
+    2**44 units): building fails in torch's allocator; the person reads which node and how
+    large, and the model's other errors still come through as they are."""
+    from layerlab.core.compiler import build_model
+    from layerlab.core.errors import GraphError
+    from layerlab.core.project import Project
+    from layerlab.core.settings import settings_from
+    from layerlab.core.trainer import Trainer
+
+    graph = chain_graph([2], ("Linear", {"out_features": 2**44}), ("ReLU", {}),
+                        ("Linear", {"out_features": 2}), loss="CrossEntropyLoss")
+    with pytest.raises(GraphError) as caught:
+        build_model(graph)
+    count = 3 * 2**44  # the weight [2**44, 2] and the bias
+    assert caught.value.errors == [("n0", f"its {count:,} parameters ({4 * count / 1e9:,.0f} "
+                                          "GB) do not fit in memory; make it smaller")]
+    project = Project(graph=graph)
+    with pytest.raises(GraphError):  # the window's and `layerlab train`'s way in
+        Trainer(project, settings_from(project.training))
+
+    def broken(self, *args, **kwargs):  # when built for real (counting builds on meta)
+        if torch.empty(0).device.type != "meta":
+            raise RuntimeError("a bug of ours")
+        init(self, *args, **kwargs)
+
+    init = nn.ReLU.__init__
+    monkeypatch.setattr(nn.ReLU, "__init__", broken)
+    with pytest.raises(RuntimeError, match=r"^a bug of ours$"):
+        build_model(chain_graph([2], ("ReLU", {}), ("Linear", {"out_features": 2}),
+                                loss="CrossEntropyLoss"))

@@ -54,10 +54,7 @@ def build_model(graph: nx.DiGraph) -> torch.fx.GraphModule:
             value = fx_graph.placeholder(node)
         else:
             if spec.build is not None:
-                module = spec.build(ctx).make()
-                if spec.has_init:
-                    apply_init(module, ctx.params["init"])
-                modules.add_module(node, module)
+                modules.add_module(node, _made(graph, analysis, node))
             args = [values[s] for s in ctx.in_ids]
             if spec.emit is None:
                 value = fx_graph.call_module(node, tuple(args))
@@ -98,6 +95,25 @@ def build_loss(graph: nx.DiGraph) -> nn.Module | None:
     spec = CATALOGUE[graph.nodes[analysis.loss_node]["type"]]
     assert spec.build is not None
     return spec.build(analysis.contexts[analysis.loss_node]).make()
+
+
+def _made(graph: nx.DiGraph, analysis: Analysis, node: str) -> nn.Module:
+    """The node's layer with its weights initialised; GraphError naming the node when its
+    weights do not fit in memory (a field typed with a few digits too many)."""
+    ctx = analysis.contexts[node]
+    spec = CATALOGUE[graph.nodes[node]["type"]]
+    assert spec.build is not None
+    try:
+        module = spec.build(ctx).make()
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        count = param_counts(graph, analysis)[node]
+        raise GraphError([(node, f"its {count:,} parameters ({4 * count / 1e9:,.0f} GB) do "
+                                 "not fit in memory; make it smaller")]) from None
+    if spec.has_init:
+        apply_init(module, ctx.params["init"])
+    return module
 
 
 def param_counts(graph: nx.DiGraph, analysis: Analysis | None = None, *,
