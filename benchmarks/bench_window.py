@@ -5,16 +5,17 @@ spiral, digits and the MNIST MLP (bar ≥ 0.9): the epochs' training seconds (me
 `seconds`: without evaluation), summed.
 
 Rounds of three runs of one to two seconds each, one right after the other in rotating
-order: headless in a process of its own (training as `layerlab train` does), the window's
-Train, and the same Trainer on a plain thread of the window's process while the window sits
-idle. On these shared 2-core machines the speed changes by up to 2× from one second to the
-next, even on a pinned core, so only runs close in time compare; and one process keeps its
-speed relative to an identical one by 5-10% for minutes, so both sides take turns among
-three kept processes each (three headless, three windows): over nine rounds every window
-process meets every headless one. Each round gives two ratios (headless / window, thread /
-window); the figures are their medians over --repeat rounds (every process trains once
-before them to warm up, not counted). Each window keeps every run it trained, as a person
-comparing runs does.
+order: headless in a process of its own (`layerlab train FILE --out OUT`: the same run
+folder, health checks and step records as the window's, with its progress bar), the
+window's Train, and a bare Trainer (no run folder, no listener) on a plain thread of the
+window's process while the window sits idle. On these shared 2-core machines the speed
+changes by up to 2× from one second to the next, even on a pinned core, so only runs close
+in time compare; and one process keeps its speed relative to an identical one by 5-10% for
+minutes, so both sides take turns among three kept processes each (three headless, three
+windows): over nine rounds every window process meets every headless one. Each round gives
+two ratios (headless / window, bare thread / window); the figures are their medians over
+--repeat rounds (every process trains once before them to warm up, not counted). Each
+window keeps every run it trained, as a person comparing runs does.
 
 Train is pressed once the window has settled (painted, its dataset preview shown, and half a
 second of idle event loop before each run), as a person presses it. Run it under
@@ -75,19 +76,24 @@ def project_file(folder: Path, example: str, epochs: int) -> Path:
 
 
 PROCESSES = 3  # per side, taking turns (see above)
-SERVE = (
-    "import sys, layerlab\n"
-    "from layerlab.core.trainer import Trainer\n"
+SERVE = (  # `layerlab train FILE --out OUT` over and over: the product's headless training
+    "import contextlib, json, os, sys\n"
+    "from layerlab.cli import main\n"
+    "out = sys.argv[1]\n"
     "for line in sys.stdin:\n"
-    "    trainer = Trainer(layerlab.load_project(line.strip()))\n"
-    "    trainer.run()\n"
-    "    print(sum(r.seconds for r in trainer.history), flush=True)\n")
+    "    with open(os.devnull, 'w') as quiet, contextlib.redirect_stdout(quiet), \\\n"
+    "            contextlib.redirect_stderr(quiet):\n"
+    "        code = main(['train', line.strip(), '--out', out, '--force'])\n"
+    "    if code:\n"
+    "        sys.exit(f'layerlab train exited with {code}')\n"
+    "    with open(os.path.join(out, 'run.json')) as run:\n"
+    "        print(json.load(run)['seconds'], flush=True)\n")
 
 
 class Kept:
     """A process kept between runs, so that each run is measured next to the other side's
     in time: a line in (what to run), a run's training seconds out. Headless, it trains as
-    `layerlab train` does (a fresh Trainer each time, torch in its main thread); a window
+    `layerlab train` does (it is `layerlab train`, torch in its main thread); a window
     process trains with its window's Train or on a plain thread (--serve-window)."""
 
     def __init__(self, *args: str) -> None:
@@ -242,7 +248,7 @@ def idle(seconds: float) -> None:
 def serve_window(path: Path) -> None:
     """One window process of the rounds: for each line of stdin, `window` (its Train) or
     `thread` (a plain thread beside it) trains `path` once, and its training seconds go to
-    stdout (the window trains its own file; the thread, as headless, without a run folder)."""
+    stdout (the window trains its own file; the thread, a bare Trainer without a run folder)."""
     window = open_window(path)
     for line in sys.stdin:
         idle(0.5)
@@ -262,7 +268,8 @@ def throughput(name: str, repeat: int, epochs: int | None) -> list[float]:
     ratios, own = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = project_file(Path(tmp), example, epochs)
-        servers = [Kept("-c", SERVE) for _ in range(PROCESSES)]
+        servers = [Kept("-c", SERVE, str(Path(tmp) / f"headless-{k}"))
+                   for k in range(PROCESSES)]
         windows = []
         for k in range(PROCESSES):  # each window its own project file, and so its own runs
             (Path(tmp) / f"window-{k}").mkdir()
