@@ -1,6 +1,7 @@
 """Training curves (pyqtgraph): every run overlaid in its own colour with its label in the
-legend, smoothed as TensorBoard smooths, by step, epoch or training time; redrawn on a timer at
-a bounded rate, downsampled and clipped to view so a million points stay smooth."""
+legend, smoothed as TensorBoard smooths, by step, epoch or training time; redrawn at a bounded
+rate (on a timer, or on a live run's turns), downsampled and clipped to view so a million
+points stay smooth."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from layerlab.core.records import StepRecord
 
 __all__ = ["RunPlots", "run_colour"]
 
-# Redraws cost the GUI thread Python time (pyqtgraph paints in Python, and PySide holds the
-# GIL through the view's paintEvent), and the training thread waits for the GIL meanwhile:
+# Redraws cost the GUI thread Python time (pyqtgraph paints in Python), and during a run the
+# training thread waits meanwhile (a live run's curves redraw on its turns: redraw_if_due):
 # at most 5 a second, and at most DUTY of the time counting both the redraw and the paints
 # that follow it (20 ms in all: one every 670 ms), keeps curves live and training near full
 # speed (benchmarks/bench_window.py).
@@ -179,6 +180,7 @@ class RunPlots(QWidget):
         self._spare: list[pg.PlotDataItem] = []  # the next run's curves, made ahead
         self._dirty = False
         self._refit = False
+        self._last_redraw = 0.0  # when the curves were last redrawn (perf_counter)
         self.timer = QTimer(self)
         self.timer.setObjectName("plotTimer")
         self.timer.setInterval(REDRAW_MS)
@@ -411,10 +413,17 @@ class RunPlots(QWidget):
     def _weight(self) -> float:
         return self.smoothing.value() / 100
 
+    def redraw_if_due(self) -> None:
+        """A live run's turn to be drawn (its torch thread waits meanwhile): redraw if the
+        pace allows, and keep the timer from redrawing between turns, while torch trains."""
+        if time.perf_counter() - self._last_redraw >= self.timer.interval() / 1000:
+            self.redraw()
+        self.timer.start()
+
     def redraw(self) -> None:
         if not self._dirty:
             return
-        start = time.perf_counter()
+        start = self._last_redraw = time.perf_counter()
         self._draw_all()
         spent = time.perf_counter() - start + self.view.painting  # the last redraw's paints
         self.view.painting = 0.0

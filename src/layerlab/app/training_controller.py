@@ -17,10 +17,11 @@ import copy
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, Signal, Slot
 
 from layerlab.app.document import Document
 from layerlab.app.plots import run_colour
@@ -71,6 +72,7 @@ class TrainingController(QObject):
     refused = Signal(str)  # a request that was not sent, and why
     run_started = Signal(str, str, str)  # its key (the run folder), label, colour
     run_ended = Signal(str, str)  # its key ("" when it never began), how it ended
+    drawTurn = Signal()  # the torch thread waits between two steps: redraw what is due now
 
     def __init__(self, doc: Document) -> None:
         super().__init__()
@@ -96,6 +98,8 @@ class TrainingController(QObject):
         self.forgetRequested.connect(self.worker.reset)
         self.echo.answered.connect(self._answered)
         self.worker.began.connect(self._began)
+        self.worker.turn.connect(self._turn)
+        self._shown = self.worker.shown = threading.Event()
         self.worker.moved.connect(self._moved)
         self.worker.stopped.connect(self._stopped)
         self.worker.failed.connect(self._failed)
@@ -309,9 +313,31 @@ class TrainingController(QObject):
             self._ended("failed")
 
     def _began(self, key: str, label: str) -> None:
-        if self.state != "idle":
-            self.run_key = self._began_key = key
-            self.run_started.emit(key, label, self.colour(key))
+        """The run's folder exists: the window shows the run (its curves, its row, its
+        colour) and paints that before the torch thread takes its first step, which waits
+        for this (TrainingWorker.shown)."""
+        try:
+            if self.state != "idle":
+                self.run_key = self._began_key = key
+                self.run_started.emit(key, label, self.colour(key))
+        finally:
+            self._show_now()
+
+    def _turn(self) -> None:
+        """The torch thread waits between two steps for the window to show its records:
+        the curves redraw if their pace allows, and what changed is painted, now."""
+        try:
+            self.drawTurn.emit()
+        finally:
+            self._show_now()
+
+    def _show_now(self) -> None:
+        """Paint what changed (rather than when the event loop gets to it, while torch
+        trains again), then let the torch thread go on."""
+        try:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.UpdateRequest)
+        finally:
+            self._shown.set()
 
     def _ended(self, outcome: str) -> None:
         key = self._began_key

@@ -157,6 +157,7 @@ class TrainingDock(QWidget):
     def _curves(self) -> QSplitter:
         """The curves above the project's runs table, whose rows they follow."""
         self.plots = RunPlots()
+        self.controller.drawTurn.connect(self.plots.redraw_if_due)
         self.runs_table = RunsTable()
         curves = QSplitter(Qt.Orientation.Vertical)
         curves.setObjectName("curvesSplitter")

@@ -3,10 +3,11 @@
 Measured on this machine (shared/measurements.md): one QThread that owns every torch
 operation trains at ×0.93 of bare speed, and only one thread per process may run
 multi-threaded torch. The GUI thread only draws. Records travel to it as immutable messages,
-batched and sent at most every 200 ms (each batch costs the GUI thread Python time, during
-which training waits for the GIL); decision-boundary images at most every 250 ms, and during a
-run only while someone looks at them (`watch_boundary`): a probe costs the torch thread a
-few steps' time.
+batched and sent at most every 200 ms, each batch followed by the window's turn: the torch
+thread waits between two steps while the window shows the batch (SHOW_WAIT_S), so the two
+threads do not take the GIL from each other mid-drawing; decision-boundary images at most
+every 250 ms, and during a run only while someone looks at them (`watch_boundary`): a probe
+costs the torch thread a few steps' time.
 
 The worker is a thin adapter: what it computes comes from core (layerlab.core.insight, the
 trainer), and every slot ends in a message, whatever goes wrong: `stopped` or `failed` for a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,13 @@ from layerlab.core.weights import WeightsError, load_weights
 T = TypeVar("T")
 SEND_EVERY_S = 0.2  # the curves redraw at most 5 times a second: the progress bar keeps pace
 BOUNDARY_EVERY_S = 0.25
+# The window draws while the torch thread waits, between two steps: as a run begins (its
+# curves, its row in the runs table) and after each batch of records (the progress bar, a
+# redraw of the curves when one is due). Drawn while torch trains, the same work made the
+# two threads hand the interpreter lock to and fro about a thousand times a run (PySide
+# lets it go around Qt calls; each hand-over wakes the other thread), which cost ~10% of
+# the training speed. A window that does not answer only delays training by this much.
+SHOW_WAIT_S = 0.25
 KNOWN_ERRORS = (DatasetError, TrainingError, WeightsError, ExportError, RunError, OSError)
 log = logging.getLogger("layerlab")
 
@@ -102,6 +111,7 @@ class TrainingWorker(QObject):
     done = Signal(str, str)  # a finished job (export, weights) and its report for a person
     traced = Signal(object)  # a StepTrace of the next batch (step-through)
     began = Signal(str, str)  # a run's folder and label, as it begins (or continues)
+    turn = Signal()  # the window's turn to show what was sent; it sets `shown` when done
     moved = Signal(str)  # the runs went with their project; what went wrong, or ""
 
     def __init__(self) -> None:
@@ -116,6 +126,8 @@ class TrainingWorker(QObject):
         # set by the GUI thread: the boundary or the node thumbnails are on screen
         self.watch_boundary = True
         self.newest_preview = 0  # the ticket of the last preview asked for (GUI thread)
+        # a window's: set by the GUI thread once it has shown what was sent (see SHOW_WAIT_S)
+        self.shown: threading.Event | None = None
 
     @Slot()
     def warm_up(self) -> None:
@@ -181,7 +193,18 @@ class TrainingWorker(QObject):
                                     label=request.label, varied=request.varied)
             self.writer.attach(trainer)
             self.writer.set_status("running")  # listed from its first moment
-        self.began.emit(str(self.writer.folder), self.writer.label)
+        folder, label = str(self.writer.folder), self.writer.label
+        self._wait_shown(lambda: self.began.emit(folder, label))
+
+    def _wait_shown(self, send: Callable[[], None]) -> None:
+        """send(), then wait until the window has shown it (see SHOW_WAIT_S)."""
+        shown = self.shown
+        if shown is None:
+            send()
+            return
+        shown.clear()
+        send()
+        shown.wait(SHOW_WAIT_S)
 
     @Slot(object, object, bool)
     def move_runs(self, source: Path, target: Path, keep: bool) -> None:
@@ -335,8 +358,12 @@ class TrainingWorker(QObject):
                 now - self._last_boundary >= BOUNDARY_EVERY_S:
             self._send_boundary()
         paused = self.trainer is not None and self.trainer.control.paused
-        if paused or isinstance(record, StateRecord) or now - self._last_send >= SEND_EVERY_S:
+        if paused or isinstance(record, StateRecord):
             self._flush()  # nothing else may come for a while: send it now
+        elif now - self._last_send >= SEND_EVERY_S:
+            self._flush()
+            if isinstance(record, StepRecord):  # between two steps
+                self._wait_shown(self.turn.emit)
 
     def _flush(self) -> None:
         if self._buffer:
