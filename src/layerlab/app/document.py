@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from layerlab.core.compiler import param_counts
+from layerlab.core.memory import machine_memory, memory_problems
 from layerlab.core.project import Project
 from layerlab.core.shapes import Analysis, analyze, valid_id_error
 from layerlab.core.summary import Summary, summarise
@@ -180,9 +181,7 @@ class Document(QObject):
         """Show another project; the undo history belongs to the old one and goes."""
         self.undo_stack.clear()
         self.project = project
-        self.analysis = analyze(self.graph)
-        self.counts = param_counts(self.graph, self.analysis)
-        self._summary = None
+        self._analyse()
         self._pending = []
         self.reset.emit()
         self.analysisChanged.emit()
@@ -214,13 +213,19 @@ class Document(QObject):
 
     def reanalyse(self) -> None:
         """Analyse the graph, then tell the views what changed and that shapes changed."""
-        self.analysis = analyze(self.graph)
-        self.counts = param_counts(self.graph, self.analysis)
-        self._summary = None
+        self._analyse()
         pending, self._pending = self._pending, []
         for signal, args in pending:
             signal.emit(*args)
         self.analysisChanged.emit()
+
+    def _analyse(self) -> None:
+        """Shapes, parameter counts and problems (a network too large for this machine's
+        memory is one: training it could only fail)."""
+        self.analysis = analyze(self.graph)
+        self.counts = param_counts(self.graph, self.analysis)
+        self.analysis.errors += memory_problems(self.counts, machine_memory())
+        self._summary = None
 
     def summary(self) -> Summary:
         """Sizes and FLOPs; computed when first asked for after each change (FLOPs need a

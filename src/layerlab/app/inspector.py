@@ -133,6 +133,7 @@ class Inspector(QStackedWidget):
         self.errors = QListWidget()
         self.errors.setObjectName("errorList")
         self.errors.setAccessibleName("Errors")
+        self.errors.setWordWrap(True)  # a problem is a sentence: all of it shows
         self.errors.itemClicked.connect(self._error_clicked)
         layout.addWidget(label("<b>Model</b>"))
         layout.addWidget(self.summary)

@@ -10,6 +10,7 @@ from layerlab.cli.common import print_table, read_project
 from layerlab.core.compiler import param_counts
 from layerlab.core.errors import GraphError, format_error
 from layerlab.core.fit import dataset_fit
+from layerlab.core.memory import machine_memory, memory_problems
 from layerlab.core.project import Project
 from layerlab.core.settings import settings_from
 from layerlab.core.shapes import Analysis, analyze
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     analysis = analyze(project.graph)
     print_summary(project, analysis)
     problems = list(analysis.errors)
+    problems += memory_problems(param_counts(project.graph, analysis), machine_memory())
     try:
         settings_from(project.training)  # the one validation of the training section
     except GraphError as exc:

@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from layerlab.core.atomic import atomic_path
-from layerlab.core.compiler import build_loss, build_model, checked
+from layerlab.core.compiler import build_loss, build_model, checked, param_counts
 from layerlab.core.control import Control
 from layerlab.core.datasets import (
     Dataset,
@@ -31,8 +31,10 @@ from layerlab.core.datasets import (
     split_indices,
 )
 from layerlab.core.diagnostics import first_nonfinite_node, layer_grad_norms
+from layerlab.core.errors import GraphError
 from layerlab.core.fit import check_token_ids
 from layerlab.core.idx import Progress
+from layerlab.core.memory import machine_memory, memory_problems
 from layerlab.core.objective import make_objective
 from layerlab.core.optimizer_state import Regularisation
 from layerlab.core.project import Project
@@ -96,6 +98,9 @@ class Trainer:
         if analysis.loss_node is None:
             raise TrainingError("the graph has no loss node; add one (e.g. CrossEntropyLoss) "
                                 "after the output to train it")
+        too_large = memory_problems(param_counts(graph, analysis), machine_memory())
+        if too_large:
+            raise GraphError(too_large)
         try:
             self.device = pick_device(s.device)
         except ValueError as exc:
