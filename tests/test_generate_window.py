@@ -253,3 +253,27 @@ def test_a_show_slower_than_the_pause_still_leaves_the_pause_free(qtbot, monkeyp
         panel.add_token(digit, 0.5)
     qtbot.waitUntil(lambda: panel.table.rowCount() == 10)
     assert batches == [1, 9]
+
+
+def test_train_while_text_is_written_stops_the_writing_and_trains_at_once(gpt, qtbot):
+    """Train (F5) while a slow model writes 200 tokens: the writing stops after the token
+    under way, says so, and the run trains at once rather than queueing behind it."""
+    ops = gpt.findChild(GenerateOps)
+    panel = ops.panel
+    trainer = train(gpt, qtbot)
+    qtbot.keyClick(gpt, Qt.Key.Key_F9)
+    qtbot.keyClicks(panel.prompt, "12+30=")
+    panel.tokens.setValue(200)
+    slow = trainer.model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
+    qtbot.mouseClick(panel.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.table.rowCount() >= 2, timeout=10_000)
+    controller = gpt.training.controller
+    qtbot.keyClick(gpt, Qt.Key.Key_F5)  # Train
+    assert controller.state == "running"
+    qtbot.waitUntil(panel.button.isEnabled, timeout=5_000)  # well before 200 × 50 ms
+    slow.remove()
+    written = len(panel.written())
+    assert written < 50
+    assert panel.message.text().startswith(f"Stopped after {written} of 200 tokens")
+    qtbot.waitUntil(lambda: controller.state == "idle", timeout=30_000)
+    assert controller.worker.trainer is not trainer and controller.worker.trainer.step == 4

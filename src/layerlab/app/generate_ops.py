@@ -164,6 +164,7 @@ class GenerateOps(QObject):
         self.worker.refused.connect(self.panel.refuse)
         self.worker.carried.connect(self._carried)
         window.doc.reset.connect(self._forget)
+        controller.started.connect(self._training_started)
         self.action = window.action(
             "actionGenerate", "&Generate…", self.show_panel, SHORTCUT,
             "Type a prompt and see the trained model continue it, token by token")
@@ -178,6 +179,12 @@ class GenerateOps(QObject):
         """Another project: a generation under way stops, and its text goes."""
         self.worker.stopping.set()
         self.panel.forget()
+
+    def _training_started(self) -> None:
+        """Train while text is being written: the writing stops after its token, so the run
+        starts at once (it would wait behind the writing in the torch thread, shown as
+        running), and the panel says how far it got."""
+        self.worker.stopping.set()
 
     def _carried(self, report: str) -> None:
         self.window.statusBar().showMessage(report, 8000)
