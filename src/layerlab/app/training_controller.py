@@ -325,7 +325,9 @@ class TrainingController(QObject):
 
     def _turn(self) -> None:
         """The torch thread waits between two steps for the window to show its records:
-        the curves redraw if their pace allows, and what changed is painted, now."""
+        the curves redraw if their pace allows, and the widgets' pending repaints are
+        painted now (pyqtgraph posts its own scene updates, which follow in the event
+        loop)."""
         try:
             self.drawTurn.emit()
         finally:
