@@ -140,6 +140,27 @@ def test_live_curves_redraw_on_the_turns_at_their_pace(qtbot):
                     timeout=plots.timer.interval() + 1000)
 
 
+def test_a_turns_redraw_is_painted_before_the_turn_ends(qtbot):
+    """The curves redrawn on a turn are painted within it (Qt queues the scene's updates
+    and the axes' layouts after a redraw; sent later they would paint while torch trains),
+    and the paints count in the pace."""
+    make_application()
+    plots = RunPlots()
+    qtbot.addWidget(plots)
+    plots.timer.stop()
+    plots.resize(900, 300)
+    plots.show()
+    qtbot.waitExposed(plots)
+    plots.add([StepRecord(1, 1, 1, 4, 0.9, 0.0, 0.1)])
+    plots.redraw()
+    qtbot.wait(300)  # shown, and every queued paint done
+    plots.view.painting = 0.0
+    plots._last_redraw = 0.0  # a redraw is due
+    plots.add([StepRecord(1, step, step, 4, 1 / step, 0.0, 0.1) for step in range(2, 200)])
+    plots.redraw_if_due()
+    assert plots.view.painting > 0  # painted already, before the event loop ran
+
+
 def test_the_window_draws_its_runs_on_the_turns(window, qtbot):
     """The real window: the curves redraw on the torch thread's turns while a run trains,
     and no step is taken while they do."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPaintEvent, QPixmap, QPixmapCache
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -44,6 +44,7 @@ __all__ = ["RunPlots", "run_colour"]
 REDRAW_MS = 200
 SLOWEST_REDRAW_MS = 2000
 DUTY = 0.03
+PAINT_ROUNDS = 4  # of queued updates and paints a turn's redraw sends at most
 # pyqtgraph draws ~5 points per pixel by default; peak downsampling to one x-bin per pixel
 # looks the same, and a 2-pixel antialiased pen costs Qt ~10 µs a point. With that and each
 # line cached as a pixmap, ten runs of 5,000 steps take ~25-35 ms of CPU a live redraw
@@ -415,10 +416,24 @@ class RunPlots(QWidget):
 
     def redraw_if_due(self) -> None:
         """A live run's turn to be drawn (its torch thread waits meanwhile): redraw if the
-        pace allows, and keep the timer from redrawing between turns, while torch trains."""
+        pace allows, paint it now, and keep the timer from redrawing between turns, while
+        torch trains."""
         if time.perf_counter() - self._last_redraw >= self.timer.interval() / 1000:
             self.redraw()
+            self._paint_now()
         self.timer.start()
+
+    def _paint_now(self) -> None:
+        """Send the scene's updates and layouts that Qt queued after a redraw, and paint
+        them, rather than over the next ~100 ms of event loop while torch trains: a few
+        rounds, as new tick labels lay the axes out again."""
+        for _ in range(PAINT_ROUNDS):
+            painted = self.view.painting
+            QCoreApplication.sendPostedEvents(self.view.scene(), QEvent.Type.MetaCall)
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.UpdateRequest)
+            if self.view.painting == painted:
+                return
 
     def redraw(self) -> None:
         if not self._dirty:
