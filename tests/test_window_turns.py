@@ -19,7 +19,7 @@ from layerlab.app.application import make_application
 from layerlab.app.plots import REDRAW_MS, RunPlots
 from layerlab.app.training_worker import RunRequest, TrainingWorker
 from layerlab.core.project import Project
-from layerlab.core.records import StepRecord
+from layerlab.core.records import EpochRecord, StepRecord
 from layerlab.core.trainer import Control
 
 from helpers import chain_graph
@@ -41,6 +41,7 @@ class Window(QObject):
         self.worker = worker
         self.answers = answers
         self.turns: list[tuple[int, int]] = []  # (step as the drawing began, as it ended)
+        self.heard: list[object] = []  # each batch of records sent, and "turn", in order
         self.began: list[tuple[int, int]] = []
         self.stopped: list[str] = []
 
@@ -56,7 +57,12 @@ class Window(QObject):
 
     @Slot()
     def turn(self) -> None:
+        self.heard.append("turn")
         self._draw(self.turns)
+
+    @Slot(object)
+    def records(self, batch: list[object]) -> None:
+        self.heard.append(batch)
 
     @Slot(str, str)
     def run_began(self, folder: str, label: str) -> None:
@@ -80,6 +86,7 @@ def turns(qtbot, monkeypatch) -> Iterator[Window]:
     window.start.connect(worker.start)
     window.next_run.connect(worker.next_run)
     worker.turn.connect(window.turn)
+    worker.records.connect(window.records)
     worker.began.connect(window.run_began)
     worker.stopped.connect(window.ended)
     thread.start()
@@ -88,13 +95,13 @@ def turns(qtbot, monkeypatch) -> Iterator[Window]:
     assert thread.wait(TIMEOUT)
 
 
-def project() -> Project:
+def project(epochs: int = 1) -> Project:
     g = chain_graph([2], ("Linear", {"out_features": 8}), ("Tanh", {}),
                     ("Linear", {"out_features": 2}), loss="CrossEntropyLoss")
     p = Project(graph=g)
     p.training.update({"dataset": {"name": "moons", "options": {}, "validation_split": 0.2},
                        "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64,
-                       "epochs": 1, "device": "cpu"})
+                       "epochs": epochs, "device": "cpu"})
     return p
 
 
@@ -106,6 +113,17 @@ def test_no_step_is_taken_while_the_window_draws(turns, qtbot, tmp_path: Path):
     steps = turns.worker.trainer.step
     assert len(turns.turns) == steps  # a turn after each step, here
     assert all(before == after for before, after in turns.turns)
+
+
+def test_an_epochs_records_are_shown_on_the_next_steps_turn(turns, qtbot):
+    """An epoch's end (its record, the health verdicts) goes with the next step's records,
+    shown on that step's turn, not sent alone to be drawn while torch trains."""
+    turns.start.emit(project(epochs=3), Control())
+    qtbot.waitUntil(lambda: turns.stopped == ["finished"], timeout=TIMEOUT)
+    mid_run = [k for k, heard in enumerate(turns.heard) if heard != "turn" and any(
+        isinstance(r, EpochRecord) and r.epoch < 3 for r in heard)]
+    assert len(mid_run) == 2
+    assert all(turns.heard[k + 1] == "turn" for k in mid_run)
 
 
 def test_a_window_that_does_not_answer_only_delays_training(turns, qtbot, monkeypatch):

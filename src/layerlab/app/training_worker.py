@@ -360,10 +360,9 @@ class TrainingWorker(QObject):
         paused = self.trainer is not None and self.trainer.control.paused
         if paused or isinstance(record, StateRecord):
             self._flush()  # nothing else may come for a while: send it now
-        elif now - self._last_send >= SEND_EVERY_S:
-            self._flush()
-            if isinstance(record, StepRecord):  # between two steps
-                self._wait_shown(self.turn.emit)
+        elif isinstance(record, StepRecord) and now - self._last_send >= SEND_EVERY_S:
+            self._flush()  # between two steps (an epoch's or health's records go with the
+            self._wait_shown(self.turn.emit)  # next step's): the window's turn
 
     def _flush(self) -> None:
         if self._buffer:
